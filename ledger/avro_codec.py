@@ -115,13 +115,13 @@ class AvroCodec:
         except EventError:
             raise
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
-            raise EventError(f"truncated or corrupt Avro body: {type(exc).__name__}: {exc}") from None
+            raise EventError(
+                f"truncated or corrupt Avro body: {type(exc).__name__}: {exc}"
+            ) from None
         return self.from_record(record)  # type: ignore[arg-type]
 
     # -- object container files (archives) ------------------------------------------------
-    def write_container(
-        self, fo: IO[bytes], items: Iterable[tuple[Event, datetime | None]]
-    ) -> int:
+    def write_container(self, fo: IO[bytes], items: Iterable[tuple[Event, datetime | None]]) -> int:
         count = 0
 
         def records() -> Iterator[dict[str, Any]]:
@@ -150,9 +150,12 @@ class AvroCodec:
             except StopIteration:
                 return
             except Exception as exc:
-                yield index, EventError(
-                    f"truncated or corrupt Avro container after record {index}: "
-                    f"{type(exc).__name__}: {exc}"
+                yield (
+                    index,
+                    EventError(
+                        f"truncated or corrupt Avro container after record {index}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ),
                 )
                 return
             try:

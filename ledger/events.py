@@ -211,8 +211,10 @@ def event_from_json_line(line: str | bytes) -> tuple[Event, datetime | None]:
     """Parse one JSON line; returns the event and its `recorded_at` if the line carries one."""
     try:
         obj = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EventError(f"not valid JSON: {exc.msg if hasattr(exc, 'msg') else exc}") from None
+    except json.JSONDecodeError as exc:
+        raise EventError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except UnicodeDecodeError:
+        raise EventError("not valid UTF-8 text") from None
     if not isinstance(obj, dict):
         raise EventError(f"expected a JSON object, got {type(obj).__name__}")
     recorded_at = None

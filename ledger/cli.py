@@ -1,0 +1,377 @@
+"""The `ledger` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from sqlalchemy import Engine
+
+from ledger.policy import PolicyError, PolicySet
+from ledger.policy_files import load_policies
+from ledger.queries import UnknownUser
+from ledger.store.database import StoreError, open_engine
+from ledger.timeutil import format_instant, parse_instant
+
+EXIT_ERROR = 1
+EXIT_DEAD_LETTERS = 3
+DEV_PHONE_KEY = b"jurisdiction-ledger-development-key"
+
+app = typer.Typer(
+    help=(
+        "Jurisdiction ledger: which rulebook (Xiaohongshu domestic or Rednote international) "
+        "governs each user, since when, and why.\n\n"
+        "Typical session: `ledger generate --users 1000 -o events.jsonl`, then "
+        "`ledger replay events.jsonl`, then `ledger history u-000042` and "
+        "`ledger explain u-000042`. The database is sqlite:///ledger.db in the working "
+        "directory unless --db or LEDGER_DB names another (e.g. "
+        "postgresql+psycopg://user@host/db)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+# Piped output is read by people too (CI logs, `| less`): do not squeeze tables to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar="LEDGER_DB",
+        help="SQLAlchemy URL of the store (default sqlite:///ledger.db; env LEDGER_DB).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+AtOption = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        help="Valid time to ask about: ISO 8601 (2026-04-01 or 2026-04-01T12:00:00+08:00). "
+        "Default: now.",
+        show_default=False,
+    ),
+]
+BelievedOption = Annotated[
+    str | None,
+    typer.Option(
+        "--believed-at",
+        help="Answer with what the ledger believed at this record time (before later-arriving "
+        "events corrected it). ISO 8601.",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err.print(f"ledger: error: {message}", markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Known failures become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        yield
+    except (StoreError, UnknownUser, OSError) as exc:
+        fail(str(exc).strip("'\""))
+    except PolicyError as exc:
+        fail("invalid policy files:\n  " + "\n  ".join(exc.problems))
+
+
+def phone_key() -> bytes:
+    key = os.environ.get("LEDGER_PHONE_KEY")
+    return key.encode() if key else DEV_PHONE_KEY
+
+
+def engine_for(db: str | None) -> Engine:
+    return open_engine(db)
+
+
+def policies() -> PolicySet:
+    return load_policies()
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value, date_means_midnight_utc=True)
+    except ValueError as exc:
+        fail(f"{option} {value!r}: {exc}")
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+# --- generate ------------------------------------------------------------------------------
+
+
+@app.command()
+def generate(
+    output: Annotated[Path, typer.Option("-o", "--output", help="File to write: .jsonl or .avro.")],
+    users: Annotated[int, typer.Option("--users", min=1, help="How many users.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")] = 1,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a realistic, deterministic synthetic event stream.
+
+    Sign-ups spread over 2024-2026 (so every terms version binds), phones from mainland
+    China, HK, MO, TW, US, CA, GB, DE, SG and JP with a few invalid numbers, phone changes,
+    relocations of every evidence kind, terms acceptances, some duplicates and some events
+    delivered late.
+    """
+    from ledger.generate import generate_events, write_events
+
+    if output.suffix not in (".jsonl", ".avro"):
+        fail(f"{output}: unknown file type {output.suffix!r} (use .jsonl or .avro)")
+    with user_errors():
+        count = write_events(output, generate_events(users, seed))
+    if as_json:
+        emit_json({"path": str(output), "users": users, "seed": seed, "events": count})
+    else:
+        out.print(f"wrote {count:,} events for {users:,} users to {output}")
+
+
+# --- replay --------------------------------------------------------------------------------
+
+
+def _progress_hook(paths: list[Path]) -> tuple[Progress | None, Callable[..., None] | None]:
+    if not err.is_terminal:
+        return None, None
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TextColumn("{task.fields[events]:,} events"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+    tasks = {p: progress.add_task(p.name, total=p.stat().st_size, events=0) for p in paths}
+
+    def hook(path: Path, done: int, n: int) -> None:
+        task = tasks[path]
+        events = progress.tasks[task].fields["events"] + n
+        progress.update(task, completed=done, events=events)
+
+    return progress, hook
+
+
+def render_summary(summary: Any, title: str) -> None:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("events applied", f"{summary.applied:,}")
+    t.add_row("duplicates (ignored)", f"{summary.duplicates:,}")
+    t.add_row("dead-lettered", f"{summary.dead_lettered:,}")
+    if summary.already_applied:
+        t.add_row("already applied earlier (skipped)", f"{summary.already_applied:,}")
+    t.add_row("users in the ledger", f"{summary.users:,}")
+    for assignment, n in sorted(summary.assignments.items()):
+        t.add_row(f"  {assignment}", f"{n:,}")
+    t.add_row("time", f"{summary.seconds:.1f} s")
+    t.add_row("throughput", f"{summary.events_per_second:,.0f} events/s")
+    out.print(t)
+    if summary.dead_letter_samples:
+        err.print("dead letters (first ones):", markup=False)
+        for line in summary.dead_letter_samples:
+            err.print(f"  {line}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def replay(
+    files: Annotated[
+        list[Path], typer.Argument(help="Event files (.jsonl or .avro), applied in order.")
+    ],
+    db: DbOption = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Events per database transaction.")
+    ] = 5000,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply event files to the ledger.
+
+    Already applied events are skipped (the stored position of each file, and event ids),
+    so a second replay of the same file applies nothing. Bad lines or records are
+    dead-lettered with their reason and position and the replay goes on. Exit status: 0,
+    or 3 when anything was dead-lettered (1 on errors).
+    """
+    from ledger.projector import Projector
+    from ledger.replay import replay_files
+    from ledger.sources.files import SourceError, check_path
+
+    with user_errors():
+        for f in files:
+            try:
+                check_path(f)
+            except SourceError as exc:
+                fail(str(exc))
+        projector = Projector(engine_for(db), policies(), phone_key())
+        progress, hook = _progress_hook(files)
+        if progress:
+            with progress:
+                summary = replay_files(projector, files, batch_size=batch_size, progress=hook)
+        else:
+            summary = replay_files(projector, files, batch_size=batch_size)
+    if as_json:
+        emit_json(summary.as_json())
+    else:
+        render_summary(summary, "replay")
+    if summary.dead_lettered:
+        raise typer.Exit(EXIT_DEAD_LETTERS)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+@app.command()
+def current(
+    user: Annotated[str, typer.Argument(help="User id, e.g. u-000042.")],
+    at: AtOption = None,
+    believed_at: BelievedOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which rulebook governs USER at a valid time (default now): since when, by which
+    policy and rule, the rulebook's age rule, content focus and data residency, and the
+    user's age status at that time."""
+    from ledger.queries import current as query_current
+
+    when = parse_time(at, "--at") or datetime.now(UTC)
+    believed = parse_time(believed_at, "--believed-at")
+    with user_errors():
+        result = query_current(engine_for(db), user, when, believed_at=believed)
+    data = result.as_json()
+    if as_json:
+        emit_json(data)
+        return
+    t = Table(show_header=False, title=f"{user} at {format_instant(when)}", title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    if data["assignment"] is None:
+        t.add_row("assignment", "none (not signed up at that time)")
+    else:
+        for key in ("assignment", "since", "until", "policy", "rule", "reason"):
+            t.add_row(key, str(data[key] if data[key] is not None else "open"))
+        for key, value in (data["rulebook"] or {}).items():
+            if key != "id":
+                t.add_row(key.replace("_", " "), value)
+    t.add_row("age status", data["age_status"])
+    out.print(t)
+
+
+@app.command()
+def history(
+    user: Annotated[str, typer.Argument(help="User id, e.g. u-000042.")],
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Include superseded rows (record-time history).")
+    ] = False,
+    believed_at: BelievedOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The history of USER's assignment in valid time: one row per period with its
+    policy, rule, reason, the facts read and the events they came from. `--all` adds the
+    rows the ledger once believed and later superseded (with superseded_at)."""
+    from ledger.queries import history as query_history
+
+    believed = parse_time(believed_at, "--believed-at")
+    with user_errors():
+        rows = query_history(
+            engine_for(db), user, include_superseded=show_all, believed_at=believed
+        )
+    if as_json:
+        emit_json({"user_id": user, "entries": [r.as_json() for r in rows]})
+        return
+    t = Table(title=f"history of {user}", title_justify="left")
+    for col in ("valid from", "valid to", "assignment", "policy", "rule", "recorded at"):
+        t.add_column(col)
+    if show_all:
+        t.add_column("superseded at")
+    for r in rows:
+        cells = [
+            format_instant(r.valid_from),
+            format_instant(r.valid_to) or "open",
+            r.assignment,
+            r.policy,
+            r.rule,
+            format_instant(r.recorded_at),
+        ]
+        if show_all:
+            cells.append(format_instant(r.superseded_at) or "—")
+        t.add_row(*[c or "" for c in cells], style="dim" if r.superseded_at else None)
+    out.print(t)
+
+
+@app.command()
+def explain(
+    user: Annotated[str, typer.Argument(help="User id, e.g. u-000042.")],
+    at: AtOption = None,
+    believed_at: BelievedOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A plain-language statement of which rulebook governs USER and why, for the user
+    themself or an auditor."""
+    from ledger.queries import explain as query_explain
+
+    when = parse_time(at, "--at") or datetime.now(UTC)
+    believed = parse_time(believed_at, "--believed-at")
+    with user_errors():
+        text = query_explain(engine_for(db), user, when, believed_at=believed)
+    if as_json:
+        emit_json({"user_id": user, "at": format_instant(when), "explanation": text})
+    else:
+        out.print(text, soft_wrap=False)
+
+
+# --- database ------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Create or migrate the store's tables to the newest schema (every command does this
+    itself on an empty database)."""
+    from ledger.store.database import upgrade
+
+    with user_errors():
+        before, after = upgrade(db)
+    if as_json:
+        emit_json({"from": before, "to": after})
+    elif before == after:
+        out.print(f"database already at revision {after}")
+    else:
+        out.print(f"database migrated from {before or 'empty'} to revision {after}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The bitemporal projection of one user, in memory. Pure.
+
+Applying an observation recomputes the user's valid-time history and compares it with
+what was believed: entries still believed are kept untouched, entries no longer believed
+get `superseded_at` (record time), new entries are recorded with `recorded_at`. Because
+each observation is applied with its own record time, the full bitemporal history depends
+only on the sequence of (event, record time), never on how that sequence was batched.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ledger.facts import Facts, Observation
+from ledger.policy import PolicySet
+from ledger.timeline import Entry, Timeline, compute_timeline
+
+
+@dataclass(slots=True, eq=False)
+class HistoryRow:
+    entry: Entry
+    recorded_at: datetime
+    superseded_at: datetime | None = None
+    row_id: int | None = None  # set once the row is in the store
+
+    @property
+    def record_interval_empty(self) -> bool:
+        # Believed and replaced at the same record time: nobody could ever have seen it.
+        return self.superseded_at is not None and self.superseded_at <= self.recorded_at
+
+
+@dataclass(slots=True)
+class UserChanges:
+    """What applying observations changed, for the store to write."""
+
+    new_rows: list[tuple[str, HistoryRow]] = field(default_factory=list)  # (user_id, row)
+    superseded_rows: list[HistoryRow] = field(default_factory=list)  # rows already stored
+
+
+@dataclass(slots=True)
+class UserProjection:
+    user_id: str
+    observations: list[Observation] = field(default_factory=list)
+    believed: list[HistoryRow] = field(default_factory=list)
+    last_recorded_at: datetime | None = None
+    timeline: Timeline | None = None
+    _ids: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.observations.sort(key=lambda o: o.order_key)
+        self._ids = {o.event_id for o in self.observations}
+
+    def has(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    @property
+    def facts(self) -> Facts:
+        return self.timeline.facts if self.timeline else Facts()
+
+    def apply(
+        self, obs: Observation, recorded_at: datetime, policies: PolicySet, changes: UserChanges
+    ) -> bool:
+        """Apply one observation; False (and nothing changes) if its event_id is known."""
+        if obs.event_id in self._ids:
+            return False
+        self._ids.add(obs.event_id)
+        bisect.insort(self.observations, obs, key=lambda o: o.order_key)
+        # Record time never runs backwards for a user, so superseded_at >= recorded_at.
+        if self.last_recorded_at is not None and recorded_at < self.last_recorded_at:
+            recorded_at = self.last_recorded_at
+        self.last_recorded_at = recorded_at
+        self.timeline = compute_timeline(self.observations, policies)
+        self._reconcile(self.timeline.entries, recorded_at, changes)
+        return True
+
+    def recompute(self, policies: PolicySet, recorded_at: datetime, changes: UserChanges) -> None:
+        """Re-derive the history under (possibly different) policies: what-if replays."""
+        self.timeline = compute_timeline(self.observations, policies)
+        self._reconcile(self.timeline.entries, recorded_at, changes)
+
+    def _reconcile(
+        self, entries: tuple[Entry, ...], recorded_at: datetime, changes: UserChanges
+    ) -> None:
+        wanted = set(entries)
+        kept: dict[Entry, HistoryRow] = {}
+        for row in self.believed:
+            if row.entry in wanted and row.entry not in kept:
+                kept[row.entry] = row
+                continue
+            row.superseded_at = recorded_at
+            if row.row_id is not None:
+                changes.superseded_rows.append(row)
+        for entry in entries:
+            if entry not in kept:
+                row = HistoryRow(entry, recorded_at)
+                kept[entry] = row
+                changes.new_rows.append((self.user_id, row))
+        self.believed = [kept[e] for e in entries]

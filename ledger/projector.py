@@ -1,0 +1,181 @@
+"""Applying a batch of source records to the store: the one code path behind file replay,
+the Kafka consumer and what-if replays.
+
+One database transaction per batch holds the projection changes *and* the source
+positions, so a batch is applied entirely or not at all, and a restarted reader resumes
+exactly after the last applied record.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ledger.events import Event, EventError, TermsAccepted, event_to_json_line
+from ledger.facts import observe
+from ledger.policy import PolicySet
+from ledger.projection import UserChanges
+from ledger.store import repository
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One item read from a source, decoded or not."""
+
+    source: str  # stable key of the source: "file:<sha256>" or "kafka:<topic>"
+    partition: int
+    offset: int  # position within the partition; the next record is offset + 1
+    position: str  # for people: "events.jsonl:17", "account-events[3]@1234"
+    raw: bytes
+    decoded: tuple[Event, datetime | None] | EventError
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: SourceRecord
+    reason: str
+    event_id: str | None = None
+    user_id: str | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    users: set[str] = field(default_factory=set)
+    assignments: Counter[str] = field(default_factory=Counter)  # of touched users, now
+
+    @property
+    def dead_lettered(self) -> int:
+        return len(self.dead_letters)
+
+
+class Projector:
+    """Applies batches to the store. Holds no per-user state between batches: every batch
+    loads what it needs, so crashes and rebalances cannot leave it stale."""
+
+    def __init__(self, engine: Engine, policies: PolicySet, phone_key: bytes) -> None:
+        self.engine = engine
+        self.policies = policies
+        self.phone_key = phone_key
+
+    def _check(self, event: Event) -> str | None:
+        if isinstance(event.payload, TermsAccepted):
+            return self.policies.acceptance_problem(event.payload.tos_version)
+        return None
+
+    def apply_batch(
+        self,
+        records: Sequence[SourceRecord],
+        default_recorded_at: datetime,
+        *,
+        before_commit: Callable[[BatchResult], None] | None = None,
+    ) -> BatchResult:
+        """Apply `records` in order. Record time is each record's own (Kafka timestamp,
+        exported `recorded_at`) or `default_recorded_at`. `before_commit` runs inside the
+        transaction (e.g. to publish dead letters): if it raises, nothing is committed."""
+        result = BatchResult()
+        valid: list[tuple[SourceRecord, Event, datetime]] = []
+        for rec in records:
+            if isinstance(rec.decoded, EventError):
+                result.dead_letters.append(DeadLetter(rec, str(rec.decoded)))
+                continue
+            event, recorded_at = rec.decoded
+            problem = self._check(event)
+            if problem:
+                result.dead_letters.append(DeadLetter(rec, problem, event.event_id, event.user_id))
+                continue
+            valid.append((rec, event, recorded_at or default_recorded_at))
+
+        with self.engine.begin() as conn:
+            known = repository.known_event_users(conn, [e.event_id for _, e, _ in valid])
+            user_ids = list(dict.fromkeys(e.user_id for _, e, _ in valid))
+            projections = repository.load_projections(conn, user_ids)
+            changes = UserChanges()
+            event_rows: list[dict[str, Any]] = []
+            touched: dict[str, datetime] = {}
+            for rec, event, recorded_at in valid:
+                owner = known.get(event.event_id)
+                if owner is not None and owner != event.user_id:
+                    result.dead_letters.append(
+                        DeadLetter(
+                            rec,
+                            f"event_id {event.event_id} is already recorded for another user",
+                            event.event_id,
+                            event.user_id,
+                        )
+                    )
+                    continue
+                proj = projections[event.user_id]
+                obs = observe(event, self.phone_key)
+                if not proj.apply(obs, recorded_at, self.policies, changes):
+                    result.duplicates += 1
+                    continue
+                result.applied += 1
+                touched[event.user_id] = proj.last_recorded_at or recorded_at
+                event_rows.append(
+                    repository.event_values(
+                        obs, proj.last_recorded_at or recorded_at, rec.source, rec.position
+                    )
+                )
+            new_history = [
+                repository.history_row_values(row_user, row)
+                for row_user, row in changes.new_rows
+                if not row.record_interval_empty
+            ]
+            superseded = [
+                (row.row_id, row.superseded_at)
+                for row in changes.superseded_rows
+                if row.row_id is not None and row.superseded_at is not None
+            ]
+            user_rows = [repository.user_values(projections[u], at) for u, at in touched.items()]
+            result.users = set(touched)
+            result.assignments = Counter(r["assignment"] or "not signed up" for r in user_rows)
+            positions: dict[tuple[str, int], int] = {}
+            for rec in records:
+                key = (rec.source, rec.partition)
+                positions[key] = max(positions.get(key, 0), rec.offset + 1)
+            repository.write_batch(
+                conn,
+                event_rows=event_rows,
+                new_history=new_history,
+                superseded=superseded,  # type: ignore[arg-type]
+                user_rows=user_rows,
+                dead_letter_rows=[
+                    {
+                        "source": d.record.source,
+                        "position": d.record.position,
+                        "reason": d.reason,
+                        "raw": _raw(d.record),
+                        "event_id": d.event_id,
+                        "user_id": d.user_id,
+                        "recorded_at": default_recorded_at,
+                    }
+                    for d in result.dead_letters
+                ],
+                positions=[
+                    {
+                        "source": s,
+                        "partition": p,
+                        "next_offset": o,
+                        "updated_at": default_recorded_at,
+                    }
+                    for (s, p), o in positions.items()
+                ],
+            )
+            if before_commit is not None:
+                before_commit(result)
+        return result
+
+
+def _raw(record: SourceRecord) -> bytes:
+    if record.raw or isinstance(record.decoded, EventError):
+        return record.raw
+    event, recorded_at = record.decoded
+    return event_to_json_line(event, recorded_at).encode()

@@ -1,0 +1,1 @@
+"""Where events come from: files (JSON Lines, Avro containers) and Kafka."""

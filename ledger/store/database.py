@@ -1,0 +1,102 @@
+"""Opening the store: engine creation, friendly connection errors, and migrations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+DEFAULT_DB = "sqlite:///ledger.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used; the message is one line for the user."""
+
+
+def resolve_url(url: str | None) -> str:
+    return url or os.environ.get("LEDGER_DB") or DEFAULT_DB
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # WAL lets queries read while a replay writes; NORMAL sync is durable at each commit
+    # in WAL mode except on power loss, which the stored source positions make safe.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_engine(url: str | None = None, *, migrate: bool = True) -> Engine:
+    """An engine on `url` (default: LEDGER_DB, else sqlite:///ledger.db), migrated to the
+    newest schema unless `migrate` is false."""
+    url = resolve_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"not a database URL: {url!r} (e.g. sqlite:///ledger.db)") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        parent = Path(parsed.database).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise StoreError(f"cannot open database {url}: directory {parent} does not exist")
+    try:
+        engine = create_engine(parsed, future=True)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        with engine.connect() as conn:
+            if migrate:
+                _upgrade(conn)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreError(f"cannot reach database {parsed.render_as_string()}: {reason}") from None
+    except SQLAlchemyError as exc:
+        raise StoreError(f"database {parsed.render_as_string()} failed: {exc}") from None
+    return engine
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(conn) -> str | None:  # type: ignore[no-untyped-def]
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _upgrade(conn) -> None:  # type: ignore[no-untyped-def]
+    if current_revision(conn) == head_revision():
+        return
+    cfg = _alembic_config()
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+    conn.commit()
+
+
+def upgrade(url: str | None = None) -> tuple[str | None, str | None]:
+    """Migrate to head; returns (revision before, revision after)."""
+    engine = open_engine(url, migrate=False)
+    try:
+        with engine.connect() as conn:
+            before = current_revision(conn)
+            _upgrade(conn)
+            return before, current_revision(conn)
+    except OperationalError as exc:
+        raise StoreError(f"cannot reach database: {exc.orig}") from None
+    finally:
+        engine.dispose()

@@ -1,0 +1,138 @@
+"""The read model's tables (SQLAlchemy Core). Migrations in `ledger/store/migrations`
+create exactly these; a test checks the two agree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no offset, so restore it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite autoincrements only INTEGER PRIMARY KEY; PostgreSQL needs room for billions.
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")
+
+metadata = MetaData()
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("user_id", String(200), nullable=False),
+    Column("occurred_at", UTCDateTime(), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("type", String(20), nullable=False),
+    # Phone numbers are reduced: region, validity and a keyed hash, never the number.
+    Column("phone_region", String(3)),
+    Column("phone_valid", Boolean),
+    Column("phone_hash", String(64)),
+    Column("channel", String(100)),
+    Column("birth_date", Date),
+    Column("country", String(2)),
+    Column("evidence", String(20)),
+    Column("tos_version", String(100)),
+    Column("source", Text, nullable=False),
+    Column("position", Text, nullable=False),
+    Index("ix_events_user", "user_id", "occurred_at"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("signup_at", UTCDateTime()),
+    Column("channel", String(100)),
+    Column("birth_date", Date),
+    Column("signup_phone_region", String(3)),
+    Column("signup_phone_valid", Boolean),
+    Column("signup_phone_hash", String(64)),
+    Column("current_phone_region", String(3)),
+    Column("current_phone_valid", Boolean),
+    Column("current_phone_hash", String(64)),
+    Column("residence", String(2)),
+    Column("ip_country", String(2)),
+    Column("tos_version", String(100)),
+    # The latest history entry (valid time): the assignment "from now on".
+    Column("assignment", String(40)),
+    Column("policy", String(100)),
+    Column("rule", String(40)),
+    Column("since", UTCDateTime()),
+    Column("events", Integer, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_users_assignment", "assignment"),
+)
+
+assignment_history = Table(
+    "assignment_history",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("user_id", String(200), nullable=False),
+    Column("valid_from", UTCDateTime(), nullable=False),
+    Column("valid_to", UTCDateTime()),
+    Column("assignment", String(40), nullable=False),
+    Column("policy", String(100), nullable=False),
+    Column("rule", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("facts", JSON, nullable=False),
+    Column("evidence", JSON, nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("superseded_at", UTCDateTime()),
+    Index("ix_history_user", "user_id", "valid_from"),
+)
+
+source_positions = Table(
+    "source_positions",
+    metadata,
+    Column("source", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("source", Text, nullable=False),
+    Column("position", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", LargeBinary, nullable=False),
+    Column("event_id", String(36)),
+    Column("user_id", String(200)),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+)
