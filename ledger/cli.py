@@ -347,7 +347,7 @@ def explain(
     if as_json:
         emit_json({"user_id": user, "at": format_instant(when), "explanation": text})
     else:
-        out.print(text, soft_wrap=False)
+        sys.stdout.write(text + "\n")  # prose: let the terminal wrap it
 
 
 # --- database ------------------------------------------------------------------------------

@@ -130,9 +130,8 @@ class Projector:
                 if not row.record_interval_empty
             ]
             superseded = [
-                (row.row_id, row.superseded_at)
+                (row.row_id, row.superseded_at, row.record_interval_empty)
                 for row in changes.superseded_rows
-                if row.row_id is not None and row.superseded_at is not None
             ]
             user_rows = [repository.user_values(projections[u], at) for u, at in touched.items()]
             result.users = set(touched)

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ledger.facts import Observation, PhoneFacts
@@ -187,7 +187,7 @@ def write_batch(
     *,
     event_rows: list[dict[str, Any]],
     new_history: list[dict[str, Any]],
-    superseded: list[tuple[int, datetime]],
+    superseded: list[tuple[int, datetime, bool]],  # (row id, superseded_at, interval empty)
     user_rows: list[dict[str, Any]],
     dead_letter_rows: list[dict[str, Any]],
     positions: list[dict[str, Any]],
@@ -195,12 +195,22 @@ def write_batch(
     """All writes of one batch; the caller owns the transaction."""
     if event_rows:
         conn.execute(events.insert(), event_rows)
-    if superseded:
+    updates = [{"row_id": rid, "at": at} for rid, at, empty in superseded if not empty]
+    if updates:
         conn.execute(
             update(assignment_history)
             .where(assignment_history.c.id == bindparam("row_id"))
             .values(superseded_at=bindparam("at")),
-            [{"row_id": rid, "at": at} for rid, at in superseded],
+            updates,
+        )
+    # A stored row replaced at its own record time was never believed at any record time
+    # (an earlier batch merely wrote it first); keeping it would make the history depend
+    # on where batches happened to split.
+    deletes = [{"row_id": rid} for rid, _, empty in superseded if empty]
+    if deletes:
+        conn.execute(
+            delete(assignment_history).where(assignment_history.c.id == bindparam("row_id")),
+            deletes,
         )
     if new_history:
         conn.execute(assignment_history.insert(), new_history)

@@ -1,0 +1,115 @@
+"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from ledger.cli import app
+
+PG_ADMIN_URL = os.environ.get(
+    "LEDGER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_PG = os.environ.get("LEDGER_REQUIRE_POSTGRES") == "1"
+PG_HINT = (
+    "PostgreSQL not reachable at {url} ({reason}); start it or set LEDGER_TEST_POSTGRES to a "
+    "server where the user may CREATE DATABASE. CI sets LEDGER_REQUIRE_POSTGRES=1 so these "
+    "tests cannot be skipped there."
+)
+
+
+def _pg_admin() -> sa.Engine:
+    return sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    try:
+        engine = _pg_admin()
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return True
+    except Exception as exc:
+        message = PG_HINT.format(url=PG_ADMIN_URL, reason=str(exc).splitlines()[0])
+        if REQUIRE_PG:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def pg_url(postgres_available: bool) -> Iterator[str]:
+    """A database of its own on the real PostgreSQL, dropped afterwards."""
+    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on the embedded default and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'ledger.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+class Cli:
+    """Runs `ledger ...` in-process, as a user would type it."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.runner = CliRunner()
+
+    def run(self, *args: str, expect: int | None = 0, db: bool = True) -> Any:
+        argv = [*args, "--db", self.db] if db else list(args)
+        result = self.runner.invoke(app, argv, catch_exceptions=False)
+        if expect is not None:
+            assert result.exit_code == expect, (
+                f"ledger {' '.join(argv)} exited {result.exit_code}, expected {expect}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            )
+        return result
+
+    def json(self, *args: str, expect: int | None = 0) -> Any:
+        return json.loads(self.run(*args, "--json", expect=expect).stdout)
+
+
+@pytest.fixture
+def cli(db_url: str) -> Cli:
+    return Cli(db_url)
+
+
+@pytest.fixture
+def sqlite_cli(sqlite_url: str) -> Cli:
+    return Cli(sqlite_url)
+
+
+def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return path
+
+
+def eid(n: int) -> str:
+    """Readable, deterministic event ids: eid(7) == '00000000-0000-4000-8000-000000000007'."""
+    return f"00000000-0000-4000-8000-{n:012d}"
