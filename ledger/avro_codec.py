@@ -121,7 +121,15 @@ class AvroCodec:
         return self.from_record(record)  # type: ignore[arg-type]
 
     # -- object container files (archives) ------------------------------------------------
-    def write_container(self, fo: IO[bytes], items: Iterable[tuple[Event, datetime | None]]) -> int:
+    def write_container(
+        self,
+        fo: IO[bytes],
+        items: Iterable[tuple[Event, datetime | None]],
+        *,
+        sync_marker: bytes | None = None,
+    ) -> int:
+        """Write an object container file; a fixed 16-byte `sync_marker` (fastavro draws a
+        random one) makes the same events give byte-identical files."""
         count = 0
 
         def records() -> Iterator[dict[str, Any]]:
@@ -130,7 +138,7 @@ class AvroCodec:
                 count += 1
                 yield self.to_record(event, recorded_at)
 
-        fastavro.writer(fo, self.schema, records(), codec="deflate")
+        fastavro.writer(fo, self.schema, records(), codec="deflate", sync_marker=sync_marker)
         return count
 
     def read_container(

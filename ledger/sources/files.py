@@ -8,11 +8,12 @@ different file at the same path starts from the beginning.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 from ledger.avro_codec import AvroCodec
-from ledger.events import EventError, event_from_json_line
+from ledger.events import Event, EventError, event_from_json_line, event_to_json_line
 from ledger.projector import SourceRecord
 
 SUFFIXES = (".jsonl", ".avro")
@@ -79,3 +80,25 @@ def _avro(path: Path, key: str, start: int, codec: AvroCodec) -> Iterator[tuple[
                 SourceRecord(key, 0, index, f"{path.name}#{index}", b"", decoded),
                 fo.tell(),
             )
+
+
+def write_event_file(
+    path: Path,
+    items: Iterable[tuple[Event, datetime | None]],
+    *,
+    sync_marker: bytes | None = None,
+) -> int:
+    """Write (event, record time or None) pairs as `.jsonl` or an `.avro` container, by
+    suffix; returns how many were written."""
+    if path.suffix == ".jsonl":
+        count = 0
+        with path.open("w", encoding="utf-8", newline="\n") as fo:
+            for event, recorded_at in items:
+                fo.write(event_to_json_line(event, recorded_at))
+                fo.write("\n")
+                count += 1
+        return count
+    if path.suffix == ".avro":
+        with path.open("wb") as fo:
+            return AvroCodec().write_container(fo, items, sync_marker=sync_marker)
+    raise SourceError(f"{path}: unknown file type {path.suffix!r} (expected .jsonl or .avro)")
