@@ -210,7 +210,8 @@ def event_to_json_line(event: Event, recorded_at: datetime | None = None) -> str
 def event_from_json_line(line: str | bytes) -> tuple[Event, datetime | None]:
     """Parse one JSON line; returns the event and its `recorded_at` if the line carries one."""
     try:
-        obj = json.loads(line)
+        # Decoding first: json.loads on bytes sniffs the encoding of every line.
+        obj = json.loads(line.decode() if isinstance(line, bytes) else line)
     except json.JSONDecodeError as exc:
         raise EventError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
     except UnicodeDecodeError:

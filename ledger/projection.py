@@ -15,7 +15,7 @@ from datetime import datetime
 
 from ledger.facts import Facts, Observation
 from ledger.policy import PolicySet
-from ledger.timeline import Entry, Timeline, compute_timeline
+from ledger.timeline import Entry, Timeline, TimelineBuilder
 
 
 @dataclass(slots=True, eq=False)
@@ -23,7 +23,7 @@ class HistoryRow:
     entry: Entry
     recorded_at: datetime
     superseded_at: datetime | None = None
-    row_id: int | None = None  # set once the row is in the store
+    stored: bool = False  # already in the store (else only in this batch's changes)
 
     @property
     def record_interval_empty(self) -> bool:
@@ -36,7 +36,7 @@ class UserChanges:
     """What applying observations changed, for the store to write."""
 
     new_rows: list[tuple[str, HistoryRow]] = field(default_factory=list)  # (user_id, row)
-    superseded_rows: list[HistoryRow] = field(default_factory=list)  # rows already stored
+    superseded_rows: list[tuple[str, HistoryRow]] = field(default_factory=list)  # stored ones
 
 
 @dataclass(slots=True)
@@ -47,6 +47,7 @@ class UserProjection:
     last_recorded_at: datetime | None = None
     timeline: Timeline | None = None
     _ids: set[str] = field(default_factory=set)
+    _builder: TimelineBuilder | None = None
 
     def __post_init__(self) -> None:
         self.observations.sort(key=lambda o: o.order_key)
@@ -66,18 +67,25 @@ class UserProjection:
         if obs.event_id in self._ids:
             return False
         self._ids.add(obs.event_id)
-        bisect.insort(self.observations, obs, key=lambda o: o.order_key)
         # Record time never runs backwards for a user, so superseded_at >= recorded_at.
         if self.last_recorded_at is not None and recorded_at < self.last_recorded_at:
             recorded_at = self.last_recorded_at
         self.last_recorded_at = recorded_at
-        self.timeline = compute_timeline(self.observations, policies)
+        builder = self._builder
+        if builder is not None and builder.policies is policies and builder.can_extend(obs):
+            self.observations.append(obs)
+            builder.extend(obs)
+        else:
+            bisect.insort(self.observations, obs, key=lambda o: o.order_key)
+            builder = self._builder = TimelineBuilder(self.observations, policies)
+        self.timeline = builder.timeline()
         self._reconcile(self.timeline.entries, recorded_at, changes)
         return True
 
     def recompute(self, policies: PolicySet, recorded_at: datetime, changes: UserChanges) -> None:
         """Re-derive the history under (possibly different) policies: what-if replays."""
-        self.timeline = compute_timeline(self.observations, policies)
+        self._builder = TimelineBuilder(self.observations, policies)
+        self.timeline = self._builder.timeline()
         self._reconcile(self.timeline.entries, recorded_at, changes)
 
     def _reconcile(
@@ -90,8 +98,8 @@ class UserProjection:
                 kept[row.entry] = row
                 continue
             row.superseded_at = recorded_at
-            if row.row_id is not None:
-                changes.superseded_rows.append(row)
+            if row.stored:
+                changes.superseded_rows.append((self.user_id, row))
         for entry in entries:
             if entry not in kept:
                 row = HistoryRow(entry, recorded_at)

@@ -8,18 +8,18 @@ exactly after the last applied record.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from ledger.events import Event, EventError, TermsAccepted, event_to_json_line
 from ledger.facts import observe
 from ledger.policy import PolicySet
-from ledger.projection import UserChanges
+from ledger.projection import UserChanges, UserProjection
 from ledger.store import repository
 
 
@@ -57,13 +57,45 @@ class BatchResult:
 
 
 class Projector:
-    """Applies batches to the store. Holds no per-user state between batches: every batch
-    loads what it needs, so crashes and rebalances cannot leave it stale."""
+    """Applies batches to the store.
 
-    def __init__(self, engine: Engine, policies: PolicySet, phone_key: bytes) -> None:
+    Users' projections stay cached (bounded, least recently used out) after a committed
+    batch, so active users are not reloaded every batch. The cache is only correct while
+    this projector is the sole writer for those users: a consumer calls `forget()` when
+    its partitions change, and a failed batch drops every user it touched.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        policies: PolicySet,
+        phone_key: bytes,
+        *,
+        cache_users: int = 50_000,
+    ) -> None:
         self.engine = engine
         self.policies = policies
         self.phone_key = phone_key
+        self.cache_users = cache_users
+        self._cache: OrderedDict[str, UserProjection] = OrderedDict()
+
+    def forget(self) -> None:
+        """Drop cached state (another writer may have changed these users)."""
+        self._cache.clear()
+
+    def _projections(self, conn: Connection, user_ids: list[str]) -> dict[str, UserProjection]:
+        missing = [u for u in user_ids if u not in self._cache]
+        loaded = repository.load_projections(conn, missing)
+        return {u: loaded[u] if u in loaded else self._cache[u] for u in user_ids}
+
+    def _remember(self, projections: dict[str, UserProjection], changes: UserChanges) -> None:
+        for _, row in changes.new_rows:
+            row.stored = True
+        for user_id, proj in projections.items():
+            self._cache[user_id] = proj
+            self._cache.move_to_end(user_id)
+        while len(self._cache) > self.cache_users:
+            self._cache.popitem(last=False)
 
     def _check(self, event: Event) -> str | None:
         if isinstance(event.payload, TermsAccepted):
@@ -93,11 +125,33 @@ class Projector:
                 continue
             valid.append((rec, event, recorded_at or default_recorded_at))
 
+        user_ids = list(dict.fromkeys(e.user_id for _, e, _ in valid))
+        changes = UserChanges()
+        try:
+            projections = self._apply(
+                records, valid, user_ids, changes, result, default_recorded_at, before_commit
+            )
+        except BaseException:
+            # Their in-memory state already holds this batch, which did not commit.
+            for user_id in user_ids:
+                self._cache.pop(user_id, None)
+            raise
+        self._remember(projections, changes)
+        return result
+
+    def _apply(
+        self,
+        records: Sequence[SourceRecord],
+        valid: list[tuple[SourceRecord, Event, datetime]],
+        user_ids: list[str],
+        changes: UserChanges,
+        result: BatchResult,
+        default_recorded_at: datetime,
+        before_commit: Callable[[BatchResult], None] | None,
+    ) -> dict[str, UserProjection]:
         with self.engine.begin() as conn:
             known = repository.known_event_users(conn, [e.event_id for _, e, _ in valid])
-            user_ids = list(dict.fromkeys(e.user_id for _, e, _ in valid))
-            projections = repository.load_projections(conn, user_ids)
-            changes = UserChanges()
+            projections = self._projections(conn, user_ids)
             event_rows: list[dict[str, Any]] = []
             touched: dict[str, datetime] = {}
             for rec, event, recorded_at in valid:
@@ -130,8 +184,8 @@ class Projector:
                 if not row.record_interval_empty
             ]
             superseded = [
-                (row.row_id, row.superseded_at, row.record_interval_empty)
-                for row in changes.superseded_rows
+                repository.superseded_values(user_id, row)
+                for user_id, row in changes.superseded_rows
             ]
             user_rows = [repository.user_values(projections[u], at) for u, at in touched.items()]
             result.users = set(touched)
@@ -144,7 +198,7 @@ class Projector:
                 conn,
                 event_rows=event_rows,
                 new_history=new_history,
-                superseded=superseded,  # type: ignore[arg-type]
+                superseded=superseded,
                 user_rows=user_rows,
                 dead_letter_rows=[
                     {
@@ -170,7 +224,7 @@ class Projector:
             )
             if before_commit is not None:
                 before_commit(result)
-        return result
+        return projections
 
 
 def _raw(record: SourceRecord) -> bytes:

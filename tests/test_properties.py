@@ -16,6 +16,7 @@ from sqlalchemy.pool import StaticPool
 from ledger.events import Event, PhoneChanged, Relocated
 from ledger.facts import observe
 from ledger.policy_files import load_policies
+from ledger.projection import UserChanges, UserProjection
 from ledger.projector import Projector, SourceRecord
 from ledger.store.schema import assignment_history, metadata
 from ledger.testing import batch_splits, event_streams, streams_with_duplicates, user_events
@@ -43,13 +44,13 @@ def by_first_delivery(stream: Sequence[Event]) -> list[Delivery]:
     return [(e, first[e.event_id]) for e in stream]
 
 
-def project(batches: Sequence[Sequence[Delivery]]) -> list[tuple]:
+def project(batches: Sequence[Sequence[Delivery]], *, cache_users: int = 1000) -> list[tuple]:
     """Every history row (believed and superseded) after applying `batches` in order."""
     engine = sa.create_engine(
         "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
     )
     metadata.create_all(engine)
-    projector = Projector(engine, POLICIES, KEY)
+    projector = Projector(engine, POLICIES, KEY, cache_users=cache_users)
     offset = 0
     for batch in batches:
         records = [
@@ -113,7 +114,10 @@ def test_believed_history_is_independent_of_arrival_order(data: st.DataObject) -
 def test_batches_equal_one_shot_including_record_time(data: st.DataObject) -> None:
     deliveries = at_positions(data.draw(event_streams(max_users=3)))
     batches = data.draw(batch_splits(deliveries))
-    assert project(batches) == project([deliveries])
+    one_shot = project([deliveries])
+    assert project(batches) == one_shot
+    # Without the projector's cache every batch reloads its users from the store.
+    assert project(batches, cache_users=0) == one_shot
 
 
 @PROPS
@@ -169,3 +173,19 @@ def test_legacy_and_cutover_accounts_signed_before_cutover_are_always_domestic(
     signup = min(e.order_key for e in events if e.type == "SignedUp")[0]
     if signup < CUTOVER_FROM:
         assert {e.assignment for e in entries_of(events)} == {"xhs-domestic"}
+
+
+@PROPS
+@given(user_events(max_events=10))
+def test_incremental_fold_equals_full_fold(events: list[Event]) -> None:
+    """Events arriving in valid-time order take the incremental path; the result must be
+    what folding everything at once gives."""
+    ordered = sorted(events, key=lambda e: e.order_key)
+    proj = UserProjection("u-000001")
+    for e in ordered:
+        proj.apply(observe(e, KEY), T0, POLICIES, UserChanges())
+        assert proj.timeline is not None
+        assert proj.timeline.entries == entries_of(ordered[: ordered.index(e) + 1])
+    assert proj.timeline.facts == compute_timeline(
+        [observe(e, KEY) for e in ordered], POLICIES
+    ).facts

@@ -38,6 +38,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Event ids are random UUIDs, so inserts touch B-tree pages all over the file; with
+    # SQLite's default 2 MB page cache that thrashes once the ledger outgrows it.
+    cursor.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB at most, grown on demand
+    cursor.execute("PRAGMA temp_store=MEMORY")
+    # Fewer, larger checkpoints: each one writes WAL pages back into the database file.
+    cursor.execute("PRAGMA wal_autocheckpoint=16384")
     cursor.close()
 
 

@@ -58,7 +58,7 @@ def entry_from_row(row: Any) -> Entry:
 
 
 def history_row_from_row(row: Any) -> HistoryRow:
-    return HistoryRow(entry_from_row(row), row.recorded_at, row.superseded_at, row.id)
+    return HistoryRow(entry_from_row(row), row.recorded_at, row.superseded_at, stored=True)
 
 
 def known_event_users(conn: Connection, event_ids: Sequence[str]) -> dict[str, str]:
@@ -109,6 +109,16 @@ def history_row_values(user_id: str, row: HistoryRow) -> dict[str, Any]:
         "evidence": list(e.evidence),
         "recorded_at": row.recorded_at,
         "superseded_at": row.superseded_at,
+    }
+
+
+def superseded_values(user_id: str, row: HistoryRow) -> dict[str, Any]:
+    return {
+        "k_user": user_id,
+        "k_from": row.entry.valid_from,
+        "k_recorded": row.recorded_at,
+        "at": row.superseded_at,
+        "empty": row.record_interval_empty,
     }
 
 
@@ -187,7 +197,7 @@ def write_batch(
     *,
     event_rows: list[dict[str, Any]],
     new_history: list[dict[str, Any]],
-    superseded: list[tuple[int, datetime, bool]],  # (row id, superseded_at, interval empty)
+    superseded: list[dict[str, Any]],  # from superseded_values()
     user_rows: list[dict[str, Any]],
     dead_letter_rows: list[dict[str, Any]],
     positions: list[dict[str, Any]],
@@ -195,23 +205,25 @@ def write_batch(
     """All writes of one batch; the caller owns the transaction."""
     if event_rows:
         conn.execute(events.insert(), event_rows)
-    updates = [{"row_id": rid, "at": at} for rid, at, empty in superseded if not empty]
+    # History rows are addressed by (user_id, valid_from, recorded_at): a user's believed
+    # rows never share valid_from, and rows with an empty record interval are never kept,
+    # so the triple is unique without the store handing ids back.
+    key = (
+        (assignment_history.c.user_id == bindparam("k_user"))
+        & (assignment_history.c.valid_from == bindparam("k_from"))
+        & (assignment_history.c.recorded_at == bindparam("k_recorded"))
+    )
+    updates = [s for s in superseded if not s["empty"]]
     if updates:
         conn.execute(
-            update(assignment_history)
-            .where(assignment_history.c.id == bindparam("row_id"))
-            .values(superseded_at=bindparam("at")),
-            updates,
+            update(assignment_history).where(key).values(superseded_at=bindparam("at")), updates
         )
     # A stored row replaced at its own record time was never believed at any record time
     # (an earlier batch merely wrote it first); keeping it would make the history depend
     # on where batches happened to split.
-    deletes = [{"row_id": rid} for rid, _, empty in superseded if empty]
+    deletes = [s for s in superseded if s["empty"]]
     if deletes:
-        conn.execute(
-            delete(assignment_history).where(assignment_history.c.id == bindparam("row_id")),
-            deletes,
-        )
+        conn.execute(delete(assignment_history).where(key), deletes)
     if new_history:
         conn.execute(assignment_history.insert(), new_history)
     _upsert(conn, users, user_rows, ["user_id"])
