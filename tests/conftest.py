@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
-from ledger.cli import app
+from tests.kafka_support import kafka_broker, kafka_topic  # noqa: F401  (fixtures)
+from tests.support import Cli
 
 PG_ADMIN_URL = os.environ.get(
     "LEDGER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -74,27 +72,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-class Cli:
-    """Runs `ledger ...` in-process, as a user would type it."""
-
-    def __init__(self, db: str) -> None:
-        self.db = db
-        self.runner = CliRunner()
-
-    def run(self, *args: str, expect: int | None = 0, db: bool = True) -> Any:
-        argv = [*args, "--db", self.db] if db else list(args)
-        result = self.runner.invoke(app, argv, catch_exceptions=False)
-        if expect is not None:
-            assert result.exit_code == expect, (
-                f"ledger {' '.join(argv)} exited {result.exit_code}, expected {expect}\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            )
-        return result
-
-    def json(self, *args: str, expect: int | None = 0) -> Any:
-        return json.loads(self.run(*args, "--json", expect=expect).stdout)
-
-
 @pytest.fixture
 def cli(db_url: str) -> Cli:
     return Cli(db_url)
@@ -103,13 +80,3 @@ def cli(db_url: str) -> Cli:
 @pytest.fixture
 def sqlite_cli(sqlite_url: str) -> Cli:
     return Cli(sqlite_url)
-
-
-def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    return path
-
-
-def eid(n: int) -> str:
-    """Readable, deterministic event ids: eid(7) == '00000000-0000-4000-8000-000000000007'."""
-    return f"00000000-0000-4000-8000-{n:012d}"

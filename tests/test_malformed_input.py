@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from ledger.avro_codec import AvroCodec
 from ledger.events import event_from_json_line
 from ledger.store.schema import dead_letters, events
-from tests.conftest import Cli, eid
+from tests.support import Cli, eid
 
 GOOD = [
     {

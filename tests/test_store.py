@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from ledger.generate import generate_events, write_events
 from ledger.store.database import head_revision, open_engine
 from ledger.store.schema import assignment_history, events, metadata, users
-from tests.conftest import Cli
+from tests.support import Cli
 
 
 def test_migrations_create_exactly_the_models(db_url: str) -> None:

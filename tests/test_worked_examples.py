@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import Cli, eid, write_jsonl
+from tests.support import Cli, eid, write_jsonl
 
 
 def signup(n: int, user: str, at: str, phone: str, **extra: str) -> dict[str, str]:
