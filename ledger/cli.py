@@ -214,48 +214,334 @@ def render_summary(summary: Any, title: str) -> None:
             err.print(f"  {line}", markup=False, soft_wrap=True)
 
 
+BootstrapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap",
+        envvar="LEDGER_BOOTSTRAP",
+        help="Kafka bootstrap servers, host:port[,host:port] (env LEDGER_BOOTSTRAP). "
+        "SASL/TLS settings come from LEDGER_KAFKA_* variables (see README).",
+        show_default=False,
+    ),
+]
+TopicOption = Annotated[str, typer.Option("--topic", help="The event topic.")]
+
+
+def kafka_settings() -> dict[str, Any]:
+    from infra.topics import client_settings_from_env
+
+    try:
+        return client_settings_from_env()
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def need_bootstrap(bootstrap: str | None) -> str:
+    if not bootstrap:
+        fail("no Kafka bootstrap servers: pass --bootstrap HOST:PORT or set LEDGER_BOOTSTRAP")
+    return bootstrap
+
+
+@contextmanager
+def kafka_errors(bootstrap: str) -> Iterator[None]:
+    from kafka.errors import KafkaError
+
+    from ledger.sources.kafka import KafkaSourceError
+
+    try:
+        yield
+    except KafkaError as exc:
+        if "Unable to bootstrap" in str(exc):
+            fail(f"cannot reach Kafka at {bootstrap} (no broker answered)")
+        fail(f"Kafka at {bootstrap}: {exc}")
+    except KafkaSourceError as exc:
+        fail(f"Kafka at {bootstrap}: {exc}")
+
+
+def parse_offsets(value: str) -> dict[int, int]:
+    """`0:120,3:7` -> {0: 120, 3: 7}."""
+    out: dict[int, int] = {}
+    for part in value.split(","):
+        p, sep, o = part.strip().partition(":")
+        if not sep or not p.isdigit() or not o.isdigit():
+            fail(f"--from-offset {value!r}: expected PARTITION:OFFSET[,PARTITION:OFFSET...]")
+        out[int(p)] = int(o)
+    return out
+
+
+def _count_progress(total: int | None, label: str) -> tuple[Progress | None, Callable[..., None]]:
+    if not err.is_terminal:
+        return None, lambda n: None
+    progress = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        TextColumn("{task.completed:,} events"),
+        TimeRemainingColumn(),
+        console=err,
+    )
+    task = progress.add_task(label, total=total)
+    return progress, lambda n: progress.advance(task, n)
+
+
 @app.command()
 def replay(
     files: Annotated[
-        list[Path], typer.Argument(help="Event files (.jsonl or .avro), applied in order.")
-    ],
+        list[Path] | None,
+        typer.Argument(help="Event files (.jsonl or .avro), applied in order.", show_default=False),
+    ] = None,
     db: DbOption = None,
+    from_kafka: Annotated[
+        bool, typer.Option("--from-kafka", help="Replay the topic instead of files.")
+    ] = False,
+    bootstrap: BootstrapOption = None,
+    topic: TopicOption = "account-events",
+    from_beginning: Annotated[
+        bool,
+        typer.Option("--from-beginning", help="Start at the beginning of every partition."),
+    ] = False,
+    from_offset: Annotated[
+        str | None,
+        typer.Option(
+            "--from-offset",
+            help="Start offsets, PARTITION:OFFSET[,...]; other partitions from the beginning.",
+            show_default=False,
+        ),
+    ] = None,
+    from_time: Annotated[
+        str | None,
+        typer.Option(
+            "--from-time",
+            help="Start at the first record with a timestamp at or after TIME (ISO 8601).",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Events per database transaction.")
     ] = 5000,
     as_json: JsonOption = False,
 ) -> None:
-    """Apply event files to the ledger.
+    """Apply event files, or a Kafka topic, to the ledger.
 
-    Already applied events are skipped (the stored position of each file, and event ids),
-    so a second replay of the same file applies nothing. Bad lines or records are
-    dead-lettered with their reason and position and the replay goes on. Exit status: 0,
-    or 3 when anything was dead-lettered (1 on errors).
+    Files: already applied events are skipped (each file's stored position, and event
+    ids), so a second replay of the same file applies nothing.
+
+    --from-kafka: rebuilds (fresh database) or continues a projection from the topic and
+    stops when caught up with the high watermark seen at start. Without --from-* it
+    continues from the stored positions, which it shares with `ledger consume`.
+
+    Bad lines or records are dead-lettered with their reason and position and the replay
+    goes on. Exit status: 0, or 3 when anything was dead-lettered (1 on errors).
     """
     from ledger.projector import Projector
-    from ledger.replay import replay_files
+    from ledger.replay import replay_files, replay_topic
     from ledger.sources.files import SourceError, check_path
+    from ledger.sources.kafka import StartAt, make_consumer
 
+    if from_kafka == bool(files):
+        fail("give event files, or --from-kafka, not both (and not neither)")
+    if not from_kafka and (from_beginning or from_offset or from_time):
+        fail("--from-beginning/--from-offset/--from-time need --from-kafka")
+    if sum(map(bool, (from_beginning, from_offset, from_time))) > 1:
+        fail("use only one of --from-beginning, --from-offset, --from-time")
     with user_errors():
-        for f in files:
-            try:
-                check_path(f)
-            except SourceError as exc:
-                fail(str(exc))
+        if not from_kafka:
+            assert files
+            for f in files:
+                try:
+                    check_path(f)
+                except SourceError as exc:
+                    fail(str(exc))
         projector = Projector(engine_for(db), policies(), phone_key())
         tune_gc_for_streaming()
-        progress, hook = _progress_hook(files)
-        if progress:
-            with progress:
-                summary = replay_files(projector, files, batch_size=batch_size, progress=hook)
+        if from_kafka:
+            server = need_bootstrap(bootstrap)
+            start: StartAt | None = None
+            if from_beginning:
+                start = StartAt()
+            elif from_offset:
+                start = StartAt(offsets=parse_offsets(from_offset))
+            elif from_time:
+                start = StartAt(time=parse_time(from_time, "--from-time"))
+            with kafka_errors(server):
+                consumer = make_consumer(server, kafka_settings())
+                progress, advance = _count_progress(None, f"replay {topic}")
+                try:
+                    if progress:
+                        progress.start()
+                    summary = replay_topic(
+                        projector,
+                        consumer,
+                        topic,
+                        start,
+                        batch_size=batch_size,
+                        progress=advance,
+                    )
+                finally:
+                    if progress:
+                        progress.stop()
+                    consumer.close()
         else:
-            summary = replay_files(projector, files, batch_size=batch_size)
+            assert files
+            progress, hook = _progress_hook(files)
+            if progress:
+                with progress:
+                    summary = replay_files(projector, files, batch_size=batch_size, progress=hook)
+            else:
+                summary = replay_files(projector, files, batch_size=batch_size)
     if as_json:
         emit_json(summary.as_json())
     else:
         render_summary(summary, "replay")
     if summary.dead_lettered:
         raise typer.Exit(EXIT_DEAD_LETTERS)
+
+
+@app.command()
+def publish(
+    files: Annotated[list[Path], typer.Argument(help="Event files (.jsonl or .avro).")],
+    bootstrap: BootstrapOption = None,
+    topic: TopicOption = "account-events",
+    as_json: JsonOption = False,
+) -> None:
+    """Send events from files to the topic (key = user_id, Avro single-object encoding).
+
+    Each event is validated first; invalid lines are reported with their position and
+    not sent. Sends use acks=all with one request in flight per broker, so a user's
+    events stay in order. An exported event's recorded_at becomes its record timestamp.
+    Exit status: 0, or 3 when some lines were invalid (1 on errors).
+    """
+    from ledger.publish import publish_files
+    from ledger.sources.files import SourceError, check_path
+    from ledger.sources.kafka import make_producer
+
+    server = need_bootstrap(bootstrap)
+    for f in files:
+        try:
+            check_path(f)
+        except SourceError as exc:
+            fail(str(exc))
+    with user_errors(), kafka_errors(server):
+        rules = policies()
+        producer = make_producer(server, kafka_settings())
+        progress, hook = _progress_hook(files)
+        try:
+            if progress:
+                with progress:
+                    summary = publish_files(producer, topic, files, rules, progress=hook)
+            else:
+                summary = publish_files(producer, topic, files, rules)
+        finally:
+            producer.close(timeout=30)
+    if as_json:
+        emit_json(summary.as_json())
+    else:
+        out.print(
+            f"sent {summary.sent:,} events to {topic} in {summary.seconds:.1f} s "
+            f"({summary.events_per_second:,.0f}/s); {summary.invalid:,} invalid, not sent"
+        )
+        for line in summary.invalid_samples:
+            err.print(f"  {line}", markup=False, soft_wrap=True)
+    if summary.invalid:
+        raise typer.Exit(EXIT_DEAD_LETTERS)
+
+
+@app.command()
+def consume(
+    bootstrap: BootstrapOption = None,
+    group: Annotated[str, typer.Option("--group", help="Consumer group id.")] = "ledger-projector",
+    topic: TopicOption = "account-events",
+    db: DbOption = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Most records per batch/transaction.")
+    ] = 2000,
+    session_timeout_ms: Annotated[
+        int,
+        typer.Option(
+            "--session-timeout-ms",
+            help="Group session timeout; a rebalance takes about half of it.",
+        ),
+    ] = 10_000,
+    log_every: Annotated[
+        float, typer.Option("--log-every", help="Seconds between progress log lines.")
+    ] = 10.0,
+) -> None:
+    """Run the projector: a consumer-group member that keeps the ledger current.
+
+    Each batch commits its projection changes and the partitions' next offsets in one
+    database transaction; on every partition assignment the consumer seeks to the stored
+    offsets, so no event is lost or applied twice across crashes and rebalances. Bad
+    input goes to TOPIC.dlq (headers name the reason and source position) and to the
+    dead-letter table. A database outage pauses consumption and retries with backoff.
+    Logs events/s, per-partition lag and dead letters periodically. SIGTERM/SIGINT finish
+    the current batch, leave the group and exit 0.
+    """
+    import logging
+
+    from consumers.projector import ConsumerSettings, ProjectorService
+    from ledger.projector import Projector
+
+    server = need_bootstrap(bootstrap)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    with user_errors(), kafka_errors(server):
+        projector = Projector(engine_for(db), policies(), phone_key())
+        tune_gc_for_streaming()
+        service = ProjectorService(
+            ConsumerSettings(
+                bootstrap=server,
+                group=group,
+                topic=topic,
+                batch_size=batch_size,
+                session_timeout_ms=session_timeout_ms,
+                log_every_s=log_every,
+                client=kafka_settings(),
+            ),
+            projector,
+        )
+        service.install_signal_handlers()
+        code = service.run()
+    raise typer.Exit(code)
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Archive to write (.avro).")],
+    bootstrap: BootstrapOption = None,
+    topic: TopicOption = "account-events",
+    as_json: JsonOption = False,
+) -> None:
+    """Write the topic, up to its current end, to an Avro container archive.
+
+    Each event carries its record time (the Kafka timestamp) as recorded_at, so
+    `ledger replay ARCHIVE` builds exactly the history `ledger replay --from-kafka` does.
+    Undecodable records are skipped and reported (they belong to the dead-letter topic).
+    """
+    from ledger.export import export_topic
+    from ledger.sources.kafka import make_consumer
+
+    if output.suffix != ".avro":
+        fail(f"{output}: exports are Avro container files; name it *.avro")
+    server = need_bootstrap(bootstrap)
+    with user_errors(), kafka_errors(server):
+        consumer = make_consumer(server, kafka_settings())
+        progress, advance = _count_progress(None, f"export {topic}")
+        try:
+            if progress:
+                progress.start()
+            summary = export_topic(consumer, topic, output, progress=advance)
+        finally:
+            if progress:
+                progress.stop()
+            consumer.close()
+    if as_json:
+        emit_json(summary.as_json())
+    else:
+        out.print(
+            f"wrote {summary.written:,} events from {topic} to {output} "
+            f"({summary.skipped:,} undecodable skipped) in {summary.seconds:.1f} s"
+        )
 
 
 # --- queries -------------------------------------------------------------------------------

@@ -35,6 +35,14 @@ class SourceRecord:
     decoded: tuple[Event, datetime | None] | EventError
 
 
+def event_problem(event: Event, policies: PolicySet) -> str | None:
+    """Why a well-formed event cannot be applied (None: it can). Shared by the projector
+    and `publish`, so what publish accepts is what the projector applies."""
+    if isinstance(event.payload, TermsAccepted):
+        return policies.acceptance_problem(event.payload.tos_version)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     record: SourceRecord
@@ -47,6 +55,7 @@ class DeadLetter:
 class BatchResult:
     applied: int = 0
     duplicates: int = 0
+    already_applied: int = 0  # below the stored source position
     dead_letters: list[DeadLetter] = field(default_factory=list)
     users: set[str] = field(default_factory=set)
     assignments: Counter[str] = field(default_factory=Counter)  # of touched users, now
@@ -97,11 +106,6 @@ class Projector:
         while len(self._cache) > self.cache_users:
             self._cache.popitem(last=False)
 
-    def _check(self, event: Event) -> str | None:
-        if isinstance(event.payload, TermsAccepted):
-            return self.policies.acceptance_problem(event.payload.tos_version)
-        return None
-
     def apply_batch(
         self,
         records: Sequence[SourceRecord],
@@ -113,43 +117,55 @@ class Projector:
         exported `recorded_at`) or `default_recorded_at`. `before_commit` runs inside the
         transaction (e.g. to publish dead letters): if it raises, nothing is committed."""
         result = BatchResult()
+        changes = UserChanges()
+        touched: list[str] = []
+        try:
+            projections = self._apply(
+                records, changes, result, default_recorded_at, before_commit, touched
+            )
+        except BaseException:
+            # Their in-memory state already holds this batch, which did not commit.
+            for user_id in touched:
+                self._cache.pop(user_id, None)
+            raise
+        self._remember(projections, changes)
+        return result
+
+    def _validate(
+        self, records: Sequence[SourceRecord], default_recorded_at: datetime, result: BatchResult
+    ) -> list[tuple[SourceRecord, Event, datetime]]:
         valid: list[tuple[SourceRecord, Event, datetime]] = []
         for rec in records:
             if isinstance(rec.decoded, EventError):
                 result.dead_letters.append(DeadLetter(rec, str(rec.decoded)))
                 continue
             event, recorded_at = rec.decoded
-            problem = self._check(event)
+            problem = event_problem(event, self.policies)
             if problem:
                 result.dead_letters.append(DeadLetter(rec, problem, event.event_id, event.user_id))
                 continue
             valid.append((rec, event, recorded_at or default_recorded_at))
-
-        user_ids = list(dict.fromkeys(e.user_id for _, e, _ in valid))
-        changes = UserChanges()
-        try:
-            projections = self._apply(
-                records, valid, user_ids, changes, result, default_recorded_at, before_commit
-            )
-        except BaseException:
-            # Their in-memory state already holds this batch, which did not commit.
-            for user_id in user_ids:
-                self._cache.pop(user_id, None)
-            raise
-        self._remember(projections, changes)
-        return result
+        return valid
 
     def _apply(
         self,
         records: Sequence[SourceRecord],
-        valid: list[tuple[SourceRecord, Event, datetime]],
-        user_ids: list[str],
         changes: UserChanges,
         result: BatchResult,
         default_recorded_at: datetime,
         before_commit: Callable[[BatchResult], None] | None,
+        touched_users: list[str],
     ) -> dict[str, UserProjection]:
         with self.engine.begin() as conn:
+            # Positions are read (and locked, where the database can) inside the
+            # transaction: records below them were applied already, perhaps by another
+            # consumer that owned the partition before a rebalance, and are skipped.
+            stored = repository.lock_positions(conn, {(r.source, r.partition) for r in records})
+            fresh = [r for r in records if r.offset >= stored.get((r.source, r.partition), 0)]
+            result.already_applied = len(records) - len(fresh)
+            valid = self._validate(fresh, default_recorded_at, result)
+            user_ids = list(dict.fromkeys(e.user_id for _, e, _ in valid))
+            touched_users.extend(user_ids)
             known = repository.known_event_users(conn, [e.event_id for _, e, _ in valid])
             projections = self._projections(conn, user_ids)
             event_rows: list[dict[str, Any]] = []
@@ -190,7 +206,7 @@ class Projector:
             user_rows = [repository.user_values(projections[u], at) for u, at in touched.items()]
             result.users = set(touched)
             result.assignments = Counter(r["assignment"] or "not signed up" for r in user_rows)
-            positions: dict[tuple[str, int], int] = {}
+            positions: dict[tuple[str, int], int] = dict(stored)
             for rec in records:
                 key = (rec.source, rec.partition)
                 positions[key] = max(positions.get(key, 0), rec.offset + 1)

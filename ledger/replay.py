@@ -9,10 +9,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
+from kafka import KafkaConsumer
 from sqlalchemy import Engine, func, select
 
+from ledger.avro_codec import AvroCodec
 from ledger.projector import BatchResult, Projector, SourceRecord
 from ledger.sources.files import check_path, read_records, source_key
+from ledger.sources.kafka import StartAt, read_topic, to_source_record
+from ledger.sources.kafka import source_key as kafka_source_key
 from ledger.store import repository
 from ledger.store.schema import users
 from ledger.timeutil import truncate_ms
@@ -40,6 +44,7 @@ class ReplaySummary:
     def add(self, batch: BatchResult) -> None:
         self.applied += batch.applied
         self.duplicates += batch.duplicates
+        self.already_applied += batch.already_applied
         self.dead_lettered += batch.dead_lettered
         for d in batch.dead_letters:
             if len(self.dead_letter_samples) < 10:
@@ -105,6 +110,35 @@ def replay_files(
             summary.add(projector.apply_batch(records, record_time))
             if progress:
                 progress(path, chunk[-1][1], len(records))
+    summary.seconds = time.perf_counter() - started
+    fill_totals(projector.engine, summary)
+    return summary
+
+
+def replay_topic(
+    projector: Projector,
+    consumer: KafkaConsumer,
+    topic: str,
+    start: StartAt | None,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    now: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Rebuild or continue a projection from a topic, up to the high watermark seen at
+    start. `start=None` continues from the stored positions (the beginning if none)."""
+    started = time.perf_counter()
+    record_time = truncate_ms(now or datetime.now(UTC))
+    if start is None:
+        with projector.engine.connect() as conn:
+            start = StartAt(offsets=repository.stored_positions(conn, kafka_source_key(topic)))
+    codec = AvroCodec()
+    summary = ReplaySummary()
+    for batch in read_topic(consumer, topic, start, max_records=batch_size):
+        records = [to_source_record(m, codec) for m in batch]
+        summary.add(projector.apply_batch(records, record_time))
+        if progress:
+            progress(len(records))
     summary.seconds = time.perf_counter() - started
     fill_totals(projector.engine, summary)
     return summary

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from ledger.cli import app
+from ledger.store.schema import assignment_history
 
 
 class Cli:
@@ -28,8 +30,8 @@ class Cli:
             )
         return result
 
-    def json(self, *args: str, expect: int | None = 0) -> Any:
-        return json.loads(self.run(*args, "--json", expect=expect).stdout)
+    def json(self, *args: str, expect: int | None = 0, db: bool = True) -> Any:
+        return json.loads(self.run(*args, "--json", expect=expect, db=db).stdout)
 
 
 def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
@@ -40,3 +42,25 @@ def write_jsonl(path: Path, events: list[dict[str, Any]]) -> Path:
 def eid(n: int) -> str:
     """Readable, deterministic event ids: eid(7) == '00000000-0000-4000-8000-000000000007'."""
     return f"00000000-0000-4000-8000-{n:012d}"
+
+
+def history_rows(url: str) -> list[tuple]:
+    """Every history row (believed and superseded) without the surrogate id, sorted."""
+    engine = sa.create_engine(url)
+    cols = [c for c in assignment_history.c if c.name != "id"]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(*cols).order_by(
+                assignment_history.c.user_id,
+                assignment_history.c.valid_from,
+                assignment_history.c.recorded_at,
+            )
+        ).all()
+    engine.dispose()
+    return sorted(
+        (
+            tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for v in r)
+            for r in rows
+        ),
+        key=repr,
+    )

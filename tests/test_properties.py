@@ -186,6 +186,6 @@ def test_incremental_fold_equals_full_fold(events: list[Event]) -> None:
         proj.apply(observe(e, KEY), T0, POLICIES, UserChanges())
         assert proj.timeline is not None
         assert proj.timeline.entries == entries_of(ordered[: ordered.index(e) + 1])
-    assert proj.timeline.facts == compute_timeline(
-        [observe(e, KEY) for e in ordered], POLICIES
-    ).facts
+    assert (
+        proj.timeline.facts == compute_timeline([observe(e, KEY) for e in ordered], POLICIES).facts
+    )

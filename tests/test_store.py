@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 from ledger.generate import generate_events, write_events
 from ledger.store.database import head_revision, open_engine
 from ledger.store.schema import assignment_history, events, metadata, users
-from tests.support import Cli
+from tests.support import Cli, history_rows
 
 
 def test_migrations_create_exactly_the_models(db_url: str) -> None:
@@ -29,43 +29,22 @@ def test_db_upgrade_command_is_idempotent(cli: Cli) -> None:
     assert cli.json("db", "upgrade") == {"from": head_revision(), "to": head_revision()}
 
 
-def _history_rows(url: str) -> list[tuple]:
-    engine = sa.create_engine(url)
-    cols = [c for c in assignment_history.c if c.name != "id"]
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(*cols).order_by(
-                assignment_history.c.user_id,
-                assignment_history.c.valid_from,
-                assignment_history.c.recorded_at,
-            )
-        ).all()
-    engine.dispose()
-    return sorted(
-        (
-            tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for v in r)
-            for r in rows
-        ),
-        key=repr,
-    )
-
-
 def test_second_replay_applies_nothing(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "gen.jsonl"
     write_events(path, generate_events(300, seed=5))
     first = cli.json("replay", str(path), "--batch-size", "97")
     assert first["applied"] > 300 and first["users"] == 300
-    rows = _history_rows(cli.db)
+    rows = history_rows(cli.db)
     second = cli.json("replay", str(path))
     assert (second["applied"], second["duplicates"], second["dead_lettered"]) == (0, 0, 0)
     assert second["already_applied"] == sum(1 for _ in path.open())
-    assert _history_rows(cli.db) == rows
+    assert history_rows(cli.db) == rows
     # The same events under another file name are all recognised by event id.
     copy = tmp_path / "copy.jsonl"
     copy.write_text(path.read_text() + "\n")
     third = cli.json("replay", str(copy))
     assert third["applied"] == 0 and third["duplicates"] == first["applied"] + first["duplicates"]
-    assert _history_rows(cli.db) == rows
+    assert history_rows(cli.db) == rows
 
 
 def test_raw_phone_numbers_never_reach_the_read_model(cli: Cli, tmp_path: Path) -> None:
@@ -108,8 +87,8 @@ def test_sqlite_and_postgresql_build_identical_histories(
             )
     for url in (sqlite_url, pg_url):
         Cli(url).run("replay", str(stamped), "--batch-size", "333", expect=None)
-    assert _history_rows(sqlite_url) == _history_rows(pg_url)
-    assert len(_history_rows(sqlite_url)) > 400
+    assert history_rows(sqlite_url) == history_rows(pg_url)
+    assert len(history_rows(sqlite_url)) > 400
 
 
 def test_unreachable_database_is_one_line(sqlite_cli: Cli, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
@@ -85,13 +85,30 @@ def current_revision(conn) -> str | None:  # type: ignore[no-untyped-def]
     return MigrationContext.configure(conn).get_current_revision()
 
 
+# Any constant works; it only has to be the same for every ledger process.
+_MIGRATION_LOCK = 0x4C454447  # "LEDG"
+
+
 def _upgrade(conn) -> None:  # type: ignore[no-untyped-def]
     if current_revision(conn) == head_revision():
         return
+    # Several consumers may start at once on an empty database: on PostgreSQL one
+    # migrates while the others wait; SQLite's write lock serialises them, and a loser
+    # finds the work done when it looks again.
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        if current_revision(conn) == head_revision():
+            conn.commit()
+            return
     cfg = _alembic_config()
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "head")
-    conn.commit()
+    try:
+        command.upgrade(cfg, "head")
+        conn.commit()
+    except SQLAlchemyError:
+        conn.rollback()
+        if current_revision(conn) != head_revision():
+            raise
 
 
 def upgrade(url: str | None = None) -> tuple[str | None, str | None]:

@@ -232,6 +232,21 @@ def write_batch(
     _upsert(conn, source_positions, positions, ["source", "partition"])
 
 
+def lock_positions(conn: Connection, keys: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Stored next offsets of (source, partition) pairs, locked for this transaction on
+    PostgreSQL (SQLite locks the whole database for a writer anyway)."""
+    if not keys:
+        return {}
+    sp = source_positions.c
+    q = (
+        select(sp.source, sp.partition, sp.next_offset)
+        .where(sp.source.in_({s for s, _ in keys}))
+        .where(sp.partition.in_({p for _, p in keys}))
+        .with_for_update()
+    )
+    return {(r.source, r.partition): r.next_offset for r in conn.execute(q)}
+
+
 def stored_positions(conn: Connection, source: str) -> dict[int, int]:
     q = select(source_positions.c.partition, source_positions.c.next_offset).where(
         source_positions.c.source == source

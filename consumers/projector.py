@@ -1,0 +1,272 @@
+"""The projector service: a Kafka consumer-group member that keeps the read model current.
+
+Exactly-once effect: each batch's projection changes and the partitions' next offsets
+commit in one database transaction (`Projector.apply_batch`). On every partition
+assignment the consumer seeks to the stored offsets (the beginning where none is stored),
+so Kafka's own committed offsets, written after each batch, only serve lag monitoring.
+A crash between the database commit and the Kafka commit costs nothing: the next owner
+seeks to the database's positions.
+
+Batches are applied between polls, and rebalance callbacks run inside `poll`, so a
+revocation never interrupts a batch. SIGTERM/SIGINT finish the current batch, commit,
+leave the group and return 0. Bad input goes to `<topic>.dlq` and the dead-letter table;
+a database outage pauses consumption and retries with backoff from the stored positions.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from sqlalchemy.exc import SQLAlchemyError
+
+from ledger.avro_codec import AvroCodec
+from ledger.projector import Projector
+from ledger.sources.kafka import (
+    DeadLetterPublisher,
+    dlq_topic,
+    make_consumer,
+    make_producer,
+    source_key,
+    to_source_record,
+)
+from ledger.store import repository
+from ledger.timeutil import truncate_ms
+
+log = logging.getLogger("ledger.consume")
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class ConsumerSettings:
+    bootstrap: str
+    group: str
+    topic: str = "account-events"
+    batch_size: int = 2000
+    poll_timeout_ms: int = 500
+    log_every_s: float = 10.0
+    # Join time on a rebalance is about half the session timeout; 6000 ms is the lowest
+    # Apache Kafka accepts by default.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 60_000
+    client: dict[str, Any] = field(default_factory=dict)  # SASL/TLS etc. for kafka-python
+
+
+@dataclass
+class Stats:
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class _SeekToStored(ConsumerRebalanceListener):
+    def __init__(self, service: ProjectorService) -> None:
+        self.service = service
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # Another member may now write these users: cached state is no longer safe.
+        self.service.projector.forget()
+        if revoked:
+            log.info("partitions revoked: %s", _names(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self.service.projector.forget()
+        if assigned:
+            log.info("partitions assigned: %s", _names(assigned))
+            self.service.seek_to_stored(assigned)
+
+
+def _names(tps: list[TopicPartition] | set[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
+
+
+class ProjectorService:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        projector: Projector,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.projector = projector
+        self.clock = clock
+        self.codec = AvroCodec()
+        self.stats = Stats()
+        self.stopping = False
+        self.consumer: KafkaConsumer | None = None
+        # Partitions whose stored position could not be read yet (database down).
+        self.unpositioned: set[TopicPartition] = set()
+        self.last_log = time.monotonic()
+        self.logged_stats = Stats()
+        self.backoff = 0.0  # seconds before the next retry after a failed batch
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def request_stop(self, signum: int = 0, _frame: object = None) -> None:
+        if not self.stopping:
+            log.info("stopping after the current batch (signal %s)", signum)
+        self.stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self) -> int:
+        s = self.settings
+        consumer = self.consumer = make_consumer(
+            s.bootstrap,
+            s.client,
+            group_id=s.group,
+            max_poll_records=s.batch_size,
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+        )
+        producer = make_producer(s.bootstrap, s.client)
+        dead_letters = DeadLetterPublisher(producer, dlq_topic(s.topic))
+        consumer.subscribe([s.topic], listener=_SeekToStored(self))
+        log.info("consuming %s as group %s", s.topic, s.group)
+        try:
+            while not self.stopping:
+                if self.unpositioned and not self._position_pending():
+                    self._backoff_wait()
+                    continue
+                polled = consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=s.batch_size)
+                records = [
+                    to_source_record(m, self.codec)
+                    for tp, msgs in polled.items()
+                    if tp not in self.unpositioned
+                    for m in msgs
+                ]
+                if records:
+                    self._apply(records, dead_letters)
+                self._maybe_log()
+        finally:
+            self._close(producer)
+        return 0
+
+    # -- batches ---------------------------------------------------------------------------
+    def _apply(self, records: list, dead_letters: DeadLetterPublisher) -> None:  # type: ignore[type-arg]
+        assert self.consumer is not None
+        try:
+            result = self.projector.apply_batch(
+                records, truncate_ms(self.clock()), before_commit=dead_letters
+            )
+        except (SQLAlchemyError, KafkaError, OSError) as exc:
+            # Nothing of the batch committed. Rewind every partition to the stored
+            # positions once the database answers again.
+            log.warning("batch failed, will retry from the stored positions: %s", _one_line(exc))
+            self.projector.forget()
+            self.unpositioned |= set(self.consumer.assignment())
+            self.consumer.pause(*self.unpositioned)
+            return
+        self.backoff = 0.0
+        self.stats.applied += result.applied
+        self.stats.duplicates += result.duplicates
+        self.stats.dead_lettered += result.dead_lettered
+        self.stats.batches += 1
+        for d in result.dead_letters:
+            log.warning("dead letter %s: %s", d.record.position, d.reason)
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        for rec in records:
+            tp = TopicPartition(self.settings.topic, rec.partition)
+            offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
+        self._commit_for_monitoring(offsets)
+
+    def _commit_for_monitoring(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        assert self.consumer is not None
+        try:
+            self.consumer.commit(offsets=offsets)
+        except KafkaError as exc:
+            # Only lag monitoring reads these; the database holds the real positions.
+            log.info("offset commit skipped: %s", _one_line(exc))
+
+    # -- positions -------------------------------------------------------------------------
+    def seek_to_stored(self, tps: list[TopicPartition]) -> None:
+        assert self.consumer is not None
+        try:
+            with self.projector.engine.connect() as conn:
+                stored = repository.stored_positions(conn, source_key(self.settings.topic))
+        except SQLAlchemyError as exc:
+            log.warning("cannot read stored positions yet: %s", _one_line(exc))
+            self.unpositioned |= set(tps)
+            self.consumer.pause(*tps)
+            return
+        for tp in tps:
+            if tp.partition in stored:
+                self.consumer.seek(tp, stored[tp.partition])
+            else:
+                self.consumer.seek_to_beginning(tp)
+        self.unpositioned -= set(tps)
+        self.consumer.resume(*tps)
+
+    def _position_pending(self) -> bool:
+        assert self.consumer is not None
+        pending = [tp for tp in self.unpositioned if tp in self.consumer.assignment()]
+        self.unpositioned &= set(pending)
+        if pending:
+            self.seek_to_stored(pending)
+        return not self.unpositioned
+
+    def _backoff_wait(self) -> None:
+        assert self.consumer is not None
+        self.backoff = min(MAX_BACKOFF_S, max(0.5, self.backoff * 2))
+        log.info("retrying in %.1f s", self.backoff)
+        deadline = time.monotonic() + self.backoff
+        while time.monotonic() < deadline and not self.stopping:
+            # Paused partitions return nothing, but polling keeps the membership alive.
+            self.consumer.poll(timeout_ms=200)
+
+    # -- reporting ---------------------------------------------------------------------------
+    def lag(self) -> dict[int, int]:
+        assert self.consumer is not None
+        out = {}
+        for tp in self.consumer.assignment():
+            hw = self.consumer.highwater(tp)
+            if hw is not None:
+                out[tp.partition] = max(0, hw - self.consumer.position(tp))
+        return dict(sorted(out.items()))
+
+    def _maybe_log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_log < self.settings.log_every_s:
+            return
+        elapsed = now - self.last_log
+        rate = (self.stats.applied - self.logged_stats.applied) / elapsed if elapsed else 0.0
+        log.info(
+            "applied %d events (%.0f/s), %d duplicates, %d dead letters; lag by partition %s",
+            self.stats.applied,
+            rate,
+            self.stats.duplicates,
+            self.stats.dead_lettered,
+            self.lag(),
+        )
+        self.last_log = now
+        self.logged_stats = Stats(**{**self.stats.__dict__})
+
+    def _close(self, producer: Any) -> None:
+        assert self.consumer is not None
+        self._maybe_log(force=True)
+        try:
+            producer.close(timeout=10)
+        finally:
+            # Leaves the group now instead of waiting out the session timeout.
+            self.consumer.close(autocommit=False)
+        log.info("stopped")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,206 @@
+"""Kafka as a source and a sink of events: producing, decoding records, dead letters, and
+reading a topic up to the high watermark seen at start.
+
+Correct on Apache Kafka and on the local Tansu broker alike. Two things are done the
+portable way on purpose: the end of a partition is the high watermark reported in fetch
+responses (`consumer.highwater`), not `end_offsets()`; and `--from-time` seeks with
+`offsets_for_times` and then also drops earlier records client-side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+from ledger.avro_codec import AvroCodec
+from ledger.events import EventError
+from ledger.projector import BatchResult, SourceRecord
+from ledger.timeutil import from_millis, to_millis
+
+DEFAULT_TOPIC = "account-events"
+
+# Header names on dead letters, so an operator can find the original record.
+DLQ_REASON = "ledger.reason"
+DLQ_TOPIC = "ledger.source.topic"
+DLQ_PARTITION = "ledger.source.partition"
+DLQ_OFFSET = "ledger.source.offset"
+
+
+class KafkaSourceError(RuntimeError):
+    """The topic cannot be read as asked (no such topic, no watermark, bad offsets)."""
+
+
+def dlq_topic(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+def source_key(topic: str) -> str:
+    """The key of a topic's positions in the store, shared by the consumer and
+    `replay --from-kafka`, so either can continue where the other stopped."""
+    return f"kafka:{topic}"
+
+
+# An unreachable cluster is reported after this long instead of kafka-python's 30 s.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
+def make_producer(bootstrap: str, settings: Mapping[str, Any]) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        acks="all",
+        # One request in flight per broker keeps a user's events in order across retries
+        # without relying on idempotent-producer support.
+        max_in_flight_requests_per_connection=1,
+        retries=10,
+        linger_ms=10,
+        batch_size=256 * 1024,
+        **settings,
+    )
+
+
+def make_consumer(bootstrap: str, settings: Mapping[str, Any], **extra: Any) -> KafkaConsumer:
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **{**extra, **settings},
+    )
+
+
+def to_source_record(msg: ConsumerRecord, codec: AvroCodec) -> SourceRecord:
+    """Record time is the Kafka record timestamp (RULES.md), so two replays of one topic
+    build the same bitemporal history."""
+    decoded: tuple[Any, datetime | None] | EventError
+    if msg.value is None:
+        decoded = EventError("empty message (tombstone), not an event")
+    else:
+        try:
+            event, _ = codec.decode(msg.value)
+            decoded = (event, from_millis(msg.timestamp))
+        except EventError as exc:
+            decoded = exc
+    return SourceRecord(
+        source=source_key(msg.topic),
+        partition=msg.partition,
+        offset=msg.offset,
+        position=f"{msg.topic}[{msg.partition}]@{msg.offset}",
+        raw=msg.value or b"",
+        decoded=decoded,
+    )
+
+
+class DeadLetterPublisher:
+    """Sends a batch's dead letters to the DLQ topic and waits for the broker's ack, so
+    the batch only commits once they are safe (at worst a crash repeats a dead letter;
+    none is ever lost)."""
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    def __call__(self, result: BatchResult) -> None:
+        futures = []
+        for d in result.dead_letters:
+            rec = d.record
+            source_topic = rec.position.split("[", 1)[0]
+            futures.append(
+                self.producer.send(
+                    self.topic,
+                    key=(d.user_id or "").encode() or None,
+                    value=rec.raw,
+                    headers=[
+                        (DLQ_REASON, d.reason.encode()),
+                        (DLQ_TOPIC, source_topic.encode()),
+                        (DLQ_PARTITION, str(rec.partition).encode()),
+                        (DLQ_OFFSET, str(rec.offset).encode()),
+                    ],
+                )
+            )
+        if futures:
+            self.producer.flush()
+            for f in futures:
+                f.get(timeout=30)  # raises if the broker refused it
+
+
+@dataclass(frozen=True)
+class StartAt:
+    """Where `read_topic` starts in each partition: an explicit offset, the stored
+    position, a time, or the beginning."""
+
+    offsets: Mapping[int, int] | None = None  # partition -> offset
+    time: datetime | None = None
+
+
+def partitions_of(consumer: KafkaConsumer, topic: str, timeout_s: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts)
+        if time.monotonic() > deadline:
+            raise KafkaSourceError(f"topic {topic!r} does not exist (or has no partitions)")
+        time.sleep(0.2)
+
+
+def read_topic(
+    consumer: KafkaConsumer,
+    topic: str,
+    start: StartAt,
+    *,
+    max_records: int = 5000,
+    watermark_timeout_s: float = 30.0,
+) -> Iterator[list[ConsumerRecord]]:
+    """Batches of a topic's records from `start` up to the high watermark of each
+    partition as first reported by the broker, then stop."""
+    parts = partitions_of(consumer, topic)
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer.assign(tps)
+    if start.offsets is not None:
+        unknown = sorted(set(start.offsets) - set(parts))
+        if unknown:
+            raise KafkaSourceError(f"topic {topic!r} has no partition {unknown[0]}")
+    if start.time is not None:
+        found = consumer.offsets_for_times({tp: to_millis(start.time) for tp in tps})
+    for tp in tps:
+        if start.offsets is not None and tp.partition in start.offsets:
+            consumer.seek(tp, start.offsets[tp.partition])
+        elif start.time is not None and found.get(tp) is not None:
+            consumer.seek(tp, found[tp].offset)
+        elif start.time is not None:
+            consumer.seek_to_end(tp)
+        else:
+            consumer.seek_to_beginning(tp)
+    since = to_millis(start.time) if start.time is not None else None
+    end: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + watermark_timeout_s
+    while True:
+        polled = consumer.poll(timeout_ms=500, max_records=max_records)
+        for tp in tps:
+            if tp not in end and consumer.highwater(tp) is not None:
+                end[tp] = consumer.highwater(tp)
+        batch = [
+            r
+            for tp, records in polled.items()
+            for r in records
+            if (tp not in end or r.offset < end[tp]) and (since is None or r.timestamp >= since)
+        ]
+        if batch:
+            yield batch
+        if len(end) == len(tps) and all(consumer.position(tp) >= end[tp] for tp in tps):
+            return
+        if len(end) < len(tps) and time.monotonic() > deadline:
+            raise KafkaSourceError(
+                f"the broker reported no high watermark for {topic!r} within "
+                f"{watermark_timeout_s:.0f} s"
+            )
+        for tp in tps:
+            if tp in end and consumer.position(tp) >= end[tp]:
+                consumer.pause(tp)
