@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -170,9 +170,12 @@ def generate(
 # --- replay --------------------------------------------------------------------------------
 
 
-def _progress_hook(paths: list[Path]) -> tuple[Progress | None, Callable[..., None] | None]:
+def _progress_hook(
+    paths: list[Path],
+) -> tuple[AbstractContextManager[Any], Callable[..., None] | None]:
+    """A progress bar over the files' bytes on a terminal; nothing when piped."""
     if not err.is_terminal:
-        return None, None
+        return nullcontext(), None
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -269,9 +272,12 @@ def parse_offsets(value: str) -> dict[int, int]:
     return out
 
 
-def _count_progress(total: int | None, label: str) -> tuple[Progress | None, Callable[..., None]]:
+def _count_progress(
+    total: int | None, label: str
+) -> tuple[AbstractContextManager[Any], Callable[[int], None]]:
+    """A running event count on a terminal; nothing when piped."""
     if not err.is_terminal:
-        return None, lambda n: None
+        return nullcontext(), lambda n: None
     progress = Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
@@ -364,30 +370,24 @@ def replay(
                 start = StartAt(time=parse_time(from_time, "--from-time"))
             with kafka_errors(server):
                 consumer = make_consumer(server, kafka_settings())
-                progress, advance = _count_progress(None, f"replay {topic}")
+                shown, advance = _count_progress(None, f"replay {topic}")
                 try:
-                    if progress:
-                        progress.start()
-                    summary = replay_topic(
-                        projector,
-                        consumer,
-                        topic,
-                        start,
-                        batch_size=batch_size,
-                        progress=advance,
-                    )
+                    with shown:
+                        summary = replay_topic(
+                            projector,
+                            consumer,
+                            topic,
+                            start,
+                            batch_size=batch_size,
+                            progress=advance,
+                        )
                 finally:
-                    if progress:
-                        progress.stop()
                     consumer.close()
         else:
             assert files
-            progress, hook = _progress_hook(files)
-            if progress:
-                with progress:
-                    summary = replay_files(projector, files, batch_size=batch_size, progress=hook)
-            else:
-                summary = replay_files(projector, files, batch_size=batch_size)
+            shown, hook = _progress_hook(files)
+            with shown:
+                summary = replay_files(projector, files, batch_size=batch_size, progress=hook)
     if as_json:
         emit_json(summary.as_json())
     else:
@@ -423,13 +423,10 @@ def publish(
     with user_errors(), kafka_errors(server):
         rules = policies()
         producer = make_producer(server, kafka_settings())
-        progress, hook = _progress_hook(files)
+        shown, hook = _progress_hook(files)
         try:
-            if progress:
-                with progress:
-                    summary = publish_files(producer, topic, files, rules, progress=hook)
-            else:
-                summary = publish_files(producer, topic, files, rules)
+            with shown:
+                summary = publish_files(producer, topic, files, rules, progress=hook)
         finally:
             producer.close(timeout=30)
     if as_json:
@@ -526,14 +523,11 @@ def export(
     server = need_bootstrap(bootstrap)
     with user_errors(), kafka_errors(server):
         consumer = make_consumer(server, kafka_settings())
-        progress, advance = _count_progress(None, f"export {topic}")
+        shown, advance = _count_progress(None, f"export {topic}")
         try:
-            if progress:
-                progress.start()
-            summary = export_topic(consumer, topic, output, progress=advance)
+            with shown:
+                summary = export_topic(consumer, topic, output, progress=advance)
         finally:
-            if progress:
-                progress.stop()
             consumer.close()
     if as_json:
         emit_json(summary.as_json())
