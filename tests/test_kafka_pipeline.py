@@ -24,6 +24,7 @@ from ledger.generate import generate_events
 from ledger.sources.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from ledger.store.schema import dead_letters, events, source_positions
 from ledger.timeutil import from_millis
+from tests.conftest import PG_ADMIN_URL
 from tests.support import Cli, history_rows
 
 pytestmark = pytest.mark.kafka
@@ -324,3 +325,40 @@ def test_kafka_command_errors_are_one_line(sqlite_cli: Cli, tmp_path: Path) -> N
     assert "cannot reach Kafka at 127.0.0.1:1" in gone.stderr
     both = sqlite_cli.run("replay", str(tmp_path / "x.jsonl"), "--from-kafka", expect=1)
     assert "not both" in both.stderr
+
+
+@pytest.mark.postgres
+def test_database_outage_is_retried_without_skipping(
+    kafka_broker, kafka_topic: str, reference, tmp_path: Path, pg_url: str
+) -> None:
+    path, total, ref = reference
+    publish(Cli(pg_url), kafka_broker.bootstrap, kafka_topic, path)
+    name = sa.engine.make_url(pg_url).database
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    log = tmp_path / "consumer.log"
+    proc = start_consumer(
+        kafka_broker.bootstrap, kafka_topic, pg_url, log, group="g-outage", batch=20
+    )
+    try:
+        before = wait_for(pg_url, kafka_topic, total // 4)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"
+                ),
+                {"d": name},
+            )
+        time.sleep(4)  # the outage: every batch and every reconnect fails meanwhile
+        assert proc.poll() is None, "the consumer died during the outage"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        wait_for(pg_url, kafka_topic, total)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+        stop(proc, log)
+    assert before < total, "the outage came after the consumer had finished"
+    assert "retrying in" in log.read_text()
+    assert history_rows(pg_url) == history_rows(ref)
