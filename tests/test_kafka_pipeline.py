@@ -49,6 +49,19 @@ def publish(cli: Cli, bootstrap: str, topic: str, path: Path) -> int:
     return result["sent"]
 
 
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_consumer_outlives_its_test() -> Iterator[None]:
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def start_consumer(
     bootstrap: str, topic: str, db: str, log: Path, *, group: str, batch: int = 200
 ) -> subprocess.Popen[bytes]:
@@ -67,7 +80,9 @@ def start_consumer(
         str(batch),
         *GROUP_FLAGS,
     ]
-    return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    _SPAWNED.append(proc)
+    return proc
 
 
 def consumed(db: str, topic: str) -> int:
