@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,6 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests
-
-bench: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/benchmarks -s
 
 clean:
 	rm -rf $(VENV) ledger.db demo-out

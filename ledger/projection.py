@@ -82,12 +82,6 @@ class UserProjection:
         self._reconcile(self.timeline.entries, recorded_at, changes)
         return True
 
-    def recompute(self, policies: PolicySet, recorded_at: datetime, changes: UserChanges) -> None:
-        """Re-derive the history under (possibly different) policies: what-if replays."""
-        self._builder = TimelineBuilder(self.observations, policies)
-        self.timeline = self._builder.timeline()
-        self._reconcile(self.timeline.entries, recorded_at, changes)
-
     def _reconcile(
         self, entries: tuple[Entry, ...], recorded_at: datetime, changes: UserChanges
     ) -> None:
