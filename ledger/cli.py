@@ -69,6 +69,7 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+UserArgument = Annotated[str, typer.Argument(help="User id, e.g. u-000042.")]
 AtOption = Annotated[
     str | None,
     typer.Option(
@@ -543,7 +544,7 @@ def export(
 
 @app.command()
 def current(
-    user: Annotated[str, typer.Argument(help="User id, e.g. u-000042.")],
+    user: UserArgument,
     at: AtOption = None,
     believed_at: BelievedOption = None,
     db: DbOption = None,
@@ -581,7 +582,7 @@ def current(
 
 @app.command()
 def history(
-    user: Annotated[str, typer.Argument(help="User id, e.g. u-000042.")],
+    user: UserArgument,
     show_all: Annotated[
         bool, typer.Option("--all", help="Include superseded rows (record-time history).")
     ] = False,
@@ -596,6 +597,7 @@ def history(
     (superseded_at = when a later-arriving event replaced them); --believed-at shows the
     history as the ledger believed it at that record time."""
     from ledger.queries import history as query_history
+    from ledger.queries import row_json
 
     believed = parse_time(believed_at, "--believed-at")
     with user_errors():
@@ -603,7 +605,7 @@ def history(
             engine_for(db), user, include_superseded=show_all, believed_at=believed
         )
     if as_json:
-        emit_json({"user_id": user, "entries": [r.as_json() for r in rows]})
+        emit_json({"user_id": user, "entries": [row_json(r) for r in rows]})
         return
     t = Table(title=f"history of {user}", title_justify="left")
     for col in ("valid from", "valid to", "assignment", "policy", "rule", "recorded at"):
@@ -612,11 +614,11 @@ def history(
         t.add_column("superseded at")
     for r in rows:
         cells = [
-            format_instant(r.valid_from),
-            format_instant(r.valid_to) or "open",
-            r.assignment,
-            r.policy,
-            r.rule,
+            format_instant(r.entry.valid_from),
+            format_instant(r.entry.valid_to) or "open",
+            r.entry.assignment,
+            r.entry.policy,
+            r.entry.rule,
             format_instant(r.recorded_at),
         ]
         if show_all:
@@ -627,7 +629,7 @@ def history(
 
 @app.command()
 def explain(
-    user: Annotated[str, typer.Argument(help="User id, e.g. u-000042.")],
+    user: UserArgument,
     at: AtOption = None,
     believed_at: BelievedOption = None,
     db: DbOption = None,

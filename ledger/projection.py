@@ -25,6 +25,12 @@ class HistoryRow:
     superseded_at: datetime | None = None
     stored: bool = False  # already in the store (else only in this batch's changes)
 
+    def believed_at(self, record_time: datetime) -> bool:
+        """Whether the ledger held this belief at `record_time`."""
+        return self.recorded_at <= record_time and (
+            self.superseded_at is None or self.superseded_at > record_time
+        )
+
     @property
     def record_interval_empty(self) -> bool:
         # Believed and replaced at the same record time: nobody could ever have seen it.

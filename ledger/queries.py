@@ -9,8 +9,11 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
+from ledger.projection import HistoryRow
 from ledger.rulebooks import RULEBOOKS, AgeStatus, age_status
+from ledger.store.repository import history_row_from_row
 from ledger.store.schema import assignment_history, users
+from ledger.timeline import Entry, entry_at
 from ledger.timeutil import format_instant
 
 
@@ -18,40 +21,21 @@ class UnknownUser(LookupError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryRecord:
-    valid_from: datetime
-    valid_to: datetime | None
-    assignment: str
-    policy: str
-    rule: str
-    reason: str
-    facts: dict[str, Any]
-    evidence: list[str]
-    recorded_at: datetime
-    superseded_at: datetime | None
-
-    def believed_at(self, record_time: datetime) -> bool:
-        return self.recorded_at <= record_time and (
-            self.superseded_at is None or self.superseded_at > record_time
-        )
-
-    def covers(self, at: datetime) -> bool:
-        return self.valid_from <= at and (self.valid_to is None or at < self.valid_to)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "valid_from": format_instant(self.valid_from),
-            "valid_to": format_instant(self.valid_to),
-            "assignment": self.assignment,
-            "policy": self.policy,
-            "rule": self.rule,
-            "reason": self.reason,
-            "facts": self.facts,
-            "evidence": self.evidence,
-            "recorded_at": format_instant(self.recorded_at),
-            "superseded_at": format_instant(self.superseded_at),
-        }
+def row_json(row: HistoryRow) -> dict[str, Any]:
+    """One history row in the `history --json` form."""
+    e = row.entry
+    return {
+        "valid_from": format_instant(e.valid_from),
+        "valid_to": format_instant(e.valid_to),
+        "assignment": e.assignment,
+        "policy": e.policy,
+        "rule": e.rule,
+        "reason": e.reason,
+        "facts": dict(e.facts),
+        "evidence": list(e.evidence),
+        "recorded_at": format_instant(row.recorded_at),
+        "superseded_at": format_instant(row.superseded_at),
+    }
 
 
 def _user_row(engine: Engine, user_id: str) -> Any:
@@ -68,30 +52,22 @@ def history(
     *,
     include_superseded: bool = False,
     believed_at: datetime | None = None,
-) -> list[HistoryRecord]:
+) -> list[HistoryRow]:
     """The user's history, ordered by valid time. Default: what the ledger believes now;
     `believed_at`: what it believed at that record time; `include_superseded`: every row."""
     _user_row(engine, user_id)
+    return _history_rows(engine, user_id, include_superseded, believed_at)
+
+
+def _history_rows(
+    engine: Engine, user_id: str, include_superseded: bool, believed_at: datetime | None
+) -> list[HistoryRow]:
     q = select(assignment_history).where(assignment_history.c.user_id == user_id)
     if not include_superseded and believed_at is None:
         q = q.where(assignment_history.c.superseded_at.is_(None))
     q = q.order_by(assignment_history.c.valid_from, assignment_history.c.recorded_at)
     with engine.connect() as conn:
-        rows = [
-            HistoryRecord(
-                r.valid_from,
-                r.valid_to,
-                r.assignment,
-                r.policy,
-                r.rule,
-                r.reason,
-                dict(r.facts),
-                list(r.evidence),
-                r.recorded_at,
-                r.superseded_at,
-            )
-            for r in conn.execute(q)
-        ]
+        rows = [history_row_from_row(r) for r in conn.execute(q)]
     if believed_at is not None and not include_superseded:
         rows = [r for r in rows if r.believed_at(believed_at)]
     return rows
@@ -101,13 +77,15 @@ def history(
 class Current:
     user_id: str
     at: datetime
-    entry: HistoryRecord | None  # None: before signup (or never signed up)
+    entry: Entry | None  # None: before signup (or never signed up)
+    previous: Entry | None  # the entry before `entry`, if any
     birth_date: date | None
     age_status: AgeStatus
     signup_at: datetime | None
 
     def as_json(self) -> dict[str, Any]:
         rb = RULEBOOKS.get(self.entry.assignment) if self.entry else None
+        # An entry's facts are (name, value) pairs; JSON shows them as an object.
         return {
             "user_id": self.user_id,
             "at": format_instant(self.at),
@@ -117,8 +95,8 @@ class Current:
             "policy": self.entry.policy if self.entry else None,
             "rule": self.entry.rule if self.entry else None,
             "reason": self.entry.reason if self.entry else None,
-            "facts": self.entry.facts if self.entry else None,
-            "evidence": self.entry.evidence if self.entry else None,
+            "facts": dict(self.entry.facts) if self.entry else None,
+            "evidence": list(self.entry.evidence) if self.entry else None,
             "rulebook": (
                 {
                     "id": rb.id,
@@ -139,12 +117,14 @@ def current(
     engine: Engine, user_id: str, at: datetime, *, believed_at: datetime | None = None
 ) -> Current:
     user = _user_row(engine, user_id)
-    rows = history(engine, user_id, believed_at=believed_at)
-    entry = next((r for r in rows if r.covers(at)), None)
+    entries = [r.entry for r in _history_rows(engine, user_id, False, believed_at)]
+    entry = entry_at(entries, at)
+    i = entries.index(entry) if entry else 0
+    previous = entries[i - 1] if i > 0 else None
     status: AgeStatus = (
         age_status(entry.assignment, user.birth_date, at.date()) if entry else "unknown"
     )
-    return Current(user_id, at, entry, user.birth_date, status, user.signup_at)
+    return Current(user_id, at, entry, previous, user.birth_date, status, user.signup_at)
 
 
 def _day(value: datetime) -> str:
@@ -178,7 +158,7 @@ def explain(
     parts = [f"{lead} (policy {e.policy}, rule {e.rule})."]
     if e.valid_to is not None:
         parts.append(f"This held until {_day(e.valid_to)}.")
-    facts = ", ".join(f"{k} = {v if v is not None else 'not set'}" for k, v in e.facts.items())
+    facts = ", ".join(f"{k} = {v if v is not None else 'not set'}" for k, v in e.facts)
     if facts:
         parts.append(f"The rule read: {facts}; from events {', '.join(e.evidence)}.")
     if e.assignment != "undetermined":
@@ -196,11 +176,8 @@ def explain(
         else "unknown (no rulebook assigned)",
     }[cur.age_status]
     parts.append(f"Age status on {_day(at)}: {age_text}.")
-    earlier = [
-        r for r in history(engine, user_id, believed_at=believed_at) if r.valid_from < e.valid_from
-    ]
-    if earlier:
-        prev = earlier[-1]
+    prev = cur.previous
+    if prev is not None:
         was = (
             "in the review queue"
             if prev.assignment == "undetermined"

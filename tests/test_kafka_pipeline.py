@@ -111,6 +111,15 @@ def wait_for(db: str, topic: str, at_least: int, timeout: float = 60.0) -> int:
     raise AssertionError(f"only {consumed(db, topic)} of {at_least} records consumed")
 
 
+def consume_all(bootstrap: str, topic: str, db: str, log: Path, total: int, group: str) -> None:
+    """Run one consumer until the store has taken `total` records, then SIGTERM it."""
+    proc = start_consumer(bootstrap, topic, db, log, group=group)
+    try:
+        wait_for(db, topic, total)
+    finally:
+        stop(proc, log)
+
+
 def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
@@ -141,11 +150,7 @@ def test_projector_equals_file_replay(
     cli = Cli(db_url)
     assert publish(cli, kafka_broker.bootstrap, kafka_topic, path) == total
     log = tmp_path / "consumer.log"
-    proc = start_consumer(kafka_broker.bootstrap, kafka_topic, db_url, log, group="g-equal")
-    try:
-        wait_for(db_url, kafka_topic, total)
-    finally:
-        stop(proc, log)
+    consume_all(kafka_broker.bootstrap, kafka_topic, db_url, log, total, group="g-equal")
     assert history_rows(db_url) == history_rows(ref)
     assert count(db_url, dead_letters) == 0
     text = log.read_text()
@@ -171,11 +176,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(
         proc.wait(timeout=10)
         kills.append(reached)
     assert all(k < total for k in kills), f"kills came too late to test anything: {kills}"
-    proc = start_consumer(kafka_broker.bootstrap, kafka_topic, sqlite_url, log, group="g-crash-end")
-    try:
-        wait_for(sqlite_url, kafka_topic, total)
-    finally:
-        stop(proc, log)
+    consume_all(kafka_broker.bootstrap, kafka_topic, sqlite_url, log, total, group="g-crash-end")
     assert count(sqlite_url, events) == count(ref, events)
     assert history_rows(sqlite_url) == history_rows(ref)
 
@@ -254,11 +255,7 @@ def test_poison_messages_go_to_the_dlq_and_the_table(
     assert len(where) == len(poison)
     total = len(good) + len(poison)
     log = tmp_path / "consumer.log"
-    proc = start_consumer(kafka_broker.bootstrap, kafka_topic, sqlite_url, log, group="g-dlq")
-    try:
-        wait_for(sqlite_url, kafka_topic, total)
-    finally:
-        stop(proc, log)
+    consume_all(kafka_broker.bootstrap, kafka_topic, sqlite_url, log, total, group="g-dlq")
 
     engine = sa.create_engine(sqlite_url)
     with engine.connect() as conn:
