@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+DEMO_USERS ?= 100000
+
 demo: $(STAMP)
-	$(BIN)/python -m ledger.demo
+	$(BIN)/python -m ledger.cli.demo --users $(DEMO_USERS)
 
 test: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests

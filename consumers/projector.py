@@ -1,7 +1,7 @@
 """The projector service: a Kafka consumer-group member that keeps the read model current.
 
 Exactly-once effect: each batch's projection changes and the partitions' next offsets
-commit in one database transaction (`Projector.apply_batch`). On every partition
+commit in one store transaction (`ledger.app.projector.Projector.apply_batch`). On every partition
 assignment the consumer seeks to the stored offsets (the beginning where none is stored),
 so Kafka's own committed offsets, written after each batch, only serve lag monitoring.
 A crash between the database commit and the Kafka commit costs nothing: the next owner
@@ -28,38 +28,19 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
-from ledger.avro_codec import AvroCodec
-from ledger.projector import Projector
+from ledger.app.projector import Projector
+from ledger.codecs.avro import AvroCodec
+from ledger.config import Settings
+from ledger.domain.time import truncate_ms
 from ledger.sources.kafka import (
     DeadLetterPublisher,
-    dlq_topic,
     make_consumer,
     make_producer,
     source_key,
     to_source_record,
 )
-from ledger.store import repository
-from ledger.timeutil import truncate_ms
 
 log = logging.getLogger("ledger.consume")
-
-MAX_BACKOFF_S = 30.0
-
-
-@dataclass
-class ConsumerSettings:
-    bootstrap: str
-    group: str
-    topic: str = "account-events"
-    batch_size: int = 2000
-    poll_timeout_ms: int = 500
-    log_every_s: float = 10.0
-    # Join time on a rebalance is about half the session timeout; 6000 ms is the lowest
-    # Apache Kafka accepts by default.
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 1_000
-    max_poll_interval_ms: int = 60_000
-    client: dict[str, Any] = field(default_factory=dict)  # SASL/TLS etc. for kafka-python
 
 
 @dataclass
@@ -95,7 +76,7 @@ def _names(tps: list[TopicPartition] | set[TopicPartition]) -> str:
 class ProjectorService:
     def __init__(
         self,
-        settings: ConsumerSettings,
+        settings: Settings,
         projector: Projector,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -124,20 +105,19 @@ class ProjectorService:
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self) -> int:
-        s = self.settings
+        s, kafka = self.settings.consumer, self.settings.kafka
         consumer = self.consumer = make_consumer(
-            s.bootstrap,
-            s.client,
+            kafka,
             group_id=s.group,
             max_poll_records=s.batch_size,
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_interval_ms=s.max_poll_interval_ms,
         )
-        producer = make_producer(s.bootstrap, s.client)
-        dead_letters = DeadLetterPublisher(producer, dlq_topic(s.topic))
-        consumer.subscribe([s.topic], listener=_SeekToStored(self))
-        log.info("consuming %s as group %s", s.topic, s.group)
+        producer = make_producer(kafka)
+        dead_letters = DeadLetterPublisher(producer, kafka.dlq_topic)
+        consumer.subscribe([kafka.topic], listener=_SeekToStored(self))
+        log.info("consuming %s as group %s", kafka.topic, s.group)
         try:
             while not self.stopping:
                 if self.unpositioned and not self._position_pending():
@@ -181,7 +161,7 @@ class ProjectorService:
             log.warning("dead letter %s: %s", d.record.position, d.reason)
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for rec in records:
-            tp = TopicPartition(self.settings.topic, rec.partition)
+            tp = TopicPartition(self.settings.kafka.topic, rec.partition)
             offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
         self._commit_for_monitoring(offsets)
 
@@ -197,8 +177,7 @@ class ProjectorService:
     def seek_to_stored(self, tps: list[TopicPartition]) -> None:
         assert self.consumer is not None
         try:
-            with self.projector.engine.connect() as conn:
-                stored = repository.stored_positions(conn, source_key(self.settings.topic))
+            stored = self.projector.store.stored_positions(source_key(self.settings.kafka.topic))
         except SQLAlchemyError as exc:
             log.warning("cannot read stored positions yet: %s", _one_line(exc))
             self.unpositioned |= set(tps)
@@ -222,7 +201,7 @@ class ProjectorService:
 
     def _backoff_wait(self) -> None:
         assert self.consumer is not None
-        self.backoff = min(MAX_BACKOFF_S, max(0.5, self.backoff * 2))
+        self.backoff = min(self.settings.consumer.max_backoff_s, max(0.5, self.backoff * 2))
         log.info("retrying in %.1f s", self.backoff)
         deadline = time.monotonic() + self.backoff
         while time.monotonic() < deadline and not self.stopping:
@@ -241,7 +220,7 @@ class ProjectorService:
 
     def _maybe_log(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last_log < self.settings.log_every_s:
+        if not force and now - self.last_log < self.settings.consumer.log_every_s:
             return
         elapsed = now - self.last_log
         rate = (self.stats.applied - self.logged_stats.applied) / elapsed if elapsed else 0.0

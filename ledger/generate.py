@@ -38,7 +38,7 @@ from pathlib import Path
 import phonenumbers
 from phonenumbers import PhoneNumber, PhoneNumberType
 
-from ledger.events import (
+from ledger.domain.events import (
     Event,
     EvidenceKind,
     PhoneChanged,
@@ -46,8 +46,8 @@ from ledger.events import (
     SignedUp,
     TermsAccepted,
 )
+from ledger.domain.time import from_millis, to_millis
 from ledger.sources.files import write_event_file
-from ledger.timeutil import from_millis, to_millis
 
 __all__ = ["generate_events", "write_events"]
 

@@ -9,7 +9,7 @@ Import them in a test module (Hypothesis must be installed; it is in the `test` 
     def test_my_policy_always_decides(events):
         ...  # fold `events` and check that your policy assigns a rulebook at every instant
 
-The strategies are pure (no I/O, no clock) and produce `ledger.events.Event` values that
+The strategies are pure (no I/O, no clock) and produce `ledger.domain.events.Event` values that
 survive the JSON and Avro encodings unchanged. They deliberately include what a real stream
 brings: invalid phone numbers, events dated before the signup, several events at exactly the
 same millisecond (so ordering by `(occurred_at, event_id)` matters), duplicate deliveries and
@@ -35,7 +35,7 @@ import phonenumbers
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumber, PhoneNumberType
 
-from ledger.events import (
+from ledger.domain.events import (
     EVIDENCE_KINDS,
     KNOWN_CHANNELS,
     Event,
@@ -45,7 +45,7 @@ from ledger.events import (
     SignedUp,
     TermsAccepted,
 )
-from ledger.timeutil import from_millis, to_millis
+from ledger.domain.time import from_millis, to_millis
 
 __all__ = [
     "BINDABLE_TOS_VERSIONS",

@@ -7,7 +7,7 @@ running broker instead (e.g. Apache Kafka from infra/compose.yaml); it is then
 neither started nor stopped.
 
 ``kafka_topic`` (function): a fresh, uniquely named topic with 6 partitions plus
-its ``.dlq``, created through ``infra.topics``; yields the topic name.
+its ``.dlq``, created through ``ledger.sources.kafka_topics``; yields the topic name.
 
 ``FAST_GROUP_SETTINGS``: consumer-group timeouts that make a group join take ~3 s
 instead of ~23 s with kafka-python 3's defaults (the join wait is about half the
@@ -25,7 +25,9 @@ from typing import Any
 
 import pytest
 
-from infra import launcher, topics
+from infra import launcher
+from ledger.config import settings_from_env
+from ledger.sources import kafka_topics as topics
 
 __all__ = ["FAST_GROUP_SETTINGS", "TEST_PARTITIONS", "kafka_broker", "kafka_topic"]
 
@@ -58,7 +60,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.
 def kafka_topic(kafka_broker: launcher.BrokerInfo) -> Iterator[str]:
     name = f"test-{uuid.uuid4().hex[:12]}"
     specs = topics.topic_specs(name, partitions=TEST_PARTITIONS)
-    topics.ensure_topics(kafka_broker.bootstrap, specs, **topics.client_settings_from_env())
+    topics.ensure_topics(kafka_broker.bootstrap, specs, **settings_from_env().kafka.client)
     yield name
     # Best effort: unique names already isolate tests, deleting only keeps the broker small.
     from kafka import KafkaAdminClient
@@ -66,7 +68,7 @@ def kafka_topic(kafka_broker: launcher.BrokerInfo) -> Iterator[str]:
     with (
         contextlib.suppress(Exception),
         KafkaAdminClient(
-            bootstrap_servers=kafka_broker.bootstrap, **topics.client_settings_from_env()
+            bootstrap_servers=kafka_broker.bootstrap, **settings_from_env().kafka.client
         ) as admin,
     ):
         admin.delete_topics([spec.name for spec in specs], raise_errors=False)

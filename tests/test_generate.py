@@ -11,15 +11,15 @@ from pathlib import Path
 import phonenumbers
 import pytest
 
-from ledger.avro_codec import AvroCodec
-from ledger.events import (
+from ledger.codecs.avro import AvroCodec
+from ledger.codecs.jsonl import event_from_json_line
+from ledger.domain.events import (
     EVIDENCE_KINDS,
     Event,
     PhoneChanged,
     Relocated,
     SignedUp,
     TermsAccepted,
-    event_from_json_line,
 )
 from ledger.generate import generate_events, write_events
 

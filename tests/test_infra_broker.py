@@ -17,8 +17,12 @@ from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConfigurationError
 from typer.testing import CliRunner
 
-from infra import launcher, topics
-from infra.cli import broker_app, topics_app
+from infra import launcher
+from infra.cli import broker_app
+from ledger.cli.admin import topics_app
+from ledger.config import kafka_client_settings
+from ledger.errors import UsageError
+from ledger.sources import kafka_topics as topics
 
 # Fixtures kafka_broker and kafka_topic come from tests/kafka_support.py via tests/conftest.py.
 
@@ -126,13 +130,18 @@ def test_stop_with_several_brokers_needs_a_port(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- topics
 
 
+def create_topics(bootstrap: str, topic: str, partitions: int = 6, **admin: object) -> list[str]:
+    """The topic and its .dlq; returns the names that existed already."""
+    return topics.ensure_topics(bootstrap, topics.topic_specs(topic, partitions), **admin).existing
+
+
 @pytest.mark.kafka
 def test_create_topics_is_idempotent_with_explicit_configs(
     kafka_broker: launcher.BrokerInfo,
 ) -> None:
     name = f"ev-{uuid.uuid4().hex[:8]}"
-    assert topics.create_topics(kafka_broker.bootstrap, topic=name) == []
-    assert topics.create_topics(kafka_broker.bootstrap, topic=name) == [name, f"{name}.dlq"]
+    assert create_topics(kafka_broker.bootstrap, topic=name) == []
+    assert create_topics(kafka_broker.bootstrap, topic=name) == [name, f"{name}.dlq"]
 
     with KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap) as admin:
         described = {t["name"]: t for t in admin.describe_topics([name, f"{name}.dlq"])}
@@ -150,11 +159,11 @@ def test_create_topics_is_idempotent_with_explicit_configs(
 @pytest.mark.kafka
 def test_admin_kwargs_reach_kafka_python(kafka_broker: launcher.BrokerInfo) -> None:
     name = f"ev-{uuid.uuid4().hex[:8]}"
-    topics.create_topics(
+    create_topics(
         kafka_broker.bootstrap, topic=name, partitions=2, security_protocol="PLAINTEXT"
     )
     with pytest.raises(KafkaConfigurationError, match="sasl_bogus"):
-        topics.create_topics(kafka_broker.bootstrap, topic=name, sasl_bogus="x")
+        create_topics(kafka_broker.bootstrap, topic=name, sasl_bogus="x")
 
 
 def test_client_settings_from_env() -> None:
@@ -168,7 +177,7 @@ def test_client_settings_from_env() -> None:
         "LEDGER_KAFKA_CLIENT_ID": "",
         "UNRELATED": "x",
     }
-    assert topics.client_settings_from_env(env) == {
+    assert kafka_client_settings(env) == {
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "ledger",
@@ -176,11 +185,11 @@ def test_client_settings_from_env() -> None:
         "ssl_cafile": "/etc/ca.pem",
         "ssl_check_hostname": False,
     }
-    assert topics.client_settings_from_env({}) == {}
-    with pytest.raises(ValueError, match="LEDGER_KAFKA_SECURITY_PROTOCOL"):
-        topics.client_settings_from_env({"LEDGER_KAFKA_SECURITY_PROTOCOL": "TLS"})
-    with pytest.raises(ValueError, match="SASL_PLAINTEXT or SASL_SSL"):
-        topics.client_settings_from_env({"LEDGER_KAFKA_SASL_MECHANISM": "PLAIN"})
+    assert kafka_client_settings({}) == {}
+    with pytest.raises(UsageError, match="LEDGER_KAFKA_SECURITY_PROTOCOL"):
+        kafka_client_settings({"LEDGER_KAFKA_SECURITY_PROTOCOL": "TLS"})
+    with pytest.raises(UsageError, match="SASL_PLAINTEXT or SASL_SSL"):
+        kafka_client_settings({"LEDGER_KAFKA_SASL_MECHANISM": "PLAIN"})
 
 
 # --------------------------------------------------------------------------- round trip
@@ -313,14 +322,14 @@ def test_cli_errors_are_one_line_on_stderr(tmp_path: Path) -> None:
     env = {"LEDGER_BOOTSTRAP": ""}
     missing = runner.invoke(topics_app, ["create"], env=env)
     assert missing.exit_code == 2
-    assert missing.stderr.startswith("error: no broker address")
+    assert missing.stderr.startswith("ledger: error: no Kafka bootstrap servers")
     assert missing.stderr.count("\n") == 1
 
     unreachable = runner.invoke(
         topics_app, ["create", "-b", "127.0.0.1:1", "--timeout", "1"], env=env
     )
     assert unreachable.exit_code == 1
-    assert unreachable.stderr.startswith("error: cannot create topics on 127.0.0.1:1")
+    assert unreachable.stderr.startswith("ledger: error: cannot create topics on 127.0.0.1:1")
     assert unreachable.stderr.count("\n") == 1
 
     _plant_pid_file(tmp_path, 5, pid=999_999_999)

@@ -18,12 +18,12 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from ledger.avro_codec import AvroCodec
-from ledger.events import event_from_json_line, event_to_json_line
+from ledger.codecs.avro import AvroCodec
+from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
+from ledger.domain.time import from_millis
 from ledger.generate import generate_events
 from ledger.sources.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from ledger.store.schema import dead_letters, events, source_positions
-from ledger.timeutil import from_millis
 from tests.conftest import PG_ADMIN_URL
 from tests.support import Cli, history_rows
 
@@ -332,10 +332,10 @@ def test_kafka_command_errors_are_one_line(sqlite_cli: Cli, tmp_path: Path) -> N
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1 and "pass --bootstrap" in result.stderr
+    assert result.returncode == 2 and "pass --bootstrap" in result.stderr
     gone = sqlite_cli.run("replay", "--from-kafka", "--bootstrap", "127.0.0.1:1", expect=1)
     assert "cannot reach Kafka at 127.0.0.1:1" in gone.stderr
-    both = sqlite_cli.run("replay", str(tmp_path / "x.jsonl"), "--from-kafka", expect=1)
+    both = sqlite_cli.run("replay", str(tmp_path / "x.jsonl"), "--from-kafka", expect=2)
     assert "not both" in both.stderr
 
 

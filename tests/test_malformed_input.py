@@ -9,8 +9,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ledger.avro_codec import AvroCodec
-from ledger.events import event_from_json_line
+from ledger.codecs.avro import AvroCodec
+from ledger.codecs.jsonl import event_from_json_line
 from ledger.store.schema import dead_letters, events
 from tests.support import Cli, eid
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.facts import Facts
-from ledger.policy import PolicyError
-from ledger.policy_files import load_policies
+from ledger.codecs.policy_files import load_policies
+from ledger.domain.facts import Facts
+from ledger.domain.policy import PolicyError
 
 
 def test_shipped_policies_load_in_version_order() -> None:

@@ -1,6 +1,7 @@
 """Properties of the classification and the bitemporal history over generated streams
-(strategies from `ledger.testing`). The projector runs for real, on an in-memory SQLite
-store, so the properties cover the load/fold/write path a replay or consumer takes."""
+(strategies from `ledger.testing`). The projector runs for real on the in-memory store, so
+the properties cover the load/fold/write path a replay or consumer takes (the SQL store is
+shown to build identical histories in test_store.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.pool import StaticPool
 
-from ledger.events import Event, PhoneChanged, Relocated
-from ledger.facts import observe
-from ledger.policy_files import load_policies
-from ledger.projection import UserChanges, UserProjection
-from ledger.projector import Projector, SourceRecord
-from ledger.store.schema import assignment_history, metadata
+from ledger.app.projector import Projector
+from ledger.codecs.policy_files import load_policies
+from ledger.domain.events import Event, PhoneChanged, Relocated
+from ledger.domain.facts import observe
+from ledger.domain.projection import UserChanges, UserProjection
+from ledger.domain.time import parse_instant
+from ledger.domain.timeline import compute_timeline
+from ledger.sources.records import SourceRecord
+from ledger.store.memory import MemoryStore
 from ledger.testing import batch_splits, event_streams, streams_with_duplicates, user_events
-from ledger.timeline import compute_timeline
-from ledger.timeutil import parse_instant
 
 POLICIES = load_policies()
 KEY = b"property-test-key"
@@ -46,11 +46,8 @@ def by_first_delivery(stream: Sequence[Event]) -> list[Delivery]:
 
 def project(batches: Sequence[Sequence[Delivery]], *, cache_users: int = 1000) -> list[tuple]:
     """Every history row (believed and superseded) after applying `batches` in order."""
-    engine = sa.create_engine(
-        "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
-    )
-    metadata.create_all(engine)
-    projector = Projector(engine, POLICIES, KEY, cache_users=cache_users)
+    store = MemoryStore()
+    projector = Projector(store, POLICIES, KEY, cache_users=cache_users)
     offset = 0
     for batch in batches:
         records = [
@@ -60,11 +57,7 @@ def project(batches: Sequence[Sequence[Delivery]], *, cache_users: int = 1000) -
         offset += len(records)
         result = projector.apply_batch(records, T0)
         assert result.dead_letters == []
-    cols = [c for c in assignment_history.c if c.name != "id"]
-    with engine.connect() as conn:
-        rows = [tuple(r) for r in conn.execute(sa.select(*cols))]
-    engine.dispose()
-    return sorted(rows, key=repr)
+    return sorted(store.history_rows(), key=repr)
 
 
 def believed(rows: list[tuple]) -> list[tuple]:

@@ -12,8 +12,9 @@ import phonenumbers
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 
-from ledger.avro_codec import AvroCodec
-from ledger.events import Event, SignedUp, TermsAccepted, event_from_json_line, event_to_json_line
+from ledger.codecs.avro import AvroCodec
+from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
+from ledger.domain.events import Event, SignedUp, TermsAccepted
 from ledger.testing import (
     INVALID_PHONES,
     PHONE_REGIONS,

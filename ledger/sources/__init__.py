@@ -1,1 +1,1 @@
-"""Where events come from: files (JSON Lines, Avro containers) and Kafka."""
+"""Where records come from: event files (JSON Lines, Avro containers) and Kafka topics."""

@@ -12,14 +12,16 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from ledger.avro_codec import AvroCodec
-from ledger.events import Event, EventError, event_from_json_line, event_to_json_line
-from ledger.projector import SourceRecord
+from ledger.codecs.avro import AvroCodec
+from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
+from ledger.domain.events import Event, EventError
+from ledger.errors import LedgerError
+from ledger.sources.records import SourceRecord
 
 SUFFIXES = (".jsonl", ".avro")
 
 
-class SourceError(RuntimeError):
+class SourceError(LedgerError):
     """A source that cannot be read at all (missing file, unknown format)."""
 
 
@@ -28,6 +30,12 @@ def check_path(path: Path) -> None:
         raise SourceError(f"{path}: unknown file type {path.suffix!r} (expected .jsonl or .avro)")
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
+
+
+def check_paths(paths: Iterable[Path]) -> None:
+    """Every path is a readable event file, checked before anything is applied or sent."""
+    for path in paths:
+        check_path(path)
 
 
 def source_key(path: Path) -> str:
@@ -74,8 +82,7 @@ def _avro(path: Path, key: str, start: int, codec: AvroCodec) -> Iterator[tuple[
         for index, decoded in codec.read_container(fo):
             if index < start and not isinstance(decoded, EventError):
                 continue
-            # A container record has no raw bytes of its own; a dead letter renders the
-            # decoded event instead (see Projector).
+            # A container record has no raw bytes of its own (SourceRecord.raw_bytes).
             yield (
                 SourceRecord(key, 0, index, f"{path.name}#{index}", b"", decoded),
                 fo.tell(),

@@ -10,7 +10,7 @@ responses (`consumer.highwater`), not `end_offsets()`; and `--from-time` seeks w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,12 +18,12 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from ledger.avro_codec import AvroCodec
-from ledger.events import EventError
-from ledger.projector import BatchResult, SourceRecord
-from ledger.timeutil import from_millis, to_millis
-
-DEFAULT_TOPIC = "account-events"
+from ledger.codecs.avro import AvroCodec
+from ledger.config import KafkaSettings
+from ledger.domain.events import EventError
+from ledger.domain.time import from_millis, to_millis
+from ledger.sources.files import SourceError
+from ledger.sources.records import DeadLetter, SourceRecord
 
 # Header names on dead letters, so an operator can find the original record.
 DLQ_REASON = "ledger.reason"
@@ -32,12 +32,8 @@ DLQ_PARTITION = "ledger.source.partition"
 DLQ_OFFSET = "ledger.source.offset"
 
 
-class KafkaSourceError(RuntimeError):
+class KafkaSourceError(SourceError):
     """The topic cannot be read as asked (no such topic, no watermark, bad offsets)."""
-
-
-def dlq_topic(topic: str) -> str:
-    return f"{topic}.dlq"
 
 
 def source_key(topic: str) -> str:
@@ -46,14 +42,10 @@ def source_key(topic: str) -> str:
     return f"kafka:{topic}"
 
 
-# An unreachable cluster is reported after this long instead of kafka-python's 30 s.
-BOOTSTRAP_TIMEOUT_MS = 10_000
-
-
-def make_producer(bootstrap: str, settings: Mapping[str, Any]) -> KafkaProducer:
+def make_producer(kafka: KafkaSettings) -> KafkaProducer:
     return KafkaProducer(
-        bootstrap_servers=bootstrap,
-        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        bootstrap_servers=kafka.require_bootstrap(),
+        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
         acks="all",
         # One request in flight per broker keeps a user's events in order across retries
         # without relying on idempotent-producer support.
@@ -61,17 +53,17 @@ def make_producer(bootstrap: str, settings: Mapping[str, Any]) -> KafkaProducer:
         retries=10,
         linger_ms=10,
         batch_size=256 * 1024,
-        **settings,
+        **kafka.client,
     )
 
 
-def make_consumer(bootstrap: str, settings: Mapping[str, Any], **extra: Any) -> KafkaConsumer:
+def make_consumer(kafka: KafkaSettings, **extra: Any) -> KafkaConsumer:
     return KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+        bootstrap_servers=kafka.require_bootstrap(),
+        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        **{**extra, **settings},
+        **{**extra, **kafka.client},
     )
 
 
@@ -106,9 +98,9 @@ class DeadLetterPublisher:
         self.producer = producer
         self.topic = topic
 
-    def __call__(self, result: BatchResult) -> None:
+    def __call__(self, dead_letters: Sequence[DeadLetter]) -> None:
         futures = []
-        for d in result.dead_letters:
+        for d in dead_letters:
             rec = d.record
             source_topic = rec.position.split("[", 1)[0]
             futures.append(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from alembic import command
@@ -13,16 +12,13 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-DEFAULT_DB = "sqlite:///ledger.db"
+from ledger.errors import LedgerError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class StoreError(RuntimeError):
+class StoreError(LedgerError):
     """The database cannot be used; the message is one line for the user."""
-
-
-def resolve_url(url: str | None) -> str:
-    return url or os.environ.get("LEDGER_DB") or DEFAULT_DB
 
 
 def _alembic_config() -> Config:
@@ -47,10 +43,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-def open_engine(url: str | None = None, *, migrate: bool = True) -> Engine:
-    """An engine on `url` (default: LEDGER_DB, else sqlite:///ledger.db), migrated to the
-    newest schema unless `migrate` is false."""
-    url = resolve_url(url)
+def open_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine on `url`, migrated to the newest schema unless `migrate` is false."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -111,7 +105,7 @@ def _upgrade(conn) -> None:  # type: ignore[no-untyped-def]
             raise
 
 
-def upgrade(url: str | None = None) -> tuple[str | None, str | None]:
+def upgrade(url: str) -> tuple[str | None, str | None]:
     """Migrate to head; returns (revision before, revision after)."""
     engine = open_engine(url, migrate=False)
     try:

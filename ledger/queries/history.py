@@ -9,15 +9,16 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from ledger.projection import HistoryRow
-from ledger.rulebooks import RULEBOOKS, AgeStatus, age_status
-from ledger.store.repository import history_row_from_row
+from ledger.domain.projection import HistoryRow
+from ledger.domain.rulebooks import RULEBOOKS, AgeStatus, age_status
+from ledger.domain.time import format_instant
+from ledger.domain.timeline import Entry, entry_at
+from ledger.errors import LedgerError
 from ledger.store.schema import assignment_history, users
-from ledger.timeline import Entry, entry_at
-from ledger.timeutil import format_instant
+from ledger.store.sql import history_row_from_row
 
 
-class UnknownUser(LookupError):
+class UnknownUser(LedgerError, LookupError):
     pass
 
 

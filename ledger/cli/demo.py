@@ -6,7 +6,7 @@ history and explanation of a user whose rulebook changed at least twice.
 
 from __future__ import annotations
 
-import os
+import argparse
 import shlex
 import shutil
 import subprocess
@@ -21,7 +21,6 @@ from ledger.store.database import open_engine
 from ledger.store.schema import assignment_history
 
 OUT = Path("demo-out")
-USERS = int(os.environ.get("LEDGER_DEMO_USERS", "100000"))
 SEED = 2026
 
 
@@ -68,13 +67,16 @@ def split(path: Path, share: float) -> tuple[Path, Path]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="The ledger's main job, end to end.")
+    parser.add_argument("--users", type=int, default=100_000, help="users to generate")
+    users = parser.parse_args().users
     started = time.perf_counter()
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir()
     events = OUT / "events.jsonl"
     db = f"sqlite:///{OUT / 'ledger.db'}"
-    run("generate", "--users", str(USERS), "--seed", str(SEED), "-o", str(events))
+    run("generate", "--users", str(users), "--seed", str(SEED), "-o", str(events))
     # Two deliveries, like a ledger fed day after day: late events in the second part land
     # before events already applied, and the beliefs they correct stay visible (--all).
     first, second = split(events, 0.9)

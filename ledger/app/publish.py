@@ -9,12 +9,11 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from ledger.avro_codec import AvroCodec
-from ledger.events import EventError
-from ledger.policy import PolicySet
-from ledger.projector import event_problem
-from ledger.sources.files import check_path, read_records
-from ledger.timeutil import to_millis
+from ledger.codecs.avro import AvroCodec
+from ledger.domain.events import EventError
+from ledger.domain.policy import PolicySet, event_problem
+from ledger.domain.time import to_millis
+from ledger.sources.files import check_paths, read_records
 
 # Acknowledged sends are awaited every this many messages, which bounds memory and the
 # number of unconfirmed messages.
@@ -53,8 +52,7 @@ def publish_files(
     """Send every valid event; invalid lines are reported with their position and not
     sent. An exported event's `recorded_at` becomes the record timestamp, so a topic
     restored from an archive replays to the same history."""
-    for path in paths:
-        check_path(path)
+    check_paths(paths)
     codec = AvroCodec()
     summary = PublishSummary()
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Topic configuration as data, and idempotent creation with kafka-python's KafkaAdminClient.
+"""The ledger's topics as data, and idempotent creation with kafka-python's KafkaAdminClient.
 
 Topics
 ------
@@ -19,90 +19,27 @@ configs, and some clients (e.g. quixstreams) then fail on the missing key.
 Note that Tansu reports these values with source ``DEFAULT_CONFIG``, so read
 them back with ``describe_configs(..., config_filter='all')``: kafka-python's
 default filter ('modified') hides them.
-
-Client settings from the environment (``client_settings_from_env``)
---------------------------------------------------------------------
-All optional; unset or empty variables are ignored. Values become kafka-python
-keyword arguments accepted by KafkaAdminClient, KafkaProducer and KafkaConsumer.
-
-=====================================  ===============================================
-``LEDGER_BOOTSTRAP``                   host:port[,host:port...] (see bootstrap_from_env)
-``LEDGER_KAFKA_SECURITY_PROTOCOL``     security_protocol: PLAINTEXT, SSL,
-                                       SASL_PLAINTEXT or SASL_SSL
-``LEDGER_KAFKA_SASL_MECHANISM``        sasl_mechanism: PLAIN, SCRAM-SHA-256,
-                                       SCRAM-SHA-512, OAUTHBEARER, GSSAPI
-``LEDGER_KAFKA_SASL_USERNAME``         sasl_plain_username (also used by SCRAM)
-``LEDGER_KAFKA_SASL_PASSWORD``         sasl_plain_password (also used by SCRAM)
-``LEDGER_KAFKA_SSL_CAFILE``            ssl_cafile: CA bundle (PEM) to verify the broker
-``LEDGER_KAFKA_SSL_CERTFILE``          ssl_certfile: client certificate (mutual TLS)
-``LEDGER_KAFKA_SSL_KEYFILE``           ssl_keyfile: client private key (mutual TLS)
-``LEDGER_KAFKA_SSL_PASSWORD``          ssl_password: password of the private key
-``LEDGER_KAFKA_SSL_CHECK_HOSTNAME``    ssl_check_hostname: true/false (default true)
-``LEDGER_KAFKA_CLIENT_ID``             client_id shown in broker logs and quotas
-=====================================  ===============================================
-
-Example::
-
-    settings = client_settings_from_env()
-    existing = create_topics("broker:9092", partitions=6, **settings)
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = [
-    "DEFAULT_PARTITIONS",
-    "DEFAULT_TOPIC",
-    "DLQ_PARTITIONS",
-    "DLQ_SUFFIX",
-    "ENV_VARS",
-    "TopicSpec",
-    "TopicsResult",
-    "bootstrap_from_env",
-    "client_settings_from_env",
-    "create_topics",
-    "dlq_name",
-    "ensure_topics",
-    "topic_specs",
-]
+from ledger.config import DEFAULT_TOPIC, dlq_topic
 
-DEFAULT_TOPIC = "account-events"
 DEFAULT_PARTITIONS = 6
-DLQ_SUFFIX = ".dlq"
 DLQ_PARTITIONS = 1
 DEFAULT_REPLICATION = 1
 
 # Both topics are part of the audit trail: never expire them by age or size.
 KEEP_FOREVER: Mapping[str, str] = {"retention.ms": "-1", "retention.bytes": "-1"}
 
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-
-# env var -> kafka-python keyword argument
-ENV_VARS: Mapping[str, str] = {
-    "LEDGER_KAFKA_SECURITY_PROTOCOL": "security_protocol",
-    "LEDGER_KAFKA_SASL_MECHANISM": "sasl_mechanism",
-    "LEDGER_KAFKA_SASL_USERNAME": "sasl_plain_username",
-    "LEDGER_KAFKA_SASL_PASSWORD": "sasl_plain_password",
-    "LEDGER_KAFKA_SSL_CAFILE": "ssl_cafile",
-    "LEDGER_KAFKA_SSL_CERTFILE": "ssl_certfile",
-    "LEDGER_KAFKA_SSL_KEYFILE": "ssl_keyfile",
-    "LEDGER_KAFKA_SSL_PASSWORD": "ssl_password",
-    "LEDGER_KAFKA_SSL_CHECK_HOSTNAME": "ssl_check_hostname",
-    "LEDGER_KAFKA_CLIENT_ID": "client_id",
-}
-BOOTSTRAP_ENV = "LEDGER_BOOTSTRAP"
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """One topic as data: what create_topics asks the broker for."""
+    """One topic as data: what ensure_topics asks the broker for."""
 
     name: str
     partitions: int
@@ -153,10 +90,6 @@ class TopicsResult:
         }
 
 
-def dlq_name(topic: str) -> str:
-    return f"{topic}{DLQ_SUFFIX}"
-
-
 def topic_specs(
     topic: str = DEFAULT_TOPIC,
     partitions: int = DEFAULT_PARTITIONS,
@@ -170,48 +103,8 @@ def topic_specs(
         raise ValueError("replication_factor must be >= 1")
     return [
         TopicSpec(topic, partitions, replication_factor),
-        TopicSpec(dlq_name(topic), dlq_partitions, replication_factor),
+        TopicSpec(dlq_topic(topic), dlq_partitions, replication_factor),
     ]
-
-
-def bootstrap_from_env(environ: Mapping[str, str] | None = None) -> str | None:
-    value = (os.environ if environ is None else environ).get(BOOTSTRAP_ENV, "").strip()
-    return value or None
-
-
-def client_settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """kafka-python keyword arguments from the ``LEDGER_KAFKA_*`` variables (module docstring).
-
-    Raises ValueError on a value kafka-python would only reject later and less clearly.
-    """
-    env = os.environ if environ is None else environ
-    settings: dict[str, Any] = {}
-    for var, kwarg in ENV_VARS.items():
-        raw = env.get(var, "").strip()
-        if not raw:
-            continue
-        if kwarg == "security_protocol":
-            value: Any = raw.upper()
-            if value not in SECURITY_PROTOCOLS:
-                raise ValueError(f"{var}={raw!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
-        elif kwarg == "sasl_mechanism":
-            value = raw.upper()
-        elif kwarg == "ssl_check_hostname":
-            lowered = raw.lower()
-            if lowered not in _TRUE | _FALSE:
-                raise ValueError(f"{var}={raw!r} must be true or false")
-            value = lowered in _TRUE
-        else:
-            value = raw
-        settings[kwarg] = value
-    # Credentials without a SASL protocol would be silently ignored by kafka-python.
-    protocol = settings.get("security_protocol", "PLAINTEXT")
-    if "sasl_mechanism" in settings and not protocol.startswith("SASL_"):
-        raise ValueError(
-            "LEDGER_KAFKA_SASL_MECHANISM needs LEDGER_KAFKA_SECURITY_PROTOCOL="
-            "SASL_PLAINTEXT or SASL_SSL"
-        )
-    return settings
 
 
 def ensure_topics(
@@ -264,17 +157,3 @@ def ensure_topics(
         partitions=partitions,
         specs=list(specs),
     )
-
-
-def create_topics(
-    bootstrap: str,
-    topic: str = DEFAULT_TOPIC,
-    partitions: int = DEFAULT_PARTITIONS,
-    **admin_kwargs: Any,
-) -> list[str]:
-    """Create *topic* and ``<topic>.dlq`` if missing; return the names that already existed.
-
-    Idempotent: running it again is harmless and returns both names. Use
-    ensure_topics for the full picture (created, existing, partition counts).
-    """
-    return ensure_topics(bootstrap, topic_specs(topic, partitions), **admin_kwargs).existing

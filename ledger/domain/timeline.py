@@ -11,10 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
-from ledger.facts import RESIDENCE_EVIDENCE, Facts, Observation, fact_to_json
-from ledger.policy import PolicySet
+from ledger.domain.events import Relocated, TermsAccepted
+from ledger.domain.facts import (
+    RESIDENCE_EVIDENCE,
+    Facts,
+    Observation,
+    ObservedPhoneChange,
+    ObservedSignup,
+    fact_to_json,
+)
+from ledger.domain.policy import PolicySet
 
 FactItems = tuple[tuple[str, Any], ...]
 
@@ -58,9 +66,9 @@ def _bindings(
     base = policies.bound_at_signup(signup.occurred_at)
     out = [_Binding(signup.occurred_at, policies.rank[base.version], base.version, signup.event_id)]
     for o in obs:
-        if o.type != "TermsAccepted" or o.tos_version not in policies.rank:
+        if not isinstance(o.payload, TermsAccepted) or o.payload.tos_version not in policies.rank:
             continue
-        p = policies[o.tos_version]
+        p = policies[o.payload.tos_version]
         assert p.effective_from is not None
         start = max(o.occurred_at, p.effective_from, signup.occurred_at)
         out.append(_Binding(start, policies.rank[p.version], p.version, o.event_id))
@@ -68,40 +76,47 @@ def _bindings(
     return out
 
 
+_SIGNUP_FACTS = (
+    "signup_at",
+    "channel",
+    "birth_date",
+    "signup_phone_region",
+    "signup_phone_valid",
+    "current_phone_region",
+    "current_phone_valid",
+)
+
+
 def _apply(
     facts: dict[str, Any], evidence: dict[str, str], o: Observation, signup_id: str | None
 ) -> None:
-    if o.type == "SignedUp":
-        if o.event_id != signup_id:
-            return  # a repeated SignedUp does not sign the user up again
-        assert o.phone is not None
-        facts.update(
-            signup_at=o.occurred_at,
-            channel=o.channel,
-            birth_date=o.birth_date,
-            signup_phone_region=o.phone.region,
-            signup_phone_valid=o.phone.valid,
-            current_phone_region=o.phone.region,
-            current_phone_valid=o.phone.valid,
-        )
-        for name in (
-            "signup_at",
-            "channel",
-            "birth_date",
-            "signup_phone_region",
-            "signup_phone_valid",
-            "current_phone_region",
-            "current_phone_valid",
-        ):
+    p = o.payload
+    match p:
+        case ObservedSignup(phone=phone, channel=channel, birth_date=birth_date):
+            if o.event_id != signup_id:
+                return  # a repeated SignedUp does not sign the user up again
+            facts.update(
+                signup_at=o.occurred_at,
+                channel=channel,
+                birth_date=birth_date,
+                signup_phone_region=phone.region,
+                signup_phone_valid=phone.valid,
+                current_phone_region=phone.region,
+                current_phone_valid=phone.valid,
+            )
+            for name in _SIGNUP_FACTS:
+                evidence[name] = o.event_id
+        case ObservedPhoneChange(phone=phone):
+            facts.update(current_phone_region=phone.region, current_phone_valid=phone.valid)
+            evidence["current_phone_region"] = evidence["current_phone_valid"] = o.event_id
+        case Relocated(country=country, evidence=kind):
+            name = "residence" if kind in RESIDENCE_EVIDENCE else "ip_country"
+            facts[name] = country
             evidence[name] = o.event_id
-    elif o.type == "PhoneChanged":
-        assert o.phone is not None
-        facts.update(current_phone_region=o.phone.region, current_phone_valid=o.phone.valid)
-        evidence["current_phone_region"] = evidence["current_phone_valid"] = o.event_id
-    elif o.type == "Relocated":
-        name = "residence" if o.evidence in RESIDENCE_EVIDENCE else "ip_country"
-        facts[name] = o.country
-        evidence[name] = o.event_id
+        case TermsAccepted():
+            pass  # read through the bindings, not as a fact of its own
+        case _:
+            assert_never(p)
 
 
 class TimelineBuilder:
@@ -121,7 +136,7 @@ class TimelineBuilder:
         self.entries: list[Entry] = []
         self.applied = 0
         self.last_instant: datetime | None = None
-        self.signup = next((o for o in obs if o.type == "SignedUp"), None)
+        self.signup = next((o for o in obs if isinstance(o.payload, ObservedSignup)), None)
         if self.signup is None:
             # Evidence may arrive before the signup itself; there is no assignment yet.
             for o in obs:
@@ -153,8 +168,8 @@ class TimelineBuilder:
         """Fold `o`, already appended to `obs`; only when `can_extend(o)`."""
         assert self.signup is not None and self.obs[-1] is o
         instants = [o.occurred_at]
-        if o.type == "TermsAccepted" and o.tos_version in self.policies.rank:
-            p = self.policies[o.tos_version]
+        if isinstance(o.payload, TermsAccepted) and o.payload.tos_version in self.policies.rank:
+            p = self.policies[o.payload.tos_version]
             assert p.effective_from is not None
             start = max(o.occurred_at, p.effective_from)
             # Later than every binding so far, so the list stays sorted.

@@ -1,5 +1,5 @@
 """Classification policies as data: parsing, validation and evaluation. Pure (the files are
-read by `ledger.policy_files`).
+read by `ledger.codecs.policy_files`).
 
 A policy is an ordered list of rules; the first rule whose conditions all hold decides.
 A condition names a fact and one operator:
@@ -17,18 +17,20 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from ledger.facts import FACT_TYPES, Facts
-from ledger.rulebooks import ASSIGNMENTS
-from ledger.timeutil import parse_instant
+from ledger.domain.events import Event, TermsAccepted
+from ledger.domain.facts import FACT_TYPES, Facts
+from ledger.domain.rulebooks import ASSIGNMENTS
+from ledger.domain.time import parse_instant
+from ledger.errors import LedgerError
 
 OPERATORS = ("eq", "ne", "set", "in", "not_in", "before", "not_before")
 
 
-class PolicyError(ValueError):
+class PolicyError(LedgerError, ValueError):
     """Every problem found in a set of policy files, one per line."""
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
+        super().__init__("invalid policy files:\n  " + "\n  ".join(problems))
         self.problems = problems
 
 
@@ -274,3 +276,11 @@ class PolicySet:
                 f"terms version {version!r} is for what-if comparison only and cannot be accepted"
             )
         return None
+
+
+def event_problem(event: Event, policies: PolicySet) -> str | None:
+    """Why a well-formed event cannot be applied (None: it can). Shared by the projector
+    and `publish`, so what publish accepts is what the projector applies."""
+    if isinstance(event.payload, TermsAccepted):
+        return policies.acceptance_problem(event.payload.tos_version)
+    return None

@@ -17,16 +17,9 @@ from typing import IO, Any
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from ledger.events import (
-    PAYLOAD_CLASSES,
-    Event,
-    EventError,
-    SignedUp,
-    build_event,
-    payload_fields,
-)
+from ledger.domain.events import PAYLOAD_CLASSES, Event, EventError, build_event, payload_fields
+from ledger.domain.time import truncate_ms
 from ledger.resources import schemas_dir
-from ledger.timeutil import truncate_ms
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 NAMESPACE = "ledger.events"
@@ -66,14 +59,11 @@ class AvroCodec:
     # -- records --------------------------------------------------------------------------
     @staticmethod
     def to_record(event: Event, recorded_at: datetime | None = None) -> dict[str, Any]:
-        payload = payload_fields(event.payload)
-        if isinstance(event.payload, SignedUp):
-            payload["birth_date"] = event.payload.birth_date  # Avro wants a date, not ISO text
         return {
             "event_id": event.event_id,
             "user_id": event.user_id,
             "occurred_at": event.occurred_at,
-            "payload": (f"{NAMESPACE}.{event.type}", payload),
+            "payload": (f"{NAMESPACE}.{event.type}", payload_fields(event.payload)),
             "recorded_at": recorded_at,
         }
 

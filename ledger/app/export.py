@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from ledger.avro_codec import AvroCodec
-from ledger.events import Event, EventError
+from ledger.codecs.avro import AvroCodec
+from ledger.domain.events import Event, EventError
 from ledger.sources.files import write_event_file
 from ledger.sources.kafka import StartAt, read_topic, to_source_record
 
@@ -40,6 +40,7 @@ def export_topic(
     topic: str,
     path: Path,
     *,
+    watermark_timeout_s: float = 30.0,
     progress: Callable[[int], None] | None = None,
 ) -> ExportSummary:
     summary = ExportSummary(str(path))
@@ -47,7 +48,9 @@ def export_topic(
     codec = AvroCodec()
 
     def events() -> Iterator[tuple[Event, datetime | None]]:
-        for batch in read_topic(consumer, topic, StartAt()):
+        for batch in read_topic(
+            consumer, topic, StartAt(), watermark_timeout_s=watermark_timeout_s
+        ):
             for msg in batch:
                 rec = to_source_record(msg, codec)
                 if isinstance(rec.decoded, EventError):

@@ -13,9 +13,9 @@ import bisect
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ledger.facts import Facts, Observation
-from ledger.policy import PolicySet
-from ledger.timeline import Entry, Timeline, TimelineBuilder
+from ledger.domain.facts import Facts, Observation
+from ledger.domain.policy import PolicySet
+from ledger.domain.timeline import Entry, Timeline, TimelineBuilder
 
 
 @dataclass(slots=True, eq=False)
@@ -23,7 +23,6 @@ class HistoryRow:
     entry: Entry
     recorded_at: datetime
     superseded_at: datetime | None = None
-    stored: bool = False  # already in the store (else only in this batch's changes)
 
     def believed_at(self, record_time: datetime) -> bool:
         """Whether the ledger held this belief at `record_time`."""
@@ -39,10 +38,36 @@ class HistoryRow:
 
 @dataclass(slots=True)
 class UserChanges:
-    """What applying observations changed, for the store to write."""
+    """What applying observations changed since the changes began (one batch): rows
+    believed for the first time, and rows from before that are believed no longer. A row
+    both added and superseded within the changes is only in `new_rows`, with its
+    `superseded_at` set."""
 
     new_rows: list[tuple[str, HistoryRow]] = field(default_factory=list)  # (user_id, row)
-    superseded_rows: list[tuple[str, HistoryRow]] = field(default_factory=list)  # stored ones
+    superseded_rows: list[tuple[str, HistoryRow]] = field(default_factory=list)
+    _new: set[int] = field(default_factory=set)  # id() of the rows in new_rows
+
+    def added(self, user_id: str, row: HistoryRow) -> None:
+        self.new_rows.append((user_id, row))
+        self._new.add(id(row))
+
+    def superseded(self, user_id: str, row: HistoryRow) -> None:
+        # new_rows keeps every row it names alive, so an id() seen here is that row's.
+        if id(row) not in self._new:
+            self.superseded_rows.append((user_id, row))
+
+
+@dataclass(frozen=True, slots=True)
+class UserSummary:
+    """A user's current state in one record: the facts at the end of valid time, the keyed
+    hashes of the signup and current phones, and the latest history entry."""
+
+    user_id: str
+    facts: Facts
+    signup_phone_hash: str | None
+    current_phone_hash: str | None
+    latest: Entry | None
+    events: int
 
 
 @dataclass(slots=True)
@@ -65,6 +90,21 @@ class UserProjection:
     @property
     def facts(self) -> Facts:
         return self.timeline.facts if self.timeline else Facts()
+
+    def summary(self) -> UserSummary:
+        timeline = self.timeline
+        ev = timeline.evidence if timeline else {}
+        phones = {o.event_id: o.phone for o in self.observations if o.phone is not None}
+        signup_phone = phones.get(ev.get("signup_phone_region", ""))
+        current_phone = phones.get(ev.get("current_phone_region", ""))
+        return UserSummary(
+            user_id=self.user_id,
+            facts=self.facts,
+            signup_phone_hash=signup_phone.digest if signup_phone else None,
+            current_phone_hash=current_phone.digest if current_phone else None,
+            latest=timeline.entries[-1] if timeline and timeline.entries else None,
+            events=len(self.observations),
+        )
 
     def apply(
         self, obs: Observation, recorded_at: datetime, policies: PolicySet, changes: UserChanges
@@ -98,11 +138,10 @@ class UserProjection:
                 kept[row.entry] = row
                 continue
             row.superseded_at = recorded_at
-            if row.stored:
-                changes.superseded_rows.append((self.user_id, row))
+            changes.superseded(self.user_id, row)
         for entry in entries:
             if entry not in kept:
                 row = HistoryRow(entry, recorded_at)
                 kept[entry] = row
-                changes.new_rows.append((self.user_id, row))
+                changes.added(self.user_id, row)
         self.believed = [kept[e] for e in entries]

@@ -1,29 +1,32 @@
-"""The typed event model and its JSON Lines form (RULES.md, "Events" and "Event JSON form").
+"""The typed event model (RULES.md, "Events"): payload classes, validation of flat fields
+into an `Event`, and the flat fields of a payload. The JSON and Avro forms are codecs
+(`ledger.codecs`) built on `build_event` and `payload_fields`.
 
-Pure: no I/O. Decoding never raises anything but `EventError`, whose message says what is
-wrong in one line; callers add the source position.
+Pure: no I/O. Validation never raises anything but `EventError`, whose message says what
+is wrong in one line; callers add the source position.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, assert_never, cast, get_args
 
 import pycountry
 
-from ledger.timeutil import format_instant, parse_instant, truncate_ms
+from ledger.domain.time import parse_instant, truncate_ms
+from ledger.errors import LedgerError
 
 EVIDENCE_KINDS = ("self_declared", "id_verified", "ip_geolocation")
 KNOWN_CHANNELS = ("xiaohongshu-app", "xiaohongshu-web", "rednote-web", "rednote-app")
-EVENT_TYPES = ("SignedUp", "PhoneChanged", "Relocated", "TermsAccepted")
+EventType = Literal["SignedUp", "PhoneChanged", "Relocated", "TermsAccepted"]
+EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 EvidenceKind = Literal["self_declared", "id_verified", "ip_geolocation"]
 
 
-class EventError(ValueError):
+class EventError(LedgerError, ValueError):
     """An input that is not a valid event; the message is one line naming the problem."""
 
 
@@ -51,7 +54,7 @@ class TermsAccepted:
 
 
 Payload = SignedUp | PhoneChanged | Relocated | TermsAccepted
-PAYLOAD_CLASSES: dict[str, type[Payload]] = {
+PAYLOAD_CLASSES: dict[EventType, type[Payload]] = {
     "SignedUp": SignedUp,
     "PhoneChanged": PhoneChanged,
     "Relocated": Relocated,
@@ -67,8 +70,8 @@ class Event:
     payload: Payload
 
     @property
-    def type(self) -> str:
-        return type(self.payload).__name__
+    def type(self) -> EventType:
+        return type(self.payload).__name__  # type: ignore[return-value]
 
     @property
     def order_key(self) -> tuple[datetime, str]:
@@ -150,78 +153,46 @@ def build_event(fields: dict[str, Any]) -> Event:
     event_type = _require_str(fields, "type")
     if event_type not in PAYLOAD_CLASSES:
         raise EventError(f"unknown event type {event_type!r} (expected {', '.join(EVENT_TYPES)})")
-    payload: Payload
-    if event_type == "SignedUp":
-        payload = SignedUp(
-            phone=_require_str(fields, "phone"),
-            channel=_require_str(fields, "channel"),
-            birth_date=_birth_date(fields.get("birth_date")),
-        )
-    elif event_type == "PhoneChanged":
-        payload = PhoneChanged(phone=_require_str(fields, "phone"))
-    elif event_type == "Relocated":
-        payload = Relocated(
-            country=_country(_require_str(fields, "country")),
-            evidence=_evidence(_require_str(fields, "evidence")),
-        )
-    else:
-        payload = TermsAccepted(tos_version=_require_str(fields, "tos_version"))
     return Event(
         event_id=_event_id(_require_str(fields, "event_id")),
         user_id=_require_str(fields, "user_id"),
         occurred_at=_occurred_at(fields.get("occurred_at")),
-        payload=payload,
+        payload=_payload(cast(EventType, event_type), fields),
     )
 
 
+def _payload(event_type: EventType, fields: dict[str, Any]) -> Payload:
+    match event_type:
+        case "SignedUp":
+            return SignedUp(
+                phone=_require_str(fields, "phone"),
+                channel=_require_str(fields, "channel"),
+                birth_date=_birth_date(fields.get("birth_date")),
+            )
+        case "PhoneChanged":
+            return PhoneChanged(phone=_require_str(fields, "phone"))
+        case "Relocated":
+            return Relocated(
+                country=_country(_require_str(fields, "country")),
+                evidence=_evidence(_require_str(fields, "evidence")),
+            )
+        case "TermsAccepted":
+            return TermsAccepted(tos_version=_require_str(fields, "tos_version"))
+        case _:
+            assert_never(event_type)
+
+
 def payload_fields(payload: Payload) -> dict[str, Any]:
-    if isinstance(payload, SignedUp):
-        out: dict[str, Any] = {"phone": payload.phone, "channel": payload.channel}
-        if payload.birth_date is not None:
-            out["birth_date"] = payload.birth_date.isoformat()
-        return out
-    if isinstance(payload, PhoneChanged):
-        return {"phone": payload.phone}
-    if isinstance(payload, Relocated):
-        return {"country": payload.country, "evidence": payload.evidence}
-    return {"tos_version": payload.tos_version}
-
-
-# --- JSON Lines form -----------------------------------------------------------------------
-
-
-def event_to_json_obj(event: Event, recorded_at: datetime | None = None) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "event_id": event.event_id,
-        "user_id": event.user_id,
-        "occurred_at": format_instant(event.occurred_at),
-        "type": event.type,
-    }
-    obj.update(payload_fields(event.payload))
-    if recorded_at is not None:
-        obj["recorded_at"] = format_instant(recorded_at)
-    return obj
-
-
-def event_to_json_line(event: Event, recorded_at: datetime | None = None) -> str:
-    return json.dumps(event_to_json_obj(event, recorded_at), ensure_ascii=False)
-
-
-def event_from_json_line(line: str | bytes) -> tuple[Event, datetime | None]:
-    """Parse one JSON line; returns the event and its `recorded_at` if the line carries one."""
-    try:
-        # Decoding first: json.loads on bytes sniffs the encoding of every line.
-        obj = json.loads(line.decode() if isinstance(line, bytes) else line)
-    except json.JSONDecodeError as exc:
-        raise EventError(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
-    except UnicodeDecodeError:
-        raise EventError("not valid UTF-8 text") from None
-    if not isinstance(obj, dict):
-        raise EventError(f"expected a JSON object, got {type(obj).__name__}")
-    recorded_at = None
-    if obj.get("recorded_at") is not None:
-        try:
-            recorded_at = parse_instant(obj["recorded_at"])
-        except ValueError as exc:
-            raise EventError(f"recorded_at: {exc}") from None
-    return build_event(obj), recorded_at
+    """The payload's flat fields, as the JSON and Avro forms carry them (dates as objects:
+    each codec renders them its own way)."""
+    match payload:
+        case SignedUp(phone=phone, channel=channel, birth_date=birth_date):
+            return {"phone": phone, "channel": channel, "birth_date": birth_date}
+        case PhoneChanged(phone=phone):
+            return {"phone": phone}
+        case Relocated(country=country, evidence=evidence):
+            return {"country": country, "evidence": evidence}
+        case TermsAccepted(tos_version=tos_version):
+            return {"tos_version": tos_version}
+        case _:
+            assert_never(payload)

@@ -1,19 +1,28 @@
-"""Bulk reads and writes of the read model for one batch: one query per table to load the
+"""The batch store on SQL databases (SQLite, PostgreSQL): one query per table to load a
 batch's users, executemany writes, no ORM unit of work on the hot path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ledger.facts import Observation, PhoneFacts
-from ledger.projection import HistoryRow, UserProjection
+from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
+from ledger.domain.events import Relocated, TermsAccepted
+from ledger.domain.facts import (
+    Observation,
+    ObservedPayload,
+    ObservedPhoneChange,
+    ObservedSignup,
+    PhoneFacts,
+)
+from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
+from ledger.domain.timeline import Entry
 from ledger.store.schema import assignment_history, dead_letters, events, source_positions, users
-from ledger.timeline import Entry
 
 # Keeps IN (...) lists under SQLite's bound-parameter limit.
 _CHUNK = 5000
@@ -24,24 +33,26 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
         yield items[i : i + _CHUNK]
 
 
-def observation_from_row(row: Any) -> Observation:
+def _observed_payload(row: Any) -> ObservedPayload:
+    """The payload of a stored event row; the row's `type` column names its kind."""
     phone = (
         PhoneFacts(row.phone_region, bool(row.phone_valid), row.phone_hash)
         if row.phone_hash is not None
         else None
     )
-    return Observation(
-        event_id=row.event_id,
-        user_id=row.user_id,
-        occurred_at=row.occurred_at,
-        type=row.type,
-        phone=phone,
-        channel=row.channel,
-        birth_date=row.birth_date,
-        country=row.country,
-        evidence=row.evidence,
-        tos_version=row.tos_version,
-    )
+    if row.type == "SignedUp" and phone is not None:
+        return ObservedSignup(phone, row.channel, row.birth_date)
+    if row.type == "PhoneChanged" and phone is not None:
+        return ObservedPhoneChange(phone)
+    if row.type == "Relocated":
+        return Relocated(row.country, row.evidence)
+    if row.type == "TermsAccepted":
+        return TermsAccepted(row.tos_version)
+    raise ValueError(f"stored event {row.event_id} has an unreadable type {row.type!r}")
+
+
+def observation_from_row(row: Any) -> Observation:
+    return Observation(row.event_id, row.user_id, row.occurred_at, _observed_payload(row))
 
 
 def entry_from_row(row: Any) -> Entry:
@@ -58,7 +69,7 @@ def entry_from_row(row: Any) -> Entry:
 
 
 def history_row_from_row(row: Any) -> HistoryRow:
-    return HistoryRow(entry_from_row(row), row.recorded_at, row.superseded_at, stored=True)
+    return HistoryRow(entry_from_row(row), row.recorded_at, row.superseded_at)
 
 
 def known_event_users(conn: Connection, event_ids: Sequence[str]) -> dict[str, str]:
@@ -122,47 +133,71 @@ def superseded_values(user_id: str, row: HistoryRow) -> dict[str, Any]:
     }
 
 
-def event_values(
-    obs: Observation, recorded_at: datetime, source: str, position: str
-) -> dict[str, Any]:
+_NO_PAYLOAD: dict[str, Any] = {
+    "phone_region": None,
+    "phone_valid": None,
+    "phone_hash": None,
+    "channel": None,
+    "birth_date": None,
+    "country": None,
+    "evidence": None,
+    "tos_version": None,
+}
+
+
+def _payload_columns(payload: ObservedPayload) -> dict[str, Any]:
+    match payload:
+        case ObservedSignup(phone=phone, channel=channel, birth_date=birth_date):
+            return {
+                "phone_region": phone.region,
+                "phone_valid": phone.valid,
+                "phone_hash": phone.digest,
+                "channel": channel,
+                "birth_date": birth_date,
+            }
+        case ObservedPhoneChange(phone=phone):
+            return {
+                "phone_region": phone.region,
+                "phone_valid": phone.valid,
+                "phone_hash": phone.digest,
+            }
+        case Relocated(country=country, evidence=evidence):
+            return {"country": country, "evidence": evidence}
+        case TermsAccepted(tos_version=tos_version):
+            return {"tos_version": tos_version}
+        case _:
+            assert_never(payload)
+
+
+def event_values(applied: AppliedEvent) -> dict[str, Any]:
+    obs = applied.observation
     return {
         "event_id": obs.event_id,
         "user_id": obs.user_id,
         "occurred_at": obs.occurred_at,
-        "recorded_at": recorded_at,
+        "recorded_at": applied.recorded_at,
         "type": obs.type,
-        "phone_region": obs.phone.region if obs.phone else None,
-        "phone_valid": obs.phone.valid if obs.phone else None,
-        "phone_hash": obs.phone.digest if obs.phone else None,
-        "channel": obs.channel,
-        "birth_date": obs.birth_date,
-        "country": obs.country,
-        "evidence": obs.evidence,
-        "tos_version": obs.tos_version,
-        "source": source,
-        "position": position,
+        **_NO_PAYLOAD,
+        **_payload_columns(obs.payload),
+        "source": applied.source,
+        "position": applied.position,
     }
 
 
-def user_values(p: UserProjection, updated_at: datetime) -> dict[str, Any]:
-    f = p.facts
-    timeline = p.timeline
-    ev = timeline.evidence if timeline else {}
-    phones = {o.event_id: o.phone for o in p.observations if o.phone is not None}
-    signup_phone = phones.get(ev.get("signup_phone_region", ""))
-    current_phone = phones.get(ev.get("current_phone_region", ""))
-    last = timeline.entries[-1] if timeline and timeline.entries else None
+def user_values(state: UserSummary, updated_at: datetime) -> dict[str, Any]:
+    f = state.facts
+    last = state.latest
     return {
-        "user_id": p.user_id,
+        "user_id": state.user_id,
         "signup_at": f.signup_at,
         "channel": f.channel,
         "birth_date": f.birth_date,
         "signup_phone_region": f.signup_phone_region,
         "signup_phone_valid": f.signup_phone_valid,
-        "signup_phone_hash": signup_phone.digest if signup_phone else None,
+        "signup_phone_hash": state.signup_phone_hash,
         "current_phone_region": f.current_phone_region,
         "current_phone_valid": f.current_phone_valid,
-        "current_phone_hash": current_phone.digest if current_phone else None,
+        "current_phone_hash": state.current_phone_hash,
         "residence": f.residence,
         "ip_country": f.ip_country,
         "tos_version": f.tos_version,
@@ -170,7 +205,7 @@ def user_values(p: UserProjection, updated_at: datetime) -> dict[str, Any]:
         "policy": last.policy if last else None,
         "rule": last.rule if last else None,
         "since": last.valid_from if last else None,
-        "events": len(p.observations),
+        "events": state.events,
         "updated_at": updated_at,
     }
 
@@ -192,19 +227,10 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list
     conn.execute(stmt, rows)
 
 
-def write_batch(
-    conn: Connection,
-    *,
-    event_rows: list[dict[str, Any]],
-    new_history: list[dict[str, Any]],
-    superseded: list[dict[str, Any]],  # from superseded_values()
-    user_rows: list[dict[str, Any]],
-    dead_letter_rows: list[dict[str, Any]],
-    positions: list[dict[str, Any]],
-) -> None:
+def write_plan(conn: Connection, plan: BatchPlan) -> None:
     """All writes of one batch; the caller owns the transaction."""
-    if event_rows:
-        conn.execute(events.insert(), event_rows)
+    if plan.events:
+        conn.execute(events.insert(), [event_values(a) for a in plan.events])
     # History rows are addressed by (user_id, valid_from, recorded_at): a user's believed
     # rows never share valid_from, and rows with an empty record interval are never kept,
     # so the triple is unique without the store handing ids back.
@@ -213,26 +239,48 @@ def write_batch(
         & (assignment_history.c.valid_from == bindparam("k_from"))
         & (assignment_history.c.recorded_at == bindparam("k_recorded"))
     )
+    superseded = [superseded_values(u, row) for u, row in plan.superseded_rows]
     updates = [s for s in superseded if not s["empty"]]
     if updates:
         conn.execute(
             update(assignment_history).where(key).values(superseded_at=bindparam("at")), updates
         )
-    # A stored row replaced at its own record time was never believed at any record time
-    # (an earlier batch merely wrote it first); keeping it would make the history depend
-    # on where batches happened to split.
     deletes = [s for s in superseded if s["empty"]]
     if deletes:
         conn.execute(delete(assignment_history).where(key), deletes)
-    if new_history:
-        conn.execute(assignment_history.insert(), new_history)
-    _upsert(conn, users, user_rows, ["user_id"])
-    if dead_letter_rows:
-        conn.execute(dead_letters.insert(), dead_letter_rows)
-    _upsert(conn, source_positions, positions, ["source", "partition"])
+    if plan.new_rows:
+        conn.execute(
+            assignment_history.insert(), [history_row_values(u, row) for u, row in plan.new_rows]
+        )
+    _upsert(conn, users, [user_values(s, at) for s, at in plan.users], ["user_id"])
+    if plan.dead_letters:
+        conn.execute(
+            dead_letters.insert(),
+            [
+                {
+                    "source": d.record.source,
+                    "position": d.record.position,
+                    "reason": d.reason,
+                    "raw": d.record.raw_bytes,
+                    "event_id": d.event_id,
+                    "user_id": d.user_id,
+                    "recorded_at": plan.recorded_at,
+                }
+                for d in plan.dead_letters
+            ],
+        )
+    _upsert(
+        conn,
+        source_positions,
+        [
+            {"source": s, "partition": p, "next_offset": o, "updated_at": plan.recorded_at}
+            for (s, p), o in plan.positions.items()
+        ],
+        ["source", "partition"],
+    )
 
 
-def lock_positions(conn: Connection, keys: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
+def lock_positions(conn: Connection, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
     """Stored next offsets of (source, partition) pairs, locked for this transaction on
     PostgreSQL (SQLite locks the whole database for a writer anyway)."""
     if not keys:
@@ -252,3 +300,45 @@ def stored_positions(conn: Connection, source: str) -> dict[int, int]:
         source_positions.c.source == source
     )
     return {r.partition: r.next_offset for r in conn.execute(q)}
+
+
+class SqlTransaction:
+    """The batch port on one open SQL transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
+        return lock_positions(self.conn, keys)
+
+    def event_owners(self, event_ids: Sequence[str]) -> dict[str, str]:
+        return known_event_users(self.conn, event_ids)
+
+    def load_users(self, user_ids: Sequence[str]) -> dict[str, UserProjection]:
+        return load_projections(self.conn, user_ids)
+
+    def write(self, plan: BatchPlan) -> None:
+        write_plan(self.conn, plan)
+
+
+class SqlStore:
+    """The batch store on a SQLAlchemy engine (see `ledger.store.database.open_engine`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[SqlTransaction]:
+        with self.engine.begin() as conn:
+            yield SqlTransaction(conn)
+
+    def stored_positions(self, source: str) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            return stored_positions(conn, source)
+
+    def assignment_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(users.c.assignment, func.count()).group_by(users.c.assignment)
+            )
+            return {(a or "not signed up"): n for a, n in rows}

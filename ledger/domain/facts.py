@@ -8,12 +8,12 @@ import hmac
 from dataclasses import dataclass, fields
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, assert_never
 
 import phonenumbers
 
-from ledger.events import Event, PhoneChanged, Relocated, SignedUp, TermsAccepted
-from ledger.timeutil import format_instant
+from ledger.domain.events import Event, EventType, PhoneChanged, Relocated, SignedUp, TermsAccepted
+from ledger.domain.time import format_instant
 
 RESIDENCE_EVIDENCE = frozenset({"self_declared", "id_verified"})
 
@@ -50,42 +50,74 @@ def reduce_phone(raw: str, key: bytes) -> PhoneFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class ObservedSignup:
+    phone: PhoneFacts
+    channel: str
+    birth_date: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedPhoneChange:
+    phone: PhoneFacts
+
+
+# Relocations and terms acceptances carry nothing personal: the fold reads them as they are.
+ObservedPayload = ObservedSignup | ObservedPhoneChange | Relocated | TermsAccepted
+
+
+@dataclass(frozen=True, slots=True)
 class Observation:
-    """An event as the fold sees it: envelope plus payload, phone reduced to PhoneFacts."""
+    """An event as the fold sees it: the envelope and a payload whose phone is reduced to
+    PhoneFacts."""
 
     event_id: str
     user_id: str
     occurred_at: datetime
-    type: str
-    phone: PhoneFacts | None = None
-    channel: str | None = None
-    birth_date: date | None = None
-    country: str | None = None
-    evidence: str | None = None
-    tos_version: str | None = None
+    payload: ObservedPayload
 
     @property
     def order_key(self) -> tuple[datetime, str]:
         return (self.occurred_at, self.event_id)
 
+    @property
+    def type(self) -> EventType:
+        return observed_type(self.payload)
+
+    @property
+    def phone(self) -> PhoneFacts | None:
+        p = self.payload
+        return p.phone if isinstance(p, ObservedSignup | ObservedPhoneChange) else None
+
+
+def observed_type(payload: ObservedPayload) -> EventType:
+    match payload:
+        case ObservedSignup():
+            return "SignedUp"
+        case ObservedPhoneChange():
+            return "PhoneChanged"
+        case Relocated():
+            return "Relocated"
+        case TermsAccepted():
+            return "TermsAccepted"
+        case _:
+            assert_never(payload)
+
 
 def observe(event: Event, key: bytes) -> Observation:
+    return Observation(event.event_id, event.user_id, event.occurred_at, _reduce(event, key))
+
+
+def _reduce(event: Event, key: bytes) -> ObservedPayload:
     p = event.payload
-    base = {"event_id": event.event_id, "user_id": event.user_id, "occurred_at": event.occurred_at}
-    if isinstance(p, SignedUp):
-        return Observation(
-            **base,
-            type="SignedUp",
-            phone=reduce_phone(p.phone, key),
-            channel=p.channel,
-            birth_date=p.birth_date,
-        )
-    if isinstance(p, PhoneChanged):
-        return Observation(**base, type="PhoneChanged", phone=reduce_phone(p.phone, key))
-    if isinstance(p, Relocated):
-        return Observation(**base, type="Relocated", country=p.country, evidence=p.evidence)
-    assert isinstance(p, TermsAccepted)
-    return Observation(**base, type="TermsAccepted", tos_version=p.tos_version)
+    match p:
+        case SignedUp(phone=phone, channel=channel, birth_date=birth_date):
+            return ObservedSignup(reduce_phone(phone, key), channel, birth_date)
+        case PhoneChanged(phone=phone):
+            return ObservedPhoneChange(reduce_phone(phone, key))
+        case Relocated() | TermsAccepted():
+            return p
+        case _:
+            assert_never(p)
 
 
 @dataclass(frozen=True, slots=True)

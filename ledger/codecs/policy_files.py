@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from ledger.policy import Policy, PolicyError, PolicySet, parse_policy
+from ledger.domain.policy import Policy, PolicyError, PolicySet, parse_policy
 from ledger.resources import policies_dir
 
 

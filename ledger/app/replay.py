@@ -1,4 +1,4 @@
-"""Replaying event files into the store, in bounded batches."""
+"""Replaying event files and topics into the store, in bounded batches."""
 
 from __future__ import annotations
 
@@ -10,19 +10,17 @@ from pathlib import Path
 from typing import TypeVar
 
 from kafka import KafkaConsumer
-from sqlalchemy import Engine, func, select
 
-from ledger.avro_codec import AvroCodec
-from ledger.projector import BatchResult, Projector, SourceRecord
-from ledger.sources.files import check_path, read_records, source_key
+from ledger.app.plan import BatchResult
+from ledger.app.projector import Projector
+from ledger.codecs.avro import AvroCodec
+from ledger.domain.time import truncate_ms
+from ledger.sources.files import check_paths, read_records, source_key
 from ledger.sources.kafka import StartAt, read_topic, to_source_record
 from ledger.sources.kafka import source_key as kafka_source_key
-from ledger.store import repository
-from ledger.store.schema import users
-from ledger.timeutil import truncate_ms
+from ledger.sources.records import SourceRecord
 
 T = TypeVar("T")
-DEFAULT_BATCH = 5000
 
 
 @dataclass(slots=True)
@@ -75,10 +73,8 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
-def fill_totals(engine: Engine, summary: ReplaySummary) -> None:
-    with engine.connect() as conn:
-        rows = conn.execute(select(users.c.assignment, func.count()).group_by(users.c.assignment))
-        summary.assignments = {(a or "not signed up"): n for a, n in rows}
+def fill_totals(projector: Projector, summary: ReplaySummary) -> None:
+    summary.assignments = projector.store.assignment_counts()
     summary.users = sum(summary.assignments.values())
 
 
@@ -89,21 +85,19 @@ def replay_files(
     projector: Projector,
     paths: Sequence[Path],
     *,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int,
     now: datetime | None = None,
     progress: ProgressHook | None = None,
 ) -> ReplaySummary:
     """Apply every file in order. Events without their own `recorded_at` get the replay's
     start time as record time."""
-    for path in paths:
-        check_path(path)
+    check_paths(paths)
     started = time.perf_counter()
     record_time = truncate_ms(now or datetime.now(UTC))
     summary = ReplaySummary()
     for path in paths:
         key = source_key(path)
-        with projector.engine.connect() as conn:
-            start = repository.stored_positions(conn, key).get(0, 0)
+        start = projector.store.stored_positions(key).get(0, 0)
         summary.already_applied += start  # lines (blank ones too) or Avro records
         for chunk in batched(read_records(path, key, start), batch_size):
             records: list[SourceRecord] = [r for r, _ in chunk]
@@ -111,7 +105,7 @@ def replay_files(
             if progress:
                 progress(path, chunk[-1][1], len(records))
     summary.seconds = time.perf_counter() - started
-    fill_totals(projector.engine, summary)
+    fill_totals(projector, summary)
     return summary
 
 
@@ -121,7 +115,8 @@ def replay_topic(
     topic: str,
     start: StartAt | None,
     *,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int,
+    watermark_timeout_s: float = 30.0,
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
@@ -130,15 +125,16 @@ def replay_topic(
     started = time.perf_counter()
     record_time = truncate_ms(now or datetime.now(UTC))
     if start is None:
-        with projector.engine.connect() as conn:
-            start = StartAt(offsets=repository.stored_positions(conn, kafka_source_key(topic)))
+        start = StartAt(offsets=projector.store.stored_positions(kafka_source_key(topic)))
     codec = AvroCodec()
     summary = ReplaySummary()
-    for batch in read_topic(consumer, topic, start, max_records=batch_size):
+    for batch in read_topic(
+        consumer, topic, start, max_records=batch_size, watermark_timeout_s=watermark_timeout_s
+    ):
         records = [to_source_record(m, codec) for m in batch]
         summary.add(projector.apply_batch(records, record_time))
         if progress:
             progress(len(records))
     summary.seconds = time.perf_counter() - started
-    fill_totals(projector.engine, summary)
+    fill_totals(projector, summary)
     return summary

@@ -1,0 +1,182 @@
+"""Planning one batch: which records are fresh, which are dead letters and why, what each
+user's fold changes, and the positions reached. Pure: no I/O and no clock; the store
+supplies what the plan reads (`ledger.app.ports`) and writes what it decides.
+
+Two steps, because what must be read from the store depends on the first:
+`screen` needs only the stored positions; `plan_batch` needs the owners of the screened
+event ids and the screened users' projections.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ledger.domain.events import Event, EventError
+from ledger.domain.facts import Observation, observe
+from ledger.domain.policy import PolicySet, event_problem
+from ledger.domain.projection import HistoryRow, UserChanges, UserProjection, UserSummary
+from ledger.sources.records import DeadLetter, SourceRecord
+
+PositionKey = tuple[str, int]  # (source, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A fresh record whose event is well-formed and may be applied."""
+
+    record: SourceRecord
+    event: Event
+    recorded_at: datetime
+
+
+@dataclass(slots=True)
+class Screened:
+    accepted: list[Accepted]
+    dead_letters: list[DeadLetter]
+    already_applied: int  # below the stored position of their partition
+    positions: dict[PositionKey, int]  # next offset per partition once the batch is applied
+    default_recorded_at: datetime
+
+    @property
+    def user_ids(self) -> list[str]:
+        return list(dict.fromkeys(a.event.user_id for a in self.accepted))
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [a.event.event_id for a in self.accepted]
+
+
+def screen(
+    records: Sequence[SourceRecord],
+    stored: Mapping[PositionKey, int],
+    policies: PolicySet,
+    default_recorded_at: datetime,
+) -> Screened:
+    """Drop records below the stored positions (applied already, perhaps by a consumer that
+    owned the partition before a rebalance), dead-letter what cannot be applied, and give
+    every other record its record time (its own, else `default_recorded_at`)."""
+    accepted: list[Accepted] = []
+    dead: list[DeadLetter] = []
+    positions: dict[PositionKey, int] = dict(stored)
+    already = 0
+    for rec in records:
+        key = (rec.source, rec.partition)
+        positions[key] = max(positions.get(key, 0), rec.offset + 1)
+        if rec.offset < stored.get(key, 0):
+            already += 1
+            continue
+        if isinstance(rec.decoded, EventError):
+            dead.append(DeadLetter(rec, str(rec.decoded)))
+            continue
+        event, recorded_at = rec.decoded
+        problem = event_problem(event, policies)
+        if problem:
+            dead.append(DeadLetter(rec, problem, event.event_id, event.user_id))
+            continue
+        accepted.append(Accepted(rec, event, recorded_at or default_recorded_at))
+    return Screened(accepted, dead, already, positions, default_recorded_at)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    observation: Observation
+    recorded_at: datetime  # never earlier than the user's previous record time
+    source: str
+    position: str
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """Everything one batch writes, in one transaction."""
+
+    events: list[AppliedEvent] = field(default_factory=list)
+    # Rows believed for the first time. A row added and superseded at the same record time
+    # was never believed at any record time and is left out: keeping it would make the
+    # history depend on where batches happened to split.
+    new_rows: list[tuple[str, HistoryRow]] = field(default_factory=list)
+    # Rows from earlier batches now superseded; `record_interval_empty` ones are deleted,
+    # for the same reason.
+    superseded_rows: list[tuple[str, HistoryRow]] = field(default_factory=list)
+    users: list[tuple[UserSummary, datetime]] = field(default_factory=list)  # (state, updated)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    positions: dict[PositionKey, int] = field(default_factory=dict)
+    duplicates: int = 0
+    already_applied: int = 0
+    recorded_at: datetime | None = None  # of the batch: dead letters and positions
+
+    def result(self) -> BatchResult:
+        return BatchResult(
+            applied=len(self.events),
+            duplicates=self.duplicates,
+            already_applied=self.already_applied,
+            dead_letters=list(self.dead_letters),
+            users={s.user_id for s, _ in self.users},
+            assignments=Counter(
+                (s.latest.assignment if s.latest else None) or "not signed up"
+                for s, _ in self.users
+            ),
+        )
+
+
+@dataclass(slots=True)
+class BatchResult:
+    applied: int = 0
+    duplicates: int = 0
+    already_applied: int = 0  # below the stored source position
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    users: set[str] = field(default_factory=set)
+    assignments: Counter[str] = field(default_factory=Counter)  # of touched users, now
+
+    @property
+    def dead_lettered(self) -> int:
+        return len(self.dead_letters)
+
+
+def plan_batch(
+    screened: Screened,
+    owners: Mapping[str, str],
+    projections: Mapping[str, UserProjection],
+    policies: PolicySet,
+    phone_key: bytes,
+) -> BatchPlan:
+    """Fold the screened events into their users' projections (which it advances: they are
+    the working state of the batch) and return what to write. `owners` maps the event ids
+    already recorded to their users; `projections` holds every screened user."""
+    plan = BatchPlan(
+        dead_letters=list(screened.dead_letters),
+        positions=dict(screened.positions),
+        already_applied=screened.already_applied,
+        recorded_at=screened.default_recorded_at,
+    )
+    changes = UserChanges()
+    touched: dict[str, datetime] = {}
+    for item in screened.accepted:
+        event = item.event
+        owner = owners.get(event.event_id)
+        if owner is not None and owner != event.user_id:
+            plan.dead_letters.append(
+                DeadLetter(
+                    item.record,
+                    f"event_id {event.event_id} is already recorded for another user",
+                    event.event_id,
+                    event.user_id,
+                )
+            )
+            continue
+        proj = projections[event.user_id]
+        obs = observe(event, phone_key)
+        if not proj.apply(obs, item.recorded_at, policies, changes):
+            plan.duplicates += 1
+            continue
+        recorded_at = proj.last_recorded_at or item.recorded_at
+        touched[event.user_id] = recorded_at
+        plan.events.append(
+            AppliedEvent(obs, recorded_at, item.record.source, item.record.position)
+        )
+    plan.new_rows = [(u, row) for u, row in changes.new_rows if not row.record_interval_empty]
+    plan.superseded_rows = list(changes.superseded_rows)
+    plan.users = [(projections[u].summary(), at) for u, at in touched.items()]
+    return plan

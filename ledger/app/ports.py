@@ -1,0 +1,44 @@
+"""What the application needs from a store, as protocols. `ledger.store` implements them
+twice: on SQL databases (SQLite, PostgreSQL) and in memory (what-if runs, tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from ledger.app.plan import BatchPlan, PositionKey
+from ledger.domain.projection import UserProjection
+
+
+class BatchTransaction(Protocol):
+    """One batch's reads and writes; committed when the transaction's block ends without an
+    exception, rolled back otherwise."""
+
+    def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
+        """Stored next offsets of these partitions, held for this transaction, so a second
+        writer of the same partitions waits (or finds them moved on)."""
+        ...
+
+    def event_owners(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """event_id -> user_id for the ids already recorded."""
+        ...
+
+    def load_users(self, user_ids: Sequence[str]) -> dict[str, UserProjection]:
+        """Fresh projections of these users as stored (empty ones for unknown users); the
+        caller may advance them freely."""
+        ...
+
+    def write(self, plan: BatchPlan) -> None: ...
+
+
+class BatchStore(Protocol):
+    def transaction(self) -> AbstractContextManager[BatchTransaction]: ...
+
+    def stored_positions(self, source: str) -> dict[int, int]:
+        """partition -> next offset for one source."""
+        ...
+
+    def assignment_counts(self) -> dict[str, int]:
+        """Users per current assignment ("not signed up" for users without one)."""
+        ...

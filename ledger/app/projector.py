@@ -1,0 +1,94 @@
+"""Applying a batch of source records to a store: the one code path behind file replay,
+topic replay and the Kafka consumer.
+
+One store transaction per batch holds the projection changes *and* the source positions,
+so a batch is applied entirely or not at all, and a restarted reader resumes exactly after
+the last applied record. The decisions are made by the pure planner (`ledger.app.plan`);
+this module only moves data between it, the store and the user cache.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from ledger.app.plan import BatchResult, plan_batch, screen
+from ledger.app.ports import BatchStore, BatchTransaction
+from ledger.domain.policy import PolicySet
+from ledger.domain.projection import UserProjection
+from ledger.sources.records import DeadLetter, SourceRecord
+
+BeforeCommit = Callable[[Sequence[DeadLetter]], None]
+
+
+class Projector:
+    """Applies batches to a store.
+
+    Users' projections stay cached (bounded, least recently used out) after a committed
+    batch, so active users are not reloaded every batch. The cache is only correct while
+    this projector is the sole writer for those users: a consumer calls `forget()` when
+    its partitions change, and a failed batch drops every user it touched.
+    """
+
+    def __init__(
+        self,
+        store: BatchStore,
+        policies: PolicySet,
+        phone_key: bytes,
+        *,
+        cache_users: int = 50_000,
+    ) -> None:
+        self.store = store
+        self.policies = policies
+        self.phone_key = phone_key
+        self.cache_users = cache_users
+        self._cache: OrderedDict[str, UserProjection] = OrderedDict()
+
+    def forget(self) -> None:
+        """Drop cached state (another writer may have changed these users)."""
+        self._cache.clear()
+
+    def _projections(
+        self, tx: BatchTransaction, user_ids: list[str]
+    ) -> dict[str, UserProjection]:
+        loaded = tx.load_users([u for u in user_ids if u not in self._cache])
+        return {u: loaded[u] if u in loaded else self._cache[u] for u in user_ids}
+
+    def _remember(self, projections: dict[str, UserProjection]) -> None:
+        for user_id, proj in projections.items():
+            self._cache[user_id] = proj
+            self._cache.move_to_end(user_id)
+        while len(self._cache) > self.cache_users:
+            self._cache.popitem(last=False)
+
+    def apply_batch(
+        self,
+        records: Sequence[SourceRecord],
+        default_recorded_at: datetime,
+        *,
+        before_commit: BeforeCommit | None = None,
+    ) -> BatchResult:
+        """Apply `records` in order. Record time is each record's own (Kafka timestamp,
+        exported `recorded_at`) or `default_recorded_at`. `before_commit` gets the batch's
+        dead letters inside the transaction (e.g. to publish them): if it raises, nothing
+        is committed."""
+        touched: list[str] = []
+        try:
+            with self.store.transaction() as tx:
+                stored = tx.lock_positions({(r.source, r.partition) for r in records})
+                screened = screen(records, stored, self.policies, default_recorded_at)
+                touched.extend(screened.user_ids)
+                owners = tx.event_owners(screened.event_ids)
+                projections = self._projections(tx, screened.user_ids)
+                plan = plan_batch(screened, owners, projections, self.policies, self.phone_key)
+                tx.write(plan)
+                if before_commit is not None:
+                    before_commit(plan.dead_letters)
+        except BaseException:
+            # Their in-memory state already holds this batch, which did not commit.
+            for user_id in touched:
+                self._cache.pop(user_id, None)
+            raise
+        self._remember(projections)
+        return plan.result()

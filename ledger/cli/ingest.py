@@ -1,0 +1,252 @@
+"""Commands that move events: `replay` (files or a topic into the store), `publish` (files
+onto the topic) and `export` (the topic into an archive)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ledger.cli.common import (
+    BootstrapOption,
+    DbOption,
+    JsonOption,
+    TopicOption,
+    count_progress,
+    emit_json,
+    err,
+    file_progress,
+    kafka_errors,
+    out,
+    parse_time,
+    projector,
+    settings,
+    tune_gc_for_streaming,
+)
+from ledger.errors import EXIT_DEAD_LETTERS, UsageError
+
+
+def render_summary(summary: Any, title: str) -> None:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("events applied", f"{summary.applied:,}")
+    t.add_row("duplicates (ignored)", f"{summary.duplicates:,}")
+    t.add_row("dead-lettered", f"{summary.dead_lettered:,}")
+    if summary.already_applied:
+        t.add_row("already applied earlier (skipped)", f"{summary.already_applied:,}")
+    t.add_row("users in the ledger", f"{summary.users:,}")
+    for assignment, n in sorted(summary.assignments.items()):
+        t.add_row(f"  {assignment}", f"{n:,}")
+    t.add_row("time", f"{summary.seconds:.1f} s")
+    t.add_row("throughput", f"{summary.events_per_second:,.0f} events/s")
+    out.print(t)
+    if summary.dead_letter_samples:
+        err.print("dead letters (first ones):", markup=False)
+        for line in summary.dead_letter_samples:
+            err.print(f"  {line}", markup=False, soft_wrap=True)
+
+
+def parse_offsets(value: str) -> dict[int, int]:
+    """`0:120,3:7` -> {0: 120, 3: 7}."""
+    offsets: dict[int, int] = {}
+    for part in value.split(","):
+        p, sep, o = part.strip().partition(":")
+        if not sep or not p.isdigit() or not o.isdigit():
+            raise UsageError(
+                f"--from-offset {value!r}: expected PARTITION:OFFSET[,PARTITION:OFFSET...]"
+            )
+        offsets[int(p)] = int(o)
+    return offsets
+
+
+def replay(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Event files (.jsonl or .avro), applied in order.", show_default=False),
+    ] = None,
+    db: DbOption = None,
+    from_kafka: Annotated[
+        bool, typer.Option("--from-kafka", help="Replay the topic instead of files.")
+    ] = False,
+    bootstrap: BootstrapOption = None,
+    topic: TopicOption = None,
+    from_beginning: Annotated[
+        bool,
+        typer.Option("--from-beginning", help="Start at the beginning of every partition."),
+    ] = False,
+    from_offset: Annotated[
+        str | None,
+        typer.Option(
+            "--from-offset",
+            help="Start offsets, PARTITION:OFFSET[,...]; other partitions from the beginning.",
+            show_default=False,
+        ),
+    ] = None,
+    from_time: Annotated[
+        str | None,
+        typer.Option(
+            "--from-time",
+            help="Start at the first record with a timestamp at or after TIME (ISO 8601).",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", min=1, help="Events per database transaction.  [default: 5000]"
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply event files, or a Kafka topic, to the ledger.
+
+    Files: already applied events are skipped (each file's stored position, and event
+    ids), so a second replay of the same file applies nothing.
+
+    --from-kafka: rebuilds (fresh database) or continues a projection from the topic and
+    stops when caught up with the high watermark seen at start. Without --from-* it
+    continues from the stored positions, which it shares with `ledger consume`.
+
+    Bad lines or records are dead-lettered with their reason and position and the replay
+    goes on. Exit status: 0; 3 when anything was dead-lettered; 1 on errors; 2 on usage
+    errors.
+    """
+    from ledger.app.replay import replay_files, replay_topic
+    from ledger.sources.files import check_paths
+    from ledger.sources.kafka import StartAt, make_consumer
+
+    if from_kafka == bool(files):
+        raise UsageError("give event files, or --from-kafka, not both (and not neither)")
+    if not from_kafka and (from_beginning or from_offset or from_time):
+        raise UsageError("--from-beginning/--from-offset/--from-time need --from-kafka")
+    if sum(map(bool, (from_beginning, from_offset, from_time))) > 1:
+        raise UsageError("use only one of --from-beginning, --from-offset, --from-time")
+    s = settings(db_url=db, batch_size=batch_size, kafka_bootstrap=bootstrap, kafka_topic=topic)
+    if files:
+        check_paths(files)
+        wired = projector(s)
+        tune_gc_for_streaming()
+        shown, hook = file_progress(files)
+        with shown:
+            summary = replay_files(wired, files, batch_size=s.batch_size, progress=hook)
+    else:
+        start: StartAt | None = None
+        if from_beginning:
+            start = StartAt()
+        elif from_offset:
+            start = StartAt(offsets=parse_offsets(from_offset))
+        elif from_time:
+            start = StartAt(time=parse_time(from_time, "--from-time"))
+        server = s.kafka.require_bootstrap()
+        wired = projector(s)
+        tune_gc_for_streaming()
+        with kafka_errors(server):
+            consumer = make_consumer(s.kafka)
+            shown, advance = count_progress(None, f"replay {s.kafka.topic}")
+            try:
+                with shown:
+                    summary = replay_topic(
+                        wired,
+                        consumer,
+                        s.kafka.topic,
+                        start,
+                        batch_size=s.batch_size,
+                        watermark_timeout_s=s.kafka.watermark_timeout_s,
+                        progress=advance,
+                    )
+            finally:
+                consumer.close()
+    if as_json:
+        emit_json(summary.as_json())
+    else:
+        render_summary(summary, "replay")
+    if summary.dead_lettered:
+        raise typer.Exit(EXIT_DEAD_LETTERS)
+
+
+def publish(
+    files: Annotated[list[Path], typer.Argument(help="Event files (.jsonl or .avro).")],
+    bootstrap: BootstrapOption = None,
+    topic: TopicOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Send events from files to the topic (key = user_id, Avro single-object encoding).
+
+    Each event is validated first; invalid lines are reported with their position and
+    not sent. Sends use acks=all with one request in flight per broker, so a user's
+    events stay in order. An exported event's recorded_at becomes its record timestamp.
+    Exit status: 0; 3 when some lines were invalid; 1 on errors; 2 on usage errors.
+    """
+    from ledger.app.publish import publish_files
+    from ledger.codecs.policy_files import load_policies
+    from ledger.sources.files import check_paths
+    from ledger.sources.kafka import make_producer
+
+    s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
+    server = s.kafka.require_bootstrap()
+    check_paths(files)
+    rules = load_policies()
+    with kafka_errors(server):
+        producer = make_producer(s.kafka)
+        shown, hook = file_progress(files)
+        try:
+            with shown:
+                summary = publish_files(producer, s.kafka.topic, files, rules, progress=hook)
+        finally:
+            producer.close(timeout=30)
+    if as_json:
+        emit_json(summary.as_json())
+    else:
+        out.print(
+            f"sent {summary.sent:,} events to {s.kafka.topic} in {summary.seconds:.1f} s "
+            f"({summary.events_per_second:,.0f}/s); {summary.invalid:,} invalid, not sent"
+        )
+        for line in summary.invalid_samples:
+            err.print(f"  {line}", markup=False, soft_wrap=True)
+    if summary.invalid:
+        raise typer.Exit(EXIT_DEAD_LETTERS)
+
+
+def export(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Archive to write (.avro).")],
+    bootstrap: BootstrapOption = None,
+    topic: TopicOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the topic, up to its current end, to an Avro container archive.
+
+    Each event carries its record time (the Kafka timestamp) as recorded_at, so
+    `ledger replay ARCHIVE` builds exactly the history `ledger replay --from-kafka` does.
+    Undecodable records are skipped and reported (they belong to the dead-letter topic).
+    """
+    from ledger.app.export import export_topic
+    from ledger.sources.kafka import make_consumer
+
+    if output.suffix != ".avro":
+        raise UsageError(f"{output}: exports are Avro container files; name it *.avro")
+    s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
+    server = s.kafka.require_bootstrap()
+    with kafka_errors(server):
+        consumer = make_consumer(s.kafka)
+        shown, advance = count_progress(None, f"export {s.kafka.topic}")
+        try:
+            with shown:
+                summary = export_topic(
+                    consumer,
+                    s.kafka.topic,
+                    output,
+                    watermark_timeout_s=s.kafka.watermark_timeout_s,
+                    progress=advance,
+                )
+        finally:
+            consumer.close()
+    if as_json:
+        emit_json(summary.as_json())
+    else:
+        out.print(
+            f"wrote {summary.written:,} events from {s.kafka.topic} to {output} "
+            f"({summary.skipped:,} undecodable skipped) in {summary.seconds:.1f} s"
+        )

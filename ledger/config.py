@@ -1,0 +1,199 @@
+"""The ledger's settings, built once at the entry point from flags and the environment and
+passed down. This is the only module that reads the environment.
+
+| variable | setting |
+|---|---|
+| `LEDGER_DB` | `Settings.db_url` (default `sqlite:///ledger.db`) |
+| `LEDGER_PHONE_KEY` | `Settings.phone_key` (default: a public development key) |
+| `LEDGER_BOOTSTRAP` | `KafkaSettings.bootstrap`, host:port[,host:port...] |
+| `LEDGER_TOPIC` | `KafkaSettings.topic` (default `account-events`) |
+| `LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS` | `KafkaSettings.bootstrap_timeout_ms` (default 10000) |
+| `LEDGER_KAFKA_*` | kafka-python client options (`KAFKA_ENV` below): SASL, TLS, client id |
+
+A flag given on the command line wins over the variable; an empty variable counts as unset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ledger.errors import UsageError
+
+DEFAULT_DB = "sqlite:///ledger.db"
+DEFAULT_TOPIC = "account-events"
+DLQ_SUFFIX = ".dlq"
+# Public on purpose: it only keeps development databases working. Real deployments set
+# LEDGER_PHONE_KEY, or anyone can reverse the stored phone hashes by enumeration.
+DEV_PHONE_KEY = b"jurisdiction-ledger-development-key"
+
+# env var -> kafka-python keyword argument
+KAFKA_ENV: Mapping[str, str] = {
+    "LEDGER_KAFKA_SECURITY_PROTOCOL": "security_protocol",
+    "LEDGER_KAFKA_SASL_MECHANISM": "sasl_mechanism",
+    "LEDGER_KAFKA_SASL_USERNAME": "sasl_plain_username",
+    "LEDGER_KAFKA_SASL_PASSWORD": "sasl_plain_password",
+    "LEDGER_KAFKA_SSL_CAFILE": "ssl_cafile",
+    "LEDGER_KAFKA_SSL_CERTFILE": "ssl_certfile",
+    "LEDGER_KAFKA_SSL_KEYFILE": "ssl_keyfile",
+    "LEDGER_KAFKA_SSL_PASSWORD": "ssl_password",
+    "LEDGER_KAFKA_SSL_CHECK_HOSTNAME": "ssl_check_hostname",
+    "LEDGER_KAFKA_CLIENT_ID": "client_id",
+}
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic that belongs to an event topic."""
+    return f"{topic}{DLQ_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap: str | None = None
+    topic: str = DEFAULT_TOPIC
+    # The LEDGER_KAFKA_* variables as given: parsed only by the commands that talk to Kafka,
+    # so a typo there does not stop `ledger history`.
+    client_env: Mapping[str, str] = field(default_factory=dict)
+    # An unreachable cluster is reported after this long instead of kafka-python's 30 s.
+    bootstrap_timeout_ms: int = 10_000
+    # How long `replay --from-kafka` and `export` wait for the broker to report the end.
+    watermark_timeout_s: float = 30.0
+
+    @property
+    def dlq_topic(self) -> str:
+        return dlq_topic(self.topic)
+
+    @property
+    def client(self) -> dict[str, Any]:
+        """kafka-python keyword arguments (SASL, TLS, client id)."""
+        return kafka_client_settings(self.client_env)
+
+    def require_bootstrap(self) -> str:
+        if not self.bootstrap:
+            raise UsageError(
+                "no Kafka bootstrap servers: pass --bootstrap HOST:PORT or set LEDGER_BOOTSTRAP"
+            )
+        return self.bootstrap
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """The projector service's consumer-group behaviour."""
+
+    group: str = "ledger-projector"
+    batch_size: int = 2000
+    poll_timeout_ms: int = 500
+    log_every_s: float = 10.0
+    # Join time on a rebalance is about half the session timeout; 6000 ms is the lowest
+    # Apache Kafka accepts by default.
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    max_poll_interval_ms: int = 60_000
+    max_backoff_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str = DEFAULT_DB
+    phone_key: bytes = DEV_PHONE_KEY
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    batch_size: int = 5000  # events per transaction of a replay
+    cache_users: int = 50_000  # users whose projections a writer keeps between batches
+
+    @property
+    def dev_phone_key(self) -> bool:
+        return self.phone_key == DEV_PHONE_KEY
+
+    def with_overrides(self, **flags: Any) -> Settings:
+        """Flags given on a command line (None = not given) over these settings; Kafka and
+        consumer flags are named `kafka_<field>` and `consumer_<field>`."""
+        top: dict[str, Any] = {}
+        kafka: dict[str, Any] = {}
+        consumer: dict[str, Any] = {}
+        for name, value in flags.items():
+            if value is None:
+                continue
+            if name.startswith("kafka_"):
+                kafka[name.removeprefix("kafka_")] = value
+            elif name.startswith("consumer_"):
+                consumer[name.removeprefix("consumer_")] = value
+            else:
+                top[name] = value
+        return replace(
+            self,
+            kafka=replace(self.kafka, **kafka),
+            consumer=replace(self.consumer, **consumer),
+            **top,
+        )
+
+
+def _env(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def kafka_client_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """kafka-python keyword arguments from the `LEDGER_KAFKA_*` variables.
+
+    Raises UsageError on a value kafka-python would only reject later and less clearly.
+    """
+    settings: dict[str, Any] = {}
+    for var, kwarg in KAFKA_ENV.items():
+        raw = _env(environ, var)
+        if raw is None:
+            continue
+        if kwarg == "security_protocol":
+            value: Any = raw.upper()
+            if value not in SECURITY_PROTOCOLS:
+                raise UsageError(f"{var}={raw!r} is not one of {', '.join(SECURITY_PROTOCOLS)}")
+        elif kwarg == "sasl_mechanism":
+            value = raw.upper()
+        elif kwarg == "ssl_check_hostname":
+            lowered = raw.lower()
+            if lowered not in _TRUE | _FALSE:
+                raise UsageError(f"{var}={raw!r} must be true or false")
+            value = lowered in _TRUE
+        else:
+            value = raw
+        settings[kwarg] = value
+    # Credentials without a SASL protocol would be silently ignored by kafka-python.
+    protocol = settings.get("security_protocol", "PLAINTEXT")
+    if "sasl_mechanism" in settings and not protocol.startswith("SASL_"):
+        raise UsageError(
+            "LEDGER_KAFKA_SASL_MECHANISM needs LEDGER_KAFKA_SECURITY_PROTOCOL="
+            "SASL_PLAINTEXT or SASL_SSL"
+        )
+    return settings
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = _env(environ, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) == 0:
+        raise UsageError(f"{name}={raw!r} must be a positive whole number")
+    return int(raw)
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment (defaults where a variable is unset)."""
+    env = os.environ if environ is None else environ
+    key = _env(env, "LEDGER_PHONE_KEY")
+    return Settings(
+        db_url=_env(env, "LEDGER_DB") or DEFAULT_DB,
+        phone_key=key.encode() if key else DEV_PHONE_KEY,
+        kafka=KafkaSettings(
+            bootstrap=_env(env, "LEDGER_BOOTSTRAP"),
+            topic=_env(env, "LEDGER_TOPIC") or DEFAULT_TOPIC,
+            client_env={k: v for k, v in env.items() if k in KAFKA_ENV},
+            bootstrap_timeout_ms=_positive_int(
+                env, "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS", KafkaSettings.bootstrap_timeout_ms
+            ),
+        ),
+    )

@@ -1,0 +1,39 @@
+"""What every source yields: one record as read, decoded or not, with its position; and a
+record the ledger rejected, with the reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ledger.codecs.jsonl import event_to_json_line
+from ledger.domain.events import Event, EventError
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One item read from a source, decoded or not."""
+
+    source: str  # stable key of the source: "file:<sha256>" or "kafka:<topic>"
+    partition: int
+    offset: int  # position within the partition; the next record is offset + 1
+    position: str  # for people: "events.jsonl:17", "account-events[3]@1234"
+    raw: bytes
+    decoded: tuple[Event, datetime | None] | EventError
+
+    @property
+    def raw_bytes(self) -> bytes:
+        """The bytes to keep for a dead letter. A record of an Avro container has no bytes
+        of its own; the decoded event stands in for it."""
+        if self.raw or isinstance(self.decoded, EventError):
+            return self.raw
+        event, recorded_at = self.decoded
+        return event_to_json_line(event, recorded_at).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: SourceRecord
+    reason: str
+    event_id: str | None = None
+    user_id: str | None = None

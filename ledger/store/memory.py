@@ -1,0 +1,184 @@
+"""The batch store in memory: the same port as the SQL store, for what-if runs and tests
+that need the projector's full load/fold/write path without a database.
+
+A transaction reads the committed state and stages its plan; the plan is applied only
+when the transaction's block ends without an exception (as a SQL commit), and one lock
+serialises transactions (as SQLite's single writer).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
+from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
+from ledger.domain.timeline import Entry
+
+
+@dataclass(slots=True)
+class StoredRow:
+    entry: Entry
+    recorded_at: datetime
+    superseded_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    source: str
+    position: str
+    reason: str
+    raw: bytes
+    event_id: str | None
+    user_id: str | None
+    recorded_at: datetime | None
+
+
+@dataclass(slots=True)
+class _State:
+    events: dict[str, AppliedEvent] = field(default_factory=dict)  # by event_id
+    user_events: dict[str, list[str]] = field(default_factory=dict)  # user -> event ids
+    history: dict[str, list[StoredRow]] = field(default_factory=dict)  # user -> rows
+    users: dict[str, tuple[UserSummary, datetime]] = field(default_factory=dict)
+    dead_letters: list[StoredDeadLetter] = field(default_factory=list)
+    positions: dict[PositionKey, int] = field(default_factory=dict)
+
+
+class MemoryTransaction:
+    def __init__(self, state: _State) -> None:
+        self._state = state
+        self.plan: BatchPlan | None = None
+
+    def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
+        return {k: self._state.positions[k] for k in keys if k in self._state.positions}
+
+    def event_owners(self, event_ids: Sequence[str]) -> dict[str, str]:
+        events = self._state.events
+        return {e: events[e].observation.user_id for e in event_ids if e in events}
+
+    def load_users(self, user_ids: Sequence[str]) -> dict[str, UserProjection]:
+        state = self._state
+        out: dict[str, UserProjection] = {}
+        for u in user_ids:
+            applied = [state.events[e] for e in state.user_events.get(u, ())]
+            believed = sorted(
+                (r for r in state.history.get(u, ()) if r.superseded_at is None),
+                key=lambda r: r.entry.valid_from,
+            )
+            out[u] = UserProjection(
+                u,
+                [a.observation for a in applied],
+                # New objects: the caller advances them, and the store must not change
+                # with them before the commit.
+                [HistoryRow(r.entry, r.recorded_at) for r in believed],
+                max((a.recorded_at for a in applied), default=None),
+            )
+        return out
+
+    def write(self, plan: BatchPlan) -> None:
+        self.plan = plan
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._state = _State()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[MemoryTransaction]:
+        with self._lock:
+            tx = MemoryTransaction(self._state)
+            yield tx
+            if tx.plan is not None:
+                _apply(self._state, tx.plan)
+
+    def stored_positions(self, source: str) -> dict[int, int]:
+        return {p: o for (s, p), o in self._state.positions.items() if s == source}
+
+    def assignment_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for summary, _ in self._state.users.values():
+            name = (summary.latest.assignment if summary.latest else None) or "not signed up"
+            counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    # -- reading, for what-if runs and tests ----------------------------------------------
+    def history(self, user_id: str) -> list[StoredRow]:
+        """Every row of a user, believed and superseded, by valid_from then recorded_at."""
+        rows = self._state.history.get(user_id, [])
+        return sorted(rows, key=lambda r: (r.entry.valid_from, r.recorded_at))
+
+    def user_ids(self) -> list[str]:
+        return sorted(self._state.users)
+
+    def history_rows(self) -> list[tuple[Any, ...]]:
+        """Every history row as the SQL table's columns without its surrogate id (user_id,
+        valid_from, valid_to, assignment, policy, rule, reason, facts, evidence,
+        recorded_at, superseded_at), so the two stores compare directly."""
+        return [
+            (
+                user_id,
+                r.entry.valid_from,
+                r.entry.valid_to,
+                r.entry.assignment,
+                r.entry.policy,
+                r.entry.rule,
+                r.entry.reason,
+                dict(r.entry.facts),
+                list(r.entry.evidence),
+                r.recorded_at,
+                r.superseded_at,
+            )
+            for user_id, rows in self._state.history.items()
+            for r in rows
+        ]
+
+    @property
+    def dead_letters(self) -> list[StoredDeadLetter]:
+        return list(self._state.dead_letters)
+
+    @property
+    def event_count(self) -> int:
+        return len(self._state.events)
+
+
+def _apply(state: _State, plan: BatchPlan) -> None:
+    for applied in plan.events:
+        state.events[applied.observation.event_id] = applied
+        state.user_events.setdefault(applied.observation.user_id, []).append(
+            applied.observation.event_id
+        )
+    for user_id, row in plan.superseded_rows:
+        rows = state.history[user_id]
+        i = next(
+            i
+            for i, r in enumerate(rows)
+            if r.entry.valid_from == row.entry.valid_from and r.recorded_at == row.recorded_at
+        )
+        if row.record_interval_empty:
+            del rows[i]
+        else:
+            rows[i].superseded_at = row.superseded_at
+    for user_id, row in plan.new_rows:
+        state.history.setdefault(user_id, []).append(
+            StoredRow(row.entry, row.recorded_at, row.superseded_at)
+        )
+    for summary, updated_at in plan.users:
+        state.users[summary.user_id] = (summary, updated_at)
+    state.dead_letters.extend(
+        StoredDeadLetter(
+            d.record.source,
+            d.record.position,
+            d.reason,
+            d.record.raw_bytes,
+            d.event_id,
+            d.user_id,
+            plan.recorded_at,
+        )
+        for d in plan.dead_letters
+    )
+    state.positions.update(plan.positions)
