@@ -1,0 +1,154 @@
+"""Every command follows one exit-code table (ledger.errors, README): 0 success, 1 an
+error, 2 a usage error, 3 finished with dead letters. One test per command; every error is
+one line on stderr starting `ledger: error:`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ledger.cli import app
+from tests.support import eid, write_jsonl
+
+NO_BROKER = "127.0.0.1:1"  # nothing listens on port 1
+# An unreachable cluster is given up after 1 s instead of 10.
+ENV = {
+    "LEDGER_BOOTSTRAP": "",
+    "LEDGER_DB": "",
+    "LEDGER_TOPIC": "",
+    "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS": "1000",
+}
+
+
+def run(*args: str, code: int) -> Any:
+    result = CliRunner().invoke(app, list(args), env=ENV, catch_exceptions=False)
+    assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
+    if code in (1, 2) and result.stderr.startswith("ledger: error:"):
+        assert result.stderr.count("\n") == 1, result.stderr
+    return result
+
+
+def signup(n: int = 1) -> dict[str, str]:
+    return {
+        "event_id": eid(n),
+        "user_id": f"u-{n}",
+        "occurred_at": "2026-01-10T09:00:00Z",
+        "type": "SignedUp",
+        "phone": "+8613912345678",
+        "channel": "xiaohongshu-app",
+    }
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "ok.jsonl", [signup(1)])
+
+
+@pytest.fixture
+def bad_events(tmp_path: Path) -> Path:
+    path = write_jsonl(tmp_path / "bad.jsonl", [signup(2)])
+    path.write_text(path.read_text() + "{not json\n")
+    return path
+
+
+def test_generate(tmp_path: Path) -> None:
+    run("generate", "--users", "3", "-o", str(tmp_path / "g.jsonl"), code=0)
+    assert "unknown file type" in run("generate", "-o", str(tmp_path / "g.csv"), code=2).stderr
+    run("generate", "--users", "0", "-o", str(tmp_path / "g.jsonl"), code=2)
+    run("generate", "-o", str(tmp_path / "no" / "such" / "dir.jsonl"), code=1)
+
+
+def test_replay(db: str, events: Path, bad_events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("replay", str(bad_events), "--db", db, code=3)
+    assert "no such file" in run("replay", str(tmp_path / "nope.jsonl"), "--db", db, code=1).stderr
+    assert "not neither" in run("replay", "--db", db, code=2).stderr
+    assert "not both" in run("replay", str(events), "--from-kafka", "--db", db, code=2).stderr
+    run("replay", str(events), "--from-time", "2026-01-01", "--db", db, code=2)
+    run("replay", "--from-kafka", "--from-offset", "x", "--bootstrap", NO_BROKER, code=2)
+    assert "pass --bootstrap" in run("replay", "--from-kafka", "--db", db, code=2).stderr
+    gone = run("replay", "--from-kafka", "--bootstrap", NO_BROKER, "--db", db, code=1)
+    assert "cannot reach Kafka" in gone.stderr
+
+
+def test_current(db: str, events: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("current", "u-1", "--at", "2026-02-01", "--db", db, code=0)
+    assert "unknown user" in run("current", "u-404", "--db", db, code=1).stderr
+    assert "--at 'soon'" in run("current", "u-1", "--at", "soon", "--db", db, code=2).stderr
+
+
+def test_history(db: str, events: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("history", "u-1", "--all", "--db", db, code=0)
+    run("history", "u-404", "--db", db, code=1)
+    run("history", "u-1", "--believed-at", "yesterday", "--db", db, code=2)
+    run("history", "--db", db, code=2)  # no user
+
+
+def test_explain(db: str, events: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("explain", "u-1", "--db", db, code=0)
+    run("explain", "u-404", "--db", db, code=1)
+    run("explain", "u-1", "--at", "2026-13-01", "--db", db, code=2)
+
+
+def test_db_upgrade(db: str, tmp_path: Path) -> None:
+    run("db", "upgrade", "--db", db, code=0)
+    run("db", "upgrade", "--db", f"sqlite:///{tmp_path}/no/dir/x.db", code=1)
+    run("db", "upgrade", "--db", "not-a-url", code=1)
+    run("db", "upgrade", "--no-such-option", code=2)
+
+
+def test_publish(events: Path, tmp_path: Path) -> None:
+    assert "pass --bootstrap" in run("publish", str(events), code=2).stderr
+    run("publish", str(tmp_path / "nope.jsonl"), "--bootstrap", NO_BROKER, code=1)
+    gone = run("publish", str(events), "--bootstrap", NO_BROKER, code=1)
+    assert "cannot reach Kafka" in gone.stderr
+
+
+def test_export(tmp_path: Path) -> None:
+    run("export", "-o", str(tmp_path / "x.avro"), code=2)
+    run("export", "-o", str(tmp_path / "x.jsonl"), "--bootstrap", NO_BROKER, code=2)
+    run("export", "-o", str(tmp_path / "x.avro"), "--bootstrap", NO_BROKER, code=1)
+
+
+def test_consume(db: str) -> None:
+    assert "pass --bootstrap" in run("consume", "--db", db, code=2).stderr
+    run("consume", "--bootstrap", NO_BROKER, "--db", db, code=1)
+    run("consume", "--batch-size", "0", "--db", db, code=2)
+
+
+def test_topics_create() -> None:
+    run("topics", "create", code=2)
+    run("topics", "create", "--bootstrap", NO_BROKER, "--timeout", "1", code=1)
+    run("topics", "create", "--partitions", "0", "--bootstrap", NO_BROKER, code=2)
+
+
+def test_broker(tmp_path: Path) -> None:
+    state = ["--state-dir", str(tmp_path)]
+    assert json.loads(run("broker", "status", "--json", *state, code=0).stdout) == []
+    run("broker", "stop", *state, code=0)  # nothing runs: not an error
+    run("broker", "start", "--port", "0", *state, code=2)
+    for port in (5, 6):
+        (tmp_path / f"broker-{port}.pid").write_text(json.dumps({"pid": 999_999_999, "port": port}))
+    assert "several brokers" in run("broker", "stop", *state, code=1).stderr
+
+
+@pytest.mark.kafka
+def test_publish_and_export_succeed_or_report_invalid_lines(
+    kafka_broker: Any, kafka_topic: str, events: Path, bad_events: Path, tmp_path: Path
+) -> None:
+    kafka = ["--bootstrap", kafka_broker.bootstrap, "--topic", kafka_topic]
+    run("publish", str(events), *kafka, code=0)
+    run("publish", str(bad_events), *kafka, code=3)
+    run("export", "-o", str(tmp_path / "out.avro"), *kafka, code=0)

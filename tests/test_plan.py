@@ -1,0 +1,74 @@
+"""The batch plan is a pure function of plain inputs: no store, no clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ledger.app.plan import plan_batch, screen
+from ledger.codecs.jsonl import event_from_json_line
+from ledger.codecs.policy_files import load_policies
+from ledger.domain.events import EventError
+from ledger.domain.projection import UserProjection
+from ledger.sources.records import SourceRecord
+from tests.support import eid
+
+POLICIES = load_policies()
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def rec(offset: int, line: str) -> SourceRecord:
+    try:
+        decoded: object = event_from_json_line(line)
+    except EventError as exc:
+        decoded = exc
+    return SourceRecord("s", 0, offset, f"f:{offset + 1}", line.encode(), decoded)  # type: ignore[arg-type]
+
+
+def signup(n: int, user: str) -> str:
+    return (
+        f'{{"event_id": "{eid(n)}", "user_id": "{user}", "occurred_at": "2026-01-10T00:00:00Z",'
+        ' "type": "SignedUp", "phone": "+8613912345678", "channel": "xiaohongshu-app"}'
+    )
+
+
+def test_screen_skips_applied_records_and_dead_letters_bad_ones() -> None:
+    records = [
+        rec(0, signup(1, "u-1")),
+        rec(1, signup(2, "u-2")),
+        rec(2, "not json"),
+        rec(
+            3,
+            f'{{"event_id": "{eid(3)}", "user_id": "u-2", "occurred_at": "2026-02-01T00:00:00Z",'
+            ' "type": "TermsAccepted", "tos_version": "tos-2099"}',
+        ),
+    ]
+    screened = screen(records, {("s", 0): 1}, POLICIES, T0)
+    assert screened.already_applied == 1
+    assert [a.event.event_id for a in screened.accepted] == [eid(2)]
+    dead = [(d.record.offset, d.event_id) for d in screened.dead_letters]
+    assert dead == [(2, None), (3, eid(3))]
+    assert "unknown terms version 'tos-2099'" in screened.dead_letters[1].reason
+    assert screened.positions == {("s", 0): 4}
+    assert screened.user_ids == ["u-2"]
+
+
+def test_plan_decides_owners_duplicates_and_rows_without_a_store() -> None:
+    records = [rec(0, signup(1, "u-1")), rec(1, signup(1, "u-1")), rec(2, signup(9, "u-3"))]
+    screened = screen(records, {}, POLICIES, T0)
+    projections = {u: UserProjection(u) for u in screened.user_ids}
+    plan = plan_batch(screened, {eid(9): "u-other"}, projections, POLICIES, b"k")
+    assert [a.observation.event_id for a in plan.events] == [eid(1)]
+    assert plan.duplicates == 1
+    assert [d.reason for d in plan.dead_letters] == [
+        f"event_id {eid(9)} is already recorded for another user"
+    ]
+    assert [(u, r.entry.assignment, r.entry.rule) for u, r in plan.new_rows] == [
+        ("u-1", "xhs-domestic", "C2")
+    ]
+    assert plan.superseded_rows == []
+    assert [(s.user_id, s.latest.rule if s.latest else None) for s, _ in plan.users] == [
+        ("u-1", "C2"),
+    ]
+    result = plan.result()
+    assert (result.applied, result.duplicates, result.dead_lettered) == (1, 1, 1)
+    assert result.assignments == {"xhs-domestic": 1}
