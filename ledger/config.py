@@ -106,10 +106,6 @@ class Settings:
     batch_size: int = 5000  # events per transaction of a replay
     cache_users: int = 50_000  # users whose projections a writer keeps between batches
 
-    @property
-    def dev_phone_key(self) -> bool:
-        return self.phone_key == DEV_PHONE_KEY
-
     def with_overrides(self, **flags: Any) -> Settings:
         """Flags given on a command line (None = not given) over these settings; Kafka and
         consumer flags are named `kafka_<field>` and `consumer_<field>`."""

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.main import app
 from ledger.store.schema import assignment_history
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from ledger.cli import app
+from ledger.cli.main import app
 from tests.support import eid, write_jsonl
 
 NO_BROKER = "127.0.0.1:1"  # nothing listens on port 1

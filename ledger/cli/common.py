@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -38,17 +38,12 @@ def report(message: str) -> None:
     err.print(f"ledger: error: {message}", markup=False, soft_wrap=True)
 
 
-def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    report(message)
-    raise typer.Exit(code)
-
-
 class LedgerGroup(TyperGroup):
     """A command group that turns every `LedgerError` (and OS errors such as a full disk)
     raised by its commands into the error line and exit status of `ledger.errors`, so no
     command needs its own handler and none shows a traceback for a known failure."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except LedgerError as exc:

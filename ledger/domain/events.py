@@ -79,16 +79,6 @@ class Event:
         return (self.occurred_at, self.event_id)
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """An event as a source delivered it: where it came from and its record time
-    (None = the source has none; the caller supplies one)."""
-
-    event: Event
-    position: str
-    recorded_at: datetime | None = None
-
-
 # --- validation shared by the JSON and Avro decoders -------------------------------------
 
 

@@ -41,9 +41,6 @@ class Condition:
     value: Any
     test: Callable[[Any], bool] = field(compare=False, repr=False)
 
-    def describe(self) -> str:
-        return f"{self.fact} {self.op} {self.value!r}"
-
 
 @dataclass(frozen=True)
 class Rule:

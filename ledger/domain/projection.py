@@ -84,9 +84,6 @@ class UserProjection:
         self.observations.sort(key=lambda o: o.order_key)
         self._ids = {o.event_id for o in self.observations}
 
-    def has(self, event_id: str) -> bool:
-        return event_id in self._ids
-
     @property
     def facts(self) -> Facts:
         return self.timeline.facts if self.timeline else Facts()

@@ -141,10 +141,6 @@ class MemoryStore:
     def dead_letters(self) -> list[StoredDeadLetter]:
         return list(self._state.dead_letters)
 
-    @property
-    def event_count(self) -> int:
-        return len(self._state.events)
-
 
 def _apply(state: _State, plan: BatchPlan) -> None:
     for applied in plan.events:
