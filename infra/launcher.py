@@ -8,6 +8,10 @@ the process named in such a pid file, and only after checking that the pid
 still belongs to a Tansu broker listening on that port and started at the
 recorded time, so a recycled pid is never killed.
 
+Everything generic about processes (identity, detached start, SIGTERM/SIGKILL,
+zombies) lives in ``infra.process``; this module only knows what a Tansu broker
+looks like and how to tell that it is ready.
+
 Typical use::
 
     info = start()                 # free port, memory storage, state in ./.broker
@@ -25,14 +29,15 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from infra import process
+from ledger.errors import LedgerError
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -54,13 +59,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 log = logging.getLogger(__name__)
 
-# Popen handles of brokers started by *this* interpreter: keeping them lets
-# stop() reap the child (no zombie that still looks alive to kill(pid, 0)) and
-# avoids the "subprocess still running" ResourceWarning in long-lived test runs.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
-
-class BrokerError(RuntimeError):
+class BrokerError(LedgerError, RuntimeError):
     """The broker could not be started, found or stopped; the message is one line."""
 
 
@@ -135,90 +135,61 @@ def _log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(tail) if tail else "(log is empty)"
 
 
-def _proc_start_ticks(pid: int) -> int | None:
-    """Process start time in clock ticks since boot (Linux); None when unknown.
-
-    Together with the pid it identifies a process uniquely, which is what makes
-    the recycled-pid check airtight.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = stat.rsplit(")", 1)[1].split()
-    return int(fields[19])  # field 22 overall
-
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _proc_cmdline(pid: int) -> list[str] | None:
-    """argv of a running process, or None if it is gone (or invisible to us)."""
-    proc = Path(f"/proc/{pid}/cmdline")
-    if Path("/proc/self").exists():
-        try:
-            raw = proc.read_bytes()
-        except OSError:
-            return None
-        return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-    # No procfs (macOS, BSD): ps is the portable fallback.
-    try:
-        out = subprocess.run(
-            ["ps", "-o", "command=", "-p", str(pid)],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-    except OSError:
-        return None
-    return out.split() if out else None
-
-
-def _pid_running(pid: int) -> bool:
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        return child.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else; _is_our_broker() will reject it
-    # A zombie still answers kill(pid, 0) but is dead for every purpose here.
-    return _proc_state(pid) != "Z"
-
-
-def _is_our_broker(record: dict[str, object]) -> bool:
-    """True only if the pid in *record* is still the broker that record describes."""
-    pid = int(record["pid"])  # type: ignore[call-overload]
-    port = int(record["port"])  # type: ignore[call-overload]
-    if not _pid_running(pid):
-        return False
-    argv = _proc_cmdline(pid)
+def _is_broker_argv(argv: Sequence[str], binary: str, port: int) -> bool:
+    """Whether *argv* is a Tansu broker (our *binary*, if known) listening on *port*."""
     if not argv:
         return False
-    binary = str(record.get("binary") or "")
     exe_matches = (
         os.path.realpath(argv[0]) == os.path.realpath(binary)
         if binary
         else Path(argv[0]).name.startswith("tansu")
     )
-    if not exe_matches or "broker" not in argv:
-        return False
-    if f"tcp://{HOST}:{port}" not in argv:
-        return False
-    recorded_ticks = record.get("start_ticks")
-    if recorded_ticks is not None:
-        current = _proc_start_ticks(pid)
-        if current is not None and current != recorded_ticks:
-            return False
-    return True
+    return exe_matches and "broker" in argv and f"tcp://{HOST}:{port}" in argv
+
+
+def _recorded_identity(record: dict[str, object]) -> process.ProcessIdentity | None:
+    """The process the pid file vouches for; None if it records no start time at all.
+
+    ValueError if it records one that cannot be read: such a file cannot vouch for its pid.
+    """
+    if "create_time" in record:
+        return process.ProcessIdentity.from_record(record)
+    # Pid files written before this module used psutil record /proc's start time in clock
+    # ticks ("start_ticks") instead. A broker started by the old code may still be running
+    # and must stay stoppable, so the ticks are converted and checked as strictly as the
+    # old code did, rather than trusting such a file on its argv alone. Only a file that
+    # has no start time whatsoever (the old code wrote null where /proc was missing) falls
+    # back to the argv check alone, which is also all the old code could do there.
+    ticks = record.get("start_ticks")
+    if ticks is None:
+        return None
+    if not isinstance(ticks, int):
+        raise ValueError(f"start_ticks is not an integer: {ticks!r}")
+    pid = int(record["pid"])  # type: ignore[call-overload]
+    return process.ProcessIdentity(pid, process.create_time_from_boot_ticks(ticks))
+
+
+def _our_broker(record: dict[str, object]) -> process.ProcessIdentity | None:
+    """The running process *record* describes, if its pid still is that broker; else None.
+
+    Checks the start time (when recorded) so a recycled pid never passes, then that the
+    process is the recorded Tansu binary running ``broker`` on the recorded port, so a
+    pid file naming another program, or another broker, never passes either.
+    """
+    pid = int(record["pid"])  # type: ignore[call-overload]
+    port = int(record["port"])  # type: ignore[call-overload]
+    current = process.identify(pid)
+    if current is None:
+        return None
+    try:
+        expected = _recorded_identity(record)
+    except ValueError:
+        return None
+    if expected is not None and not process.same_process(current, expected):
+        return None
+    if not _is_broker_argv(current.cmdline, str(record.get("binary") or ""), port):
+        return None
+    return current
 
 
 def _read_pid_file(path: Path) -> dict[str, object] | None:
@@ -226,7 +197,10 @@ def _read_pid_file(path: Path) -> dict[str, object] | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or "pid" not in data or "port" not in data:
+    if not isinstance(data, dict):
+        return None
+    # A non-integer pid or port is a corrupt file: treat it like an unreadable one.
+    if not all(type(data.get(key)) is int for key in ("pid", "port")):
         return None
     return data
 
@@ -238,7 +212,7 @@ def _info_from_record(record: dict[str, object], pid_path: Path) -> BrokerInfo:
         port=port,
         bootstrap=str(record.get("bootstrap") or f"{HOST}:{port}"),
         log_path=Path(str(record.get("log_path") or _log_path(pid_path.parent, port))),
-        alive=_is_our_broker(record),
+        alive=_our_broker(record) is not None,
         pid_path=pid_path,
         started_at=str(record["started_at"]) if record.get("started_at") else None,
         binary=str(record["binary"]) if record.get("binary") else None,
@@ -332,7 +306,7 @@ def _start_once(
 
     existing = _read_pid_file(pid_path)
     if existing is not None:
-        if _is_our_broker(existing):
+        if _our_broker(existing) is not None:
             raise BrokerError(
                 f"a broker is already running on port {port} (pid {existing['pid']}); "
                 f"stop it first: stop --port {port}"
@@ -355,31 +329,23 @@ def _start_once(
     # Tansu's tracing output is ANSI-coloured unless NO_COLOR is set; the log is for humans
     # reading files and for our one-line error messages, so keep it plain.
     env = {**os.environ, "NO_COLOR": "1"}
-    with open(log_path, "wb") as log_file:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as exc:
-            raise BrokerError(f"cannot execute {binary}: {exc}") from exc
-    _CHILDREN[proc.pid] = proc
+    try:
+        proc = process.spawn_detached(argv, log_path, env)
+    except OSError as exc:
+        raise BrokerError(f"cannot execute {binary}: {exc}") from exc
+    identity = process.identity_of(proc)
 
     bootstrap = f"{HOST}:{port}"
     record: dict[str, object] = {
-        "pid": proc.pid,
+        "pid": identity.pid,
         "port": port,
         "bootstrap": bootstrap,
         "log_path": str(log_path.resolve()),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "binary": binary,
         "storage": storage,
-        "start_ticks": _proc_start_ticks(proc.pid),
+        # Adds create_time (what keeps the pid unambiguous later) and the argv we ran.
+        **identity.to_record(),
     }
     _write_json_atomically(pid_path, record)
 
@@ -407,45 +373,15 @@ def _start_once(
     except BaseException:
         # Never leave a half-started broker (or its pid file) behind, also on Ctrl-C.
         if proc.poll() is None:
-            _terminate(proc.pid, grace=2.0)
-        _CHILDREN.pop(proc.pid, None)
+            try:
+                process.terminate(identity, grace=2.0)
+            except process.ProcessError as exc:
+                # Keep the original error: it says why start-up failed.
+                log.warning("could not stop the half-started broker: %s", exc)
         pid_path.unlink(missing_ok=True)
         raise
 
     return _info_from_record(record, pid_path)
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        try:
-            child.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        _CHILDREN.pop(pid, None)
-        return True
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _pid_running(pid):
-            return True
-        time.sleep(0.05)
-    return not _pid_running(pid)
-
-
-def _terminate(pid: int, grace: float) -> None:
-    """SIGTERM, then SIGKILL after *grace* seconds. Callers have verified the pid."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    except PermissionError as exc:
-        raise BrokerError(f"not allowed to stop broker pid {pid} (another user's?)") from exc
-    if _wait_gone(pid, grace):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    if not _wait_gone(pid, 5.0):
-        raise BrokerError(f"broker pid {pid} did not exit after SIGKILL")
 
 
 def _pid_files(state_dir: Path) -> list[Path]:
@@ -480,10 +416,14 @@ def stop(
         if pid_path.exists():
             pid_path.unlink()  # unreadable: nothing we could safely signal
         return False
-    if not _is_our_broker(record):
+    identity = _our_broker(record)
+    if identity is None:
         pid_path.unlink(missing_ok=True)
         return False
-    _terminate(int(record["pid"]), grace)  # type: ignore[call-overload]
+    try:
+        process.terminate(identity, grace)
+    except process.ProcessError as exc:
+        raise BrokerError(f"cannot stop the broker on port {record['port']}: {exc}") from exc
     pid_path.unlink(missing_ok=True)
     return True
 
