@@ -98,11 +98,23 @@ class ConsumerSettings:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Bounds on input, checked before a record reaches a batch: a record over them is
+    dead-lettered with the limit it broke, never loaded whole."""
+
+    event_bytes: int = 1 << 20  # one JSON line, Avro record or Kafka message
+    # Dead letters keep this much of the raw input (and its full size), so one huge
+    # record cannot fill the table or a terminal.
+    dead_letter_raw_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
 class Settings:
     db_url: str = DEFAULT_DB
     phone_key: bytes = DEV_PHONE_KEY
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
+    limits: Limits = field(default_factory=Limits)
     batch_size: int = 5000  # events per transaction of a replay
     cache_users: int = 50_000  # users whose projections a writer keeps between batches
 

@@ -139,3 +139,47 @@ def test_memory_and_sql_stores_build_identical_histories(db_url: str) -> None:
     assert memory.assignment_counts() == sql.assignment_counts()
     assert memory.stored_positions("gen") == sql.stored_positions("gen") == {0: len(records)}
     assert len(memory.dead_letters) == 1
+
+
+def test_upgrade_from_0001_numbers_stored_events_per_user(db_url: str) -> None:
+    """A store written before the per-user sequence existed gets one, by record time."""
+    from alembic import command
+
+    from ledger.store.database import _alembic_config
+
+    engine = open_engine(db_url, migrate=False)
+    cfg = _alembic_config()
+    with engine.connect() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.commit()
+        rows = [
+            ("e3", "u-1", "2026-01-03"),
+            ("e1", "u-1", "2026-01-01"),
+            ("e2", "u-2", "2026-01-02"),
+            ("e4", "u-1", "2026-01-02"),
+        ]
+        for event_id, user, day in rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (event_id, user_id, occurred_at, recorded_at, type,"
+                    " source, position) VALUES (:e, :u, :t, :t, 'Relocated', 's', 'p')"
+                ),
+                {"e": event_id, "u": user, "t": f"{day} 00:00:00.000000"},
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO dead_letters (source, position, reason, raw, recorded_at)"
+                " VALUES ('s', 'p', 'r', :raw, '2026-01-01 00:00:00.000000')"
+            ),
+            {"raw": b"abc"},
+        )
+        conn.commit()
+    engine.dispose()
+    engine = open_engine(db_url)  # migrates to head
+    with engine.connect() as conn:
+        seqs = dict(conn.execute(sa.text("SELECT event_id, seq FROM events")).all())
+        sizes = conn.execute(sa.text("SELECT raw_size FROM dead_letters")).scalars().all()
+    engine.dispose()
+    assert seqs == {"e1": 1, "e4": 2, "e3": 3, "e2": 1}
+    assert sizes == [3]

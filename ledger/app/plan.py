@@ -69,12 +69,12 @@ def screen(
             already += 1
             continue
         if isinstance(rec.decoded, EventError):
-            dead.append(DeadLetter(rec, str(rec.decoded)))
+            dead.append(DeadLetter.of(rec, str(rec.decoded)))
             continue
         event, recorded_at = rec.decoded
         problem = event_problem(event, policies)
         if problem:
-            dead.append(DeadLetter(rec, problem, event.event_id, event.user_id))
+            dead.append(DeadLetter.of(rec, problem, event.event_id, event.user_id))
             continue
         accepted.append(Accepted(rec, event, recorded_at or default_recorded_at))
     return Screened(accepted, dead, already, positions, default_recorded_at)
@@ -86,6 +86,7 @@ class AppliedEvent:
     recorded_at: datetime  # never earlier than the user's previous record time
     source: str
     position: str
+    seq: int  # the user's applied events so far, this one included
 
 
 @dataclass(slots=True)
@@ -158,7 +159,7 @@ def plan_batch(
         owner = owners.get(event.event_id)
         if owner is not None and owner != event.user_id:
             plan.dead_letters.append(
-                DeadLetter(
+                DeadLetter.of(
                     item.record,
                     f"event_id {event.event_id} is already recorded for another user",
                     event.event_id,
@@ -174,7 +175,9 @@ def plan_batch(
         recorded_at = proj.last_recorded_at or item.recorded_at
         touched[event.user_id] = recorded_at
         plan.events.append(
-            AppliedEvent(obs, recorded_at, item.record.source, item.record.position)
+            AppliedEvent(
+                obs, recorded_at, item.record.source, item.record.position, len(proj.observations)
+            )
         )
     plan.new_rows = [(u, row) for u, row in changes.new_rows if not row.record_interval_empty]
     plan.superseded_rows = list(changes.superseded_rows)

@@ -140,7 +140,7 @@ def open_store(s: Settings) -> Any:
     from ledger.store.database import open_engine
     from ledger.store.sql import SqlStore
 
-    return SqlStore(open_engine(s.db_url))
+    return SqlStore(open_engine(s.db_url), dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes)
 
 
 def projector(s: Settings) -> Any:

@@ -31,9 +31,36 @@ class SourceRecord:
         return event_to_json_line(event, recorded_at).encode()
 
 
+REASON_CHARS = 500
+
+
+def bounded(text: str, limit: int = REASON_CHARS) -> str:
+    """`text` on one line and at most `limit` characters: reasons quote the input, and the
+    input may be a megabyte of anything."""
+    one_line = " ".join(text.split())
+    if len(one_line) <= limit:
+        return one_line
+    return one_line[: limit - 30] + f"… ({len(one_line):,} characters)"
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     record: SourceRecord
-    reason: str
+    reason: str  # bounded: see `bounded`
     event_id: str | None = None
     user_id: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        record: SourceRecord,
+        reason: str,
+        event_id: str | None = None,
+        user_id: str | None = None,
+    ) -> DeadLetter:
+        return cls(record, bounded(reason), event_id, user_id)
+
+    def raw(self, limit: int) -> tuple[bytes, int]:
+        """The raw input cut to `limit` bytes, and its full size."""
+        raw = self.record.raw_bytes
+        return raw[:limit], len(raw)

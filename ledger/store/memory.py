@@ -33,9 +33,12 @@ class StoredDeadLetter:
     position: str
     reason: str
     raw: bytes
+    raw_size: int
     event_id: str | None
     user_id: str | None
     recorded_at: datetime | None
+    partition: int
+    offset: int
 
 
 @dataclass(slots=True)
@@ -84,9 +87,10 @@ class MemoryTransaction:
 
 
 class MemoryStore:
-    def __init__(self) -> None:
+    def __init__(self, *, dead_letter_raw_bytes: int = 1 << 20) -> None:
         self._state = _State()
         self._lock = threading.Lock()
+        self.raw_limit = dead_letter_raw_bytes
 
     @contextmanager
     def transaction(self) -> Iterator[MemoryTransaction]:
@@ -94,7 +98,7 @@ class MemoryStore:
             tx = MemoryTransaction(self._state)
             yield tx
             if tx.plan is not None:
-                _apply(self._state, tx.plan)
+                _apply(self._state, tx.plan, self.raw_limit)
 
     def stored_positions(self, source: str) -> dict[int, int]:
         return {p: o for (s, p), o in self._state.positions.items() if s == source}
@@ -142,7 +146,7 @@ class MemoryStore:
         return list(self._state.dead_letters)
 
 
-def _apply(state: _State, plan: BatchPlan) -> None:
+def _apply(state: _State, plan: BatchPlan, raw_limit: int) -> None:
     for applied in plan.events:
         state.events[applied.observation.event_id] = applied
         state.user_events.setdefault(applied.observation.user_id, []).append(
@@ -165,16 +169,20 @@ def _apply(state: _State, plan: BatchPlan) -> None:
         )
     for summary, updated_at in plan.users:
         state.users[summary.user_id] = (summary, updated_at)
-    state.dead_letters.extend(
-        StoredDeadLetter(
-            d.record.source,
-            d.record.position,
-            d.reason,
-            d.record.raw_bytes,
-            d.event_id,
-            d.user_id,
-            plan.recorded_at,
+    for d in plan.dead_letters:
+        raw, size = d.raw(raw_limit)
+        state.dead_letters.append(
+            StoredDeadLetter(
+                d.record.source,
+                d.record.position,
+                d.reason,
+                raw,
+                size,
+                d.event_id,
+                d.user_id,
+                plan.recorded_at,
+                d.record.partition,
+                d.record.offset,
+            )
         )
-        for d in plan.dead_letters
-    )
     state.positions.update(plan.positions)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -83,7 +84,12 @@ events = Table(
     Column("tos_version", String(100)),
     Column("source", Text, nullable=False),
     Column("position", Text, nullable=False),
+    # The user's applied events counted in application order (1, 2, ...). Two writers that
+    # both append a user's next event collide on this key: optimistic concurrency, as
+    # eventsourcing's (originator_id, originator_version).
+    Column("seq", Integer, nullable=False),
     Index("ix_events_user", "user_id", "occurred_at"),
+    UniqueConstraint("user_id", "seq", name="uq_events_user_seq"),
 )
 
 users = Table(
@@ -137,6 +143,10 @@ source_positions = Table(
     Column("partition", Integer, primary_key=True, autoincrement=False),
     Column("next_offset", BigInteger, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # Which incarnation of a topic the position belongs to: a recreated topic gets a new
+    # id (or, on brokers without topic ids, may have another partition count).
+    Column("topic_id", String(64)),
+    Column("partition_count", Integer),
 )
 
 dead_letters = Table(
@@ -146,8 +156,14 @@ dead_letters = Table(
     Column("source", Text, nullable=False),
     Column("position", Text, nullable=False),
     Column("reason", Text, nullable=False),
-    Column("raw", LargeBinary, nullable=False),
+    Column("raw", LargeBinary, nullable=False),  # bounded (Limits.dead_letter_raw_bytes)
+    Column("raw_size", BigInteger, nullable=False),  # of the input before bounding
     Column("event_id", String(36)),
     Column("user_id", String(200)),
     Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("partition", Integer),  # the source position, for a redrive
+    Column("offset", BigInteger),
+    Column("resolved_at", UTCDateTime()),  # set when a redrive applied (or settled) it
+    Column("resolution", Text),
+    Index("ix_dead_letters_recorded", "recorded_at"),
 )

@@ -181,6 +181,7 @@ def event_values(applied: AppliedEvent) -> dict[str, Any]:
         **_payload_columns(obs.payload),
         "source": applied.source,
         "position": applied.position,
+        "seq": applied.seq,
     }
 
 
@@ -227,7 +228,28 @@ def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: list
     conn.execute(stmt, rows)
 
 
-def write_plan(conn: Connection, plan: BatchPlan) -> None:
+def dead_letter_values(plan: BatchPlan, raw_limit: int) -> list[dict[str, Any]]:
+    rows = []
+    for d in plan.dead_letters:
+        raw, size = d.raw(raw_limit)
+        rows.append(
+            {
+                "source": d.record.source,
+                "position": d.record.position,
+                "reason": d.reason,
+                "raw": raw,
+                "raw_size": size,
+                "event_id": d.event_id,
+                "user_id": d.user_id,
+                "recorded_at": plan.recorded_at,
+                "partition": d.record.partition,
+                "offset": d.record.offset,
+            }
+        )
+    return rows
+
+
+def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     """All writes of one batch; the caller owns the transaction."""
     if plan.events:
         conn.execute(events.insert(), [event_values(a) for a in plan.events])
@@ -254,21 +276,7 @@ def write_plan(conn: Connection, plan: BatchPlan) -> None:
         )
     _upsert(conn, users, [user_values(s, at) for s, at in plan.users], ["user_id"])
     if plan.dead_letters:
-        conn.execute(
-            dead_letters.insert(),
-            [
-                {
-                    "source": d.record.source,
-                    "position": d.record.position,
-                    "reason": d.reason,
-                    "raw": d.record.raw_bytes,
-                    "event_id": d.event_id,
-                    "user_id": d.user_id,
-                    "recorded_at": plan.recorded_at,
-                }
-                for d in plan.dead_letters
-            ],
-        )
+        conn.execute(dead_letters.insert(), dead_letter_values(plan, raw_limit))
     _upsert(
         conn,
         source_positions,
@@ -305,8 +313,9 @@ def stored_positions(conn: Connection, source: str) -> dict[int, int]:
 class SqlTransaction:
     """The batch port on one open SQL transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, raw_limit: int) -> None:
         self.conn = conn
+        self.raw_limit = raw_limit
 
     def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
         return lock_positions(self.conn, keys)
@@ -318,19 +327,20 @@ class SqlTransaction:
         return load_projections(self.conn, user_ids)
 
     def write(self, plan: BatchPlan) -> None:
-        write_plan(self.conn, plan)
+        write_plan(self.conn, plan, self.raw_limit)
 
 
 class SqlStore:
     """The batch store on a SQLAlchemy engine (see `ledger.store.database.open_engine`)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, dead_letter_raw_bytes: int = 1 << 20) -> None:
         self.engine = engine
+        self.raw_limit = dead_letter_raw_bytes
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
         with self.engine.begin() as conn:
-            yield SqlTransaction(conn)
+            yield SqlTransaction(conn, self.raw_limit)
 
     def stored_positions(self, source: str) -> dict[int, int]:
         with self.engine.connect() as conn:
