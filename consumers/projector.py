@@ -26,8 +26,8 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
-from sqlalchemy.exc import SQLAlchemyError
 
+from ledger.app.ports import StoreConflict, StoreUnavailable
 from ledger.app.projector import Projector
 from ledger.codecs.avro import AvroCodec
 from ledger.config import Settings
@@ -144,9 +144,10 @@ class ProjectorService:
             result = self.projector.apply_batch(
                 records, truncate_ms(self.clock()), before_commit=dead_letters
             )
-        except (SQLAlchemyError, KafkaError, OSError) as exc:
-            # Nothing of the batch committed. Rewind every partition to the stored
-            # positions once the database answers again.
+        except (StoreUnavailable, StoreConflict, KafkaError, OSError) as exc:
+            # Nothing of the batch committed (a batch the database refuses is bisected by
+            # the projector instead). Rewind every partition to the stored positions once
+            # the database answers again.
             log.warning("batch failed, will retry from the stored positions: %s", _one_line(exc))
             self.projector.forget()
             self.unpositioned |= set(self.consumer.assignment())
@@ -178,7 +179,7 @@ class ProjectorService:
         assert self.consumer is not None
         try:
             stored = self.projector.store.stored_positions(source_key(self.settings.kafka.topic))
-        except SQLAlchemyError as exc:
+        except (StoreUnavailable, StoreConflict) as exc:
             log.warning("cannot read stored positions yet: %s", _one_line(exc))
             self.unpositioned |= set(tps)
             self.consumer.pause(*tps)

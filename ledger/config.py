@@ -104,8 +104,9 @@ class Limits:
 
     event_bytes: int = 1 << 20  # one JSON line, Avro record or Kafka message
     # Dead letters keep this much of the raw input (and its full size), so one huge
-    # record cannot fill the table or a terminal.
-    dead_letter_raw_bytes: int = 1 << 20
+    # record cannot fill the table or a terminal; above event_bytes, so the input of a
+    # record refused for its size is still kept whole up to this.
+    dead_letter_raw_bytes: int = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,12 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     batch_size: int = 5000  # events per transaction of a replay
     cache_users: int = 50_000  # users whose projections a writer keeps between batches
+
+    @property
+    def uses_dev_phone_key(self) -> bool:
+        """True when phone hashes would be keyed by the public development key, which
+        anyone can use to reverse them by enumerating phone numbers."""
+        return self.phone_key == DEV_PHONE_KEY
 
     def with_overrides(self, **flags: Any) -> Settings:
         """Flags given on a command line (None = not given) over these settings; Kafka and

@@ -71,4 +71,14 @@ def test_plan_decides_owners_duplicates_and_rows_without_a_store() -> None:
     ]
     result = plan.result()
     assert (result.applied, result.duplicates, result.dead_lettered) == (1, 1, 1)
-    assert result.assignments == {"xhs-domestic": 1}
+    assert result.users == {"u-1"}
+
+
+def test_one_event_id_for_two_users_in_one_batch_keeps_the_first() -> None:
+    records = [rec(0, signup(7, "u-a")), rec(1, signup(7, "u-b"))]
+    screened = screen(records, {}, POLICIES, T0)
+    projections = {u: UserProjection(u) for u in screened.user_ids}
+    plan = plan_batch(screened, {}, projections, POLICIES, b"k")
+    assert [a.observation.user_id for a in plan.events] == ["u-a"]
+    assert [(d.record.offset, d.user_id) for d in plan.dead_letters] == [(1, "u-b")]
+    assert "already recorded for another user" in plan.dead_letters[0].reason

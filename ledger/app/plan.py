@@ -9,7 +9,6 @@ event ids and the screened users' projections.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -115,10 +114,6 @@ class BatchPlan:
             already_applied=self.already_applied,
             dead_letters=list(self.dead_letters),
             users={s.user_id for s, _ in self.users},
-            assignments=Counter(
-                (s.latest.assignment if s.latest else None) or "not signed up"
-                for s, _ in self.users
-            ),
         )
 
 
@@ -129,11 +124,20 @@ class BatchResult:
     already_applied: int = 0  # below the stored source position
     dead_letters: list[DeadLetter] = field(default_factory=list)
     users: set[str] = field(default_factory=set)
-    assignments: Counter[str] = field(default_factory=Counter)  # of touched users, now
 
     @property
     def dead_lettered(self) -> int:
         return len(self.dead_letters)
+
+    def merged(self, other: BatchResult) -> BatchResult:
+        """The result of two batches applied one after the other."""
+        return BatchResult(
+            self.applied + other.applied,
+            self.duplicates + other.duplicates,
+            self.already_applied + other.already_applied,
+            self.dead_letters + other.dead_letters,
+            self.users | other.users,
+        )
 
 
 def plan_batch(
@@ -154,9 +158,12 @@ def plan_batch(
     )
     changes = UserChanges()
     touched: dict[str, datetime] = {}
+    # An id recorded earlier in this very batch has an owner too: the first record wins,
+    # as it would had the two arrived in separate batches.
+    owners = dict(owners)
     for item in screened.accepted:
         event = item.event
-        owner = owners.get(event.event_id)
+        owner = owners.setdefault(event.event_id, event.user_id)
         if owner is not None and owner != event.user_id:
             plan.dead_letters.append(
                 DeadLetter.of(
@@ -183,3 +190,21 @@ def plan_batch(
     plan.superseded_rows = list(changes.superseded_rows)
     plan.users = [(projections[u].summary(), at) for u, at in touched.items()]
     return plan
+
+
+def plan_refusal(
+    record: SourceRecord, stored: Mapping[PositionKey, int], reason: str, recorded_at: datetime
+) -> BatchPlan:
+    """A record the store refused to hold, alone: dead-lettered with the store's reason, its
+    position passed, so the records after it can be applied."""
+    key = (record.source, record.partition)
+    if record.offset < stored.get(key, 0):
+        return BatchPlan(positions=dict(stored), already_applied=1, recorded_at=recorded_at)
+    ids: tuple[str | None, str | None] = (None, None)
+    if not isinstance(record.decoded, EventError):
+        ids = (record.decoded[0].event_id, record.decoded[0].user_id)
+    return BatchPlan(
+        dead_letters=[DeadLetter.of(record, f"the database refused it: {reason}", *ids)],
+        positions={**stored, key: record.offset + 1},
+        recorded_at=recorded_at,
+    )

@@ -9,11 +9,32 @@ from typing import Protocol
 
 from ledger.app.plan import BatchPlan, PositionKey
 from ledger.domain.projection import UserProjection
+from ledger.errors import LedgerError
+
+
+class StoreConflict(LedgerError):
+    """Another writer changed what this transaction read (it appended a user's next event,
+    or recorded the same event id) first; nothing was written. Reload and apply again."""
+
+
+class StoreRefused(LedgerError):
+    """The store refused the data of this transaction (a value it cannot hold); nothing was
+    written. Retrying the same data cannot succeed: isolate the record instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the database refused the batch: {reason}")
+        self.reason = reason
+
+
+class StoreUnavailable(LedgerError):
+    """The store itself failed (connection lost, server down); nothing was written. The same
+    transaction may succeed later."""
 
 
 class BatchTransaction(Protocol):
     """One batch's reads and writes; committed when the transaction's block ends without an
-    exception, rolled back otherwise."""
+    exception, rolled back otherwise. A store raises StoreConflict, StoreRefused or
+    StoreUnavailable (from the block, or from the commit) for what went wrong."""
 
     def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
         """Stored next offsets of these partitions, held for this transaction, so a second

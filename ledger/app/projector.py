@@ -4,31 +4,46 @@ topic replay and the Kafka consumer.
 One store transaction per batch holds the projection changes *and* the source positions,
 so a batch is applied entirely or not at all, and a restarted reader resumes exactly after
 the last applied record. The decisions are made by the pure planner (`ledger.app.plan`);
-this module only moves data between it, the store and the user cache.
+this module only moves data between it, the store and the user cache, and decides what to
+do when the store says no:
+
+- StoreConflict (another writer appended to one of the batch's users first): the batch is
+  planned again from the stored state, a few times, with a growing random pause.
+- StoreRefused (a value the database cannot hold): the batch is bisected until the record
+  is alone; that record is dead-lettered with the database's reason and the rest applied.
+- StoreUnavailable: raised to the caller, who retries the same batch later (the consumer
+  with backoff) or stops with one line (a replay).
 """
 
 from __future__ import annotations
 
+import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from ledger.app.plan import BatchResult, plan_batch, screen
-from ledger.app.ports import BatchStore, BatchTransaction
+from ledger.app.plan import BatchResult, plan_batch, plan_refusal, screen
+from ledger.app.ports import BatchStore, BatchTransaction, StoreConflict, StoreRefused
 from ledger.domain.policy import PolicySet
 from ledger.domain.projection import UserProjection
 from ledger.sources.records import DeadLetter, SourceRecord
 
 BeforeCommit = Callable[[Sequence[DeadLetter]], None]
 
+# Plans of one batch before a conflict is given up on; each retry reloads the users.
+CONFLICT_RETRIES = 8
+
 
 class Projector:
     """Applies batches to a store.
 
     Users' projections stay cached (bounded, least recently used out) after a committed
-    batch, so active users are not reloaded every batch. The cache is only correct while
-    this projector is the sole writer for those users: a consumer calls `forget()` when
-    its partitions change, and a failed batch drops every user it touched.
+    batch, so active users are not reloaded every batch. A cached projection is checked
+    against the store where it matters, at the write: its next event carries the user's
+    next sequence number, which collides with a stored one if another writer appended in
+    between (StoreConflict), and then the batch reloads its users. A consumer also calls
+    `forget()` when its partitions change, and a failed batch drops every user it touched.
     """
 
     def __init__(
@@ -72,7 +87,61 @@ class Projector:
         """Apply `records` in order. Record time is each record's own (Kafka timestamp,
         exported `recorded_at`) or `default_recorded_at`. `before_commit` gets the batch's
         dead letters inside the transaction (e.g. to publish them): if it raises, nothing
-        is committed."""
+        is committed. A record the store refuses is dead-lettered and the others applied;
+        StoreUnavailable, and StoreConflict after CONFLICT_RETRIES plans, reach the caller
+        with nothing of the batch committed."""
+        if not records:
+            return BatchResult()
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return self._apply_once(records, default_recorded_at, before_commit)
+            except StoreConflict:
+                if attempt == CONFLICT_RETRIES - 1:
+                    raise
+                # The other writer is mid-stream too; a random pause keeps two writers
+                # from colliding on every retry.
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+            except StoreRefused as refused:
+                return self._isolate(records, default_recorded_at, before_commit, refused)
+        raise AssertionError("unreachable")
+
+    def _isolate(
+        self,
+        records: Sequence[SourceRecord],
+        default_recorded_at: datetime,
+        before_commit: BeforeCommit | None,
+        refused: StoreRefused,
+    ) -> BatchResult:
+        if len(records) == 1:
+            return self._refuse(records[0], default_recorded_at, before_commit, refused)
+        # Halves in order, each its own transaction, so positions only ever move forward;
+        # the half holding the bad record is bisected again, log2(batch) levels at most.
+        mid = len(records) // 2
+        left = self.apply_batch(records[:mid], default_recorded_at, before_commit=before_commit)
+        right = self.apply_batch(records[mid:], default_recorded_at, before_commit=before_commit)
+        return left.merged(right)
+
+    def _refuse(
+        self,
+        record: SourceRecord,
+        default_recorded_at: datetime,
+        before_commit: BeforeCommit | None,
+        refused: StoreRefused,
+    ) -> BatchResult:
+        with self.store.transaction() as tx:
+            stored = tx.lock_positions({(record.source, record.partition)})
+            plan = plan_refusal(record, stored, refused.reason, default_recorded_at)
+            tx.write(plan)
+            if before_commit is not None:
+                before_commit(plan.dead_letters)
+        return plan.result()
+
+    def _apply_once(
+        self,
+        records: Sequence[SourceRecord],
+        default_recorded_at: datetime,
+        before_commit: BeforeCommit | None,
+    ) -> BatchResult:
         touched: list[str] = []
         try:
             with self.store.transaction() as tx:

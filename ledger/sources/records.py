@@ -34,13 +34,29 @@ class SourceRecord:
 REASON_CHARS = 500
 
 
+def _storable(value: str | None, max_chars: int) -> str | None:
+    """An id a dead letter can keep in its own column: one that did not fit there is still
+    in the raw input, and a dead letter must never be refused itself."""
+    if value is None or len(value) > max_chars or "\x00" in value:
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def bounded(text: str, limit: int = REASON_CHARS) -> str:
-    """`text` on one line and at most `limit` characters: reasons quote the input, and the
-    input may be a megabyte of anything."""
+    """`text` on one line and at most `limit` characters, every character storable and
+    printable: reasons quote the input, and the input may be a megabyte of anything."""
+    size = len(text)
+    text = text[: limit * 2]  # nothing past this can be kept; keep the work bounded too
+    text = text.encode("utf-8", "backslashreplace").decode()
+    text = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
     one_line = " ".join(text.split())
-    if len(one_line) <= limit:
+    if size <= limit and len(one_line) <= limit:
         return one_line
-    return one_line[: limit - 30] + f"… ({len(one_line):,} characters)"
+    return one_line[: limit - 30] + f"… ({size:,} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +74,7 @@ class DeadLetter:
         event_id: str | None = None,
         user_id: str | None = None,
     ) -> DeadLetter:
-        return cls(record, bounded(reason), event_id, user_id)
+        return cls(record, bounded(reason), _storable(event_id, 36), _storable(user_id, 200))
 
     def raw(self, limit: int) -> tuple[bytes, int]:
         """The raw input cut to `limit` bytes, and its full size."""

@@ -27,7 +27,15 @@ def _alembic_config() -> Config:
     return cfg
 
 
+def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    # pysqlite's own transaction handling cannot BEGIN IMMEDIATE; with its isolation level
+    # off (below) the transaction starts here, as the connection's options ask.
+    mode = conn.get_execution_options().get("ledger_sqlite_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    dbapi_connection.isolation_level = None  # transactions begin in _sqlite_begin
     # WAL lets queries read while a replay writes; NORMAL sync is durable at each commit
     # in WAL mode except on power loss, which the stored source positions make safe.
     cursor = dbapi_connection.cursor()
@@ -53,12 +61,17 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
         parent = Path(parsed.database).expanduser().resolve().parent
         if not parent.is_dir():
             raise StoreError(f"cannot open database {url}: directory {parent} does not exist")
+    sqlite = parsed.get_backend_name() == "sqlite"
+    # A writer waits this long for another's SQLite write lock (a batch, or a migration of
+    # a large store) before it counts as contention.
+    connect_args = {"timeout": 60.0} if sqlite else {}
     try:
-        engine = create_engine(parsed, future=True)
+        engine = create_engine(parsed, future=True, connect_args=connect_args)
     except (ArgumentError, ImportError) as exc:
         raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
-    if parsed.get_backend_name() == "sqlite":
+    if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect() as conn:
             if migrate:
@@ -84,25 +97,23 @@ _MIGRATION_LOCK = 0x4C454447  # "LEDG"
 
 
 def _upgrade(conn) -> None:  # type: ignore[no-untyped-def]
-    if current_revision(conn) == head_revision():
+    at_head = current_revision(conn) == head_revision()
+    conn.rollback()
+    if at_head:
         return
-    # Several consumers may start at once on an empty database: on PostgreSQL one
-    # migrates while the others wait; SQLite's write lock serialises them, and a loser
-    # finds the work done when it looks again.
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+    # Several processes may start at once on an empty database: one migrates while the
+    # others wait for its lock (SQLite's write lock, PostgreSQL's advisory lock), then
+    # find the work done when they look again inside the lock.
+    conn.execution_options(ledger_sqlite_begin="IMMEDIATE")
+    with conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         if current_revision(conn) == head_revision():
-            conn.commit()
             return
-    cfg = _alembic_config()
-    cfg.attributes["connection"] = conn
-    try:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-        conn.commit()
-    except SQLAlchemyError:
-        conn.rollback()
-        if current_revision(conn) != head_revision():
-            raise
+    conn.execution_options(ledger_sqlite_begin="DEFERRED")
 
 
 def upgrade(url: str) -> tuple[str | None, str | None]:

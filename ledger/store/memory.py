@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
+from ledger.app.ports import StoreConflict
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
 
@@ -87,7 +88,7 @@ class MemoryTransaction:
 
 
 class MemoryStore:
-    def __init__(self, *, dead_letter_raw_bytes: int = 1 << 20) -> None:
+    def __init__(self, *, dead_letter_raw_bytes: int = 4 << 20) -> None:
         self._state = _State()
         self._lock = threading.Lock()
         self.raw_limit = dead_letter_raw_bytes
@@ -146,7 +147,22 @@ class MemoryStore:
         return list(self._state.dead_letters)
 
 
+def _check_keys(state: _State, plan: BatchPlan) -> None:
+    """The SQL store's unique keys, checked the same way: an event id recorded already, or
+    a user's sequence number taken, means another writer got there first."""
+    last: dict[str, int] = {}
+    for applied in plan.events:
+        obs = applied.observation
+        if obs.event_id in state.events:
+            raise StoreConflict(f"event {obs.event_id} was recorded by another writer")
+        expected = last.get(obs.user_id, len(state.user_events.get(obs.user_id, ()))) + 1
+        if applied.seq != expected:
+            raise StoreConflict(f"user {obs.user_id} has moved on past event {expected - 1}")
+        last[obs.user_id] = expected
+
+
 def _apply(state: _State, plan: BatchPlan, raw_limit: int) -> None:
+    _check_keys(state, plan)
     for applied in plan.events:
         state.events[applied.observation.event_id] = applied
         state.user_events.setdefault(applied.observation.user_id, []).append(

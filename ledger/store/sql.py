@@ -10,8 +10,16 @@ from typing import Any, assert_never
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 
 from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
+from ledger.app.ports import StoreConflict, StoreRefused, StoreUnavailable
 from ledger.domain.events import Relocated, TermsAccepted
 from ledger.domain.facts import (
     Observation,
@@ -252,7 +260,12 @@ def dead_letter_values(plan: BatchPlan, raw_limit: int) -> list[dict[str, Any]]:
 def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     """All writes of one batch; the caller owns the transaction."""
     if plan.events:
-        conn.execute(events.insert(), [event_values(a) for a in plan.events])
+        # In key order, so two writers that share users take their row locks in the same
+        # order and one waits for the other instead of deadlocking.
+        rows = sorted(
+            (event_values(a) for a in plan.events), key=lambda r: (r["user_id"], r["seq"])
+        )
+        conn.execute(events.insert(), rows)
     # History rows are addressed by (user_id, valid_from, recorded_at): a user's believed
     # rows never share valid_from, and rows with an empty record interval are never kept,
     # so the triple is unique without the store handing ids back.
@@ -274,7 +287,12 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
         conn.execute(
             assignment_history.insert(), [history_row_values(u, row) for u, row in plan.new_rows]
         )
-    _upsert(conn, users, [user_values(s, at) for s, at in plan.users], ["user_id"])
+    _upsert(
+        conn,
+        users,
+        sorted((user_values(s, at) for s, at in plan.users), key=lambda r: r["user_id"]),
+        ["user_id"],
+    )
     if plan.dead_letters:
         conn.execute(dead_letters.insert(), dead_letter_values(plan, raw_limit))
     _upsert(
@@ -333,22 +351,68 @@ class SqlTransaction:
 class SqlStore:
     """The batch store on a SQLAlchemy engine (see `ledger.store.database.open_engine`)."""
 
-    def __init__(self, engine: Engine, *, dead_letter_raw_bytes: int = 1 << 20) -> None:
+    def __init__(self, engine: Engine, *, dead_letter_raw_bytes: int = 4 << 20) -> None:
         self.engine = engine
         self.raw_limit = dead_letter_raw_bytes
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
-        with self.engine.begin() as conn:
-            yield SqlTransaction(conn, self.raw_limit)
+        with translated_errors(), self.engine.connect() as conn:
+            # SQLite: take the write lock before the first read, so two writers never
+            # plan from the same snapshot (PostgreSQL ignores the option; there the
+            # unique (user_id, seq) key turns a stale plan into a conflict).
+            conn.execution_options(ledger_sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield SqlTransaction(conn, self.raw_limit)
 
     def stored_positions(self, source: str) -> dict[int, int]:
-        with self.engine.connect() as conn:
+        with translated_errors(), self.engine.connect() as conn:
             return stored_positions(conn, source)
 
     def assignment_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with translated_errors(), self.engine.connect() as conn:
             rows = conn.execute(
                 select(users.c.assignment, func.count()).group_by(users.c.assignment)
             )
             return {(a or "not signed up"): n for a, n in rows}
+
+
+@contextmanager
+def translated_errors() -> Iterator[None]:
+    """SQLAlchemy's errors as the port's three kinds (`ledger.app.ports`)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        # The planner never writes one event id or one (user, seq) twice, so a violated
+        # unique key means another writer committed them first; any other integrity
+        # error (a check, a trigger) is the database refusing the data.
+        if _unique_violation(exc):
+            raise StoreConflict(f"another writer got there first: {_reason(exc)}") from exc
+        raise StoreRefused(_reason(exc)) from exc
+    except OperationalError as exc:
+        if _contention(exc):
+            raise StoreConflict(f"another writer holds the rows: {_reason(exc)}") from exc
+        raise StoreUnavailable(f"the database failed: {_reason(exc)}") from exc
+    except InterfaceError as exc:
+        raise StoreUnavailable(f"the database failed: {_reason(exc)}") from exc
+    except (DataError, UnicodeError, ValueError, OverflowError) as exc:
+        raise StoreRefused(_reason(exc)) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The database's own words, one line."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
+
+
+def _unique_violation(exc: IntegrityError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None)
+    return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
+
+
+def _contention(exc: OperationalError) -> bool:
+    """Lost a race with another writer rather than lost the database: SQLite's busy lock
+    (after its timeout), PostgreSQL's deadlock and serialization failures."""
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in ("40P01", "40001") or "database is locked" in str(exc.orig)
