@@ -153,7 +153,10 @@ def birth_dates(
 
 def channels() -> st.SearchStrategy[str]:
     """Signup channels: the four known ones, or any other non-empty string."""
-    other = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
+    # Valid channels only: NUL is refused by the event model (no store can hold it).
+    other = st.text(
+        st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=20
+    )
     return st.one_of(st.sampled_from(KNOWN_CHANNELS), other)
 
 

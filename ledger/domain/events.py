@@ -3,18 +3,25 @@ into an `Event`, and the flat fields of a payload. The JSON and Avro forms are c
 (`ledger.codecs`) built on `build_event` and `payload_fields`.
 
 Pure: no I/O. Validation never raises anything but `EventError`, whose message says what
-is wrong in one line; callers add the source position.
+is wrong in one line, names the field and quotes at most a short piece of the value
+(`limits.quote`); callers add the source position. It is complete: an `Event` it returns
+can be stored by every store as it is, so nothing fails later in a batch. Text fields are
+non-empty, within the column sizes of `ledger.domain.limits`, free of NUL (PostgreSQL text
+cannot hold it) and encodable as UTF-8 (no lone surrogates); instants are within
+`limits.EARLIEST_INSTANT` and `limits.LATEST_INSTANT`.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal, assert_never, cast, get_args
 
 import pycountry
 
+from ledger.domain import limits
+from ledger.domain.limits import quote
 from ledger.domain.time import parse_instant, truncate_ms
 from ledger.errors import LedgerError
 
@@ -81,72 +88,148 @@ class Event:
 
 # --- validation shared by the JSON and Avro decoders -------------------------------------
 
+# Record times are Kafka record timestamps (or stand for them in exports), which are
+# milliseconds since this instant and never negative: an earlier one could not be published.
+RECORD_TIME_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+_RANGE = f"{limits.EARLIEST_INSTANT.date()} to {limits.LATEST_INSTANT.date()} UTC"
 
-def _require_str(obj: dict[str, Any], key: str) -> str:
-    if key not in obj or obj[key] is None:
-        raise EventError(f"missing field {key!r}")
-    value = obj[key]
+
+def type_name(value: object) -> str:
+    """The JSON name of a value's type, for "must be a string, got …" messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def check_text(name: str, value: object, max_chars: int | None = None) -> str:
+    """`value` as a string the stores can hold, or EventError naming `name`."""
     if not isinstance(value, str):
-        raise EventError(f"field {key!r} must be a string, got {type(value).__name__}")
+        raise EventError(f"field {name!r} must be a string, got {type_name(value)}")
     if not value:
-        raise EventError(f"field {key!r} is empty")
+        raise EventError(f"field {name!r} is empty")
+    if max_chars is not None and len(value) > max_chars:
+        raise EventError(
+            f"field {name!r} is {len(value):,} characters, over the limit of {max_chars:,}: "
+            f"{quote(value)}"
+        )
+    if "\x00" in value:
+        raise EventError(f"field {name!r} contains a NUL character: {quote(value)}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise EventError(
+                f"field {name!r} contains a lone surrogate, which UTF-8 cannot encode: "
+                f"{quote(value)}"
+            ) from None
     return value
+
+
+def _require_str(obj: dict[str, Any], key: str, max_chars: int = 1 << 62) -> str:
+    value = obj.get(key)
+    # The common case in a few C calls: this runs for every field of every event replayed.
+    if (
+        type(value) is str
+        and value
+        and len(value) <= max_chars
+        and value.isascii()
+        and "\x00" not in value
+    ):
+        return value
+    if value is None:
+        raise EventError(f"missing field {key!r}")
+    return check_text(key, value, max_chars)
 
 
 def _event_id(value: str) -> str:
     try:
+        # Always 36 characters afterwards (limits.EVENT_ID_CHARS), whichever form came in.
         return str(uuid.UUID(value))
     except ValueError:
-        raise EventError(f"event_id {value!r} is not a UUID") from None
+        raise EventError(f"event_id {quote(value)} is not a UUID") from None
 
 
 def _country(value: str) -> str:
     if len(value) != 2 or not value.isupper() or pycountry.countries.get(alpha_2=value) is None:
-        raise EventError(f"country {value!r} is not an ISO 3166-1 alpha-2 code")
+        raise EventError(f"country {quote(value)} is not an ISO 3166-1 alpha-2 code")
     return value
 
 
 def _evidence(value: str) -> EvidenceKind:
     if value not in EVIDENCE_KINDS:
-        raise EventError(f"evidence {value!r} is not one of {', '.join(EVIDENCE_KINDS)}")
+        raise EventError(f"evidence {quote(value)} is not one of {', '.join(EVIDENCE_KINDS)}")
     return value  # type: ignore[return-value]
 
 
 def _birth_date(value: Any) -> date | None:
     if value is None:
         return None
-    if isinstance(value, date):
+    if isinstance(value, date) and not isinstance(value, datetime):
         return value
     if not isinstance(value, str):
-        raise EventError(f"birth_date must be an ISO date string, got {type(value).__name__}")
+        raise EventError(f"birth_date must be an ISO date string, got {type_name(value)}")
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise EventError(f"birth_date {value!r} is not an ISO date (YYYY-MM-DD)") from None
+        raise EventError(f"birth_date {quote(value)} is not an ISO date (YYYY-MM-DD)") from None
 
 
-def _occurred_at(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise EventError("occurred_at has no UTC offset")
-        return truncate_ms(value)
-    if not isinstance(value, str):
-        raise EventError(f"occurred_at must be an ISO 8601 string, got {type(value).__name__}")
+def check_instant(name: str, value: Any) -> datetime:
+    """An instant field (ISO 8601 text, or an aware datetime from a decoder) as aware UTC
+    with millisecond precision, or EventError naming `name`."""
+    if value is None:
+        raise EventError(f"missing field {name!r}")
+    if not isinstance(value, datetime | str):
+        raise EventError(f"{name} must be an ISO 8601 string, got {type_name(value)}")
     try:
-        return parse_instant(value)
+        instant = truncate_ms(value) if isinstance(value, datetime) else parse_instant(value)
     except ValueError as exc:
-        raise EventError(f"occurred_at: {exc}") from None
+        raise EventError(f"{name}: {exc}") from None
+    if not limits.EARLIEST_INSTANT <= instant <= limits.LATEST_INSTANT:
+        raise EventError(
+            f"{name} {quote(value if isinstance(value, str) else instant.isoformat())} is "
+            f"outside the range the ledger keeps, {_RANGE}"
+        )
+    return instant
+
+
+def check_recorded_at(value: Any) -> datetime | None:
+    """The optional record time an exported event carries (None when absent)."""
+    if value is None:
+        return None
+    recorded_at = check_instant("recorded_at", value)
+    if recorded_at < RECORD_TIME_MIN:
+        raise EventError(
+            f"recorded_at {quote(value if isinstance(value, str) else recorded_at.isoformat())} "
+            "is before 1970-01-01T00:00:00Z: record times are Kafka timestamps, which "
+            "cannot be negative"
+        )
+    return recorded_at
 
 
 def build_event(fields: dict[str, Any]) -> Event:
     """Validate flat fields (JSON form, or Avro envelope flattened) into an `Event`."""
-    event_type = _require_str(fields, "type")
+    event_type = _require_str(fields, "type", limits.EVENT_TYPE_CHARS)
     if event_type not in PAYLOAD_CLASSES:
-        raise EventError(f"unknown event type {event_type!r} (expected {', '.join(EVENT_TYPES)})")
+        raise EventError(
+            f"unknown event type {quote(event_type)} (expected {', '.join(EVENT_TYPES)})"
+        )
     return Event(
         event_id=_event_id(_require_str(fields, "event_id")),
-        user_id=_require_str(fields, "user_id"),
-        occurred_at=_occurred_at(fields.get("occurred_at")),
+        user_id=_require_str(fields, "user_id", limits.USER_ID_CHARS),
+        occurred_at=check_instant("occurred_at", fields.get("occurred_at")),
         payload=_payload(cast(EventType, event_type), fields),
     )
 
@@ -155,19 +238,23 @@ def _payload(event_type: EventType, fields: dict[str, Any]) -> Payload:
     match event_type:
         case "SignedUp":
             return SignedUp(
-                phone=_require_str(fields, "phone"),
-                channel=_require_str(fields, "channel"),
+                phone=_require_str(fields, "phone", limits.PHONE_CHARS),
+                channel=_require_str(fields, "channel", limits.CHANNEL_CHARS),
                 birth_date=_birth_date(fields.get("birth_date")),
             )
         case "PhoneChanged":
-            return PhoneChanged(phone=_require_str(fields, "phone"))
+            return PhoneChanged(phone=_require_str(fields, "phone", limits.PHONE_CHARS))
         case "Relocated":
+            # Both are checked against closed sets, which fit limits.COUNTRY_CHARS and
+            # limits.EVIDENCE_CHARS; their messages name the set.
             return Relocated(
                 country=_country(_require_str(fields, "country")),
                 evidence=_evidence(_require_str(fields, "evidence")),
             )
         case "TermsAccepted":
-            return TermsAccepted(tos_version=_require_str(fields, "tos_version"))
+            return TermsAccepted(
+                tos_version=_require_str(fields, "tos_version", limits.TOS_VERSION_CHARS)
+            )
         case _:
             assert_never(event_type)
 

@@ -3,6 +3,10 @@
 A file's source key is the SHA-256 of its content, so the stored position belongs to
 exactly that content: replaying the same file again skips what was applied, and a
 different file at the same path starts from the beginning.
+
+Reading is streamed with bounded memory whatever the file holds: a JSON line longer than
+`Limits.event_bytes` is never held whole (it is dead-lettered with its size and its first
+bytes) and Avro blocks and records are bounded the same way (`AvroCodec.read_container`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
+from ledger.config import Limits
 from ledger.domain.events import Event, EventError
 from ledger.errors import LedgerError
 from ledger.sources.records import SourceRecord
@@ -46,45 +52,114 @@ def source_key(path: Path) -> str:
     return f"file:{digest.hexdigest()}"
 
 
+# The rest of an over-long line is read past in pieces of this size, never held.
+_SKIP_CHUNK = 1 << 16
+
+
+def display_name(path: Path) -> str:
+    """The file name as positions show it. A name that is not UTF-8 arrives with lone
+    surrogates (Python's surrogateescape), which no database can store: they are written
+    as escapes instead."""
+    name = path.name
+    return name if name.isascii() else name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def read_records(
-    path: Path, key: str, start: int = 0, codec: AvroCodec | None = None
+    path: Path,
+    key: str,
+    start: int = 0,
+    codec: AvroCodec | None = None,
+    *,
+    limits: Limits | None = None,
 ) -> Iterator[tuple[SourceRecord, int]]:
-    """Records from offset `start` on, each with the byte offset reached (for progress)."""
+    """Records from offset `start` on, each with the byte offset reached (for progress).
+    Never raises for what the file holds: bad input is a record whose `decoded` is the
+    EventError. `limits` defaults to `Limits()`."""
     check_path(path)
+    limits = limits or Limits()
     if path.suffix == ".jsonl":
-        yield from _jsonl(path, key, start)
+        yield from _jsonl(path, key, start, limits)
     else:
-        yield from _avro(path, key, start, codec or AvroCodec())
+        yield from _avro(path, key, start, codec or AvroCodec(), limits)
 
 
-def _jsonl(path: Path, key: str, start: int) -> Iterator[tuple[SourceRecord, int]]:
+def _jsonl(path: Path, key: str, start: int, limits: Limits) -> Iterator[tuple[SourceRecord, int]]:
+    name = display_name(path)
+    limit = limits.event_bytes
     done = 0
+    index = -1
     with path.open("rb") as fo:
-        for index, line in enumerate(fo):
+        while True:
+            # One byte over the limit tells a line over it from one that fits exactly.
+            line = fo.readline(limit + 1)
+            if not line:
+                return
+            index += 1
             done += len(line)
+            oversize = 0
+            if len(line) > limit and not line.endswith(b"\n"):
+                if line.endswith(b"\r") and fo.peek(1)[:1] == b"\n":
+                    line += fo.read(1)  # CRLF after exactly `limit` bytes: it fits
+                    done += 1
+                else:
+                    rest, tail = _skip_line(fo, line[-2:])
+                    done += rest
+                    oversize = len(line) + rest - _eol_length(tail)
             if index < start:
                 continue
-            raw = line.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            try:
-                decoded: object = event_from_json_line(raw)
-            except EventError as exc:
-                decoded = exc
+            if oversize:
+                # What was read anyway (the line's size is in the reason): no more memory
+                # than a line within the limit takes.
+                raw = line[: limits.dead_letter_raw_bytes]
+                decoded: object = EventError(
+                    f"line is {oversize:,} bytes, over the limit of {limit:,} bytes"
+                )
+            else:
+                raw = line.rstrip(b"\r\n")
+                if not raw.strip():
+                    continue
+                try:
+                    decoded = event_from_json_line(raw)
+                except EventError as exc:
+                    decoded = exc
+            size = oversize or len(raw)
             yield (
-                SourceRecord(key, 0, index, f"{path.name}:{index + 1}", raw, decoded),  # type: ignore[arg-type]
+                SourceRecord(key, 0, index, f"{name}:{index + 1}", raw, decoded, size),  # type: ignore[arg-type]
                 done,
             )
 
 
-def _avro(path: Path, key: str, start: int, codec: AvroCodec) -> Iterator[tuple[SourceRecord, int]]:
+def _skip_line(fo: IO[bytes], tail: bytes) -> tuple[int, bytes]:
+    """Read past the rest of the current line in bounded pieces: how many bytes that was,
+    and the line's last two bytes (`tail`: the last two read before)."""
+    skipped = 0
+    while piece := fo.readline(_SKIP_CHUNK):
+        skipped += len(piece)
+        tail = (tail + piece)[-2:]
+        if piece.endswith(b"\n"):
+            break
+    return skipped, tail
+
+
+def _eol_length(tail: bytes) -> int:
+    if tail.endswith(b"\r\n"):
+        return 2
+    return 1 if tail.endswith(b"\n") else 0
+
+
+def _avro(
+    path: Path, key: str, start: int, codec: AvroCodec, limits: Limits
+) -> Iterator[tuple[SourceRecord, int]]:
+    name = display_name(path)
     with path.open("rb") as fo:
-        for index, decoded in codec.read_container(fo):
+        for index, decoded in codec.read_container(
+            fo, max_record_bytes=limits.event_bytes, max_block_bytes=limits.avro_block_bytes
+        ):
             if index < start and not isinstance(decoded, EventError):
                 continue
             # A container record has no raw bytes of its own (SourceRecord.raw_bytes).
             yield (
-                SourceRecord(key, 0, index, f"{path.name}#{index}", b"", decoded),
+                SourceRecord(key, 0, index, f"{name}#{index}", b"", decoded),
                 fo.tell(),
             )
 

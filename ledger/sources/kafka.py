@@ -19,14 +19,18 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import MessageSizeTooLargeError
+from kafka.errors import (
+    MessageSizeTooLargeError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 
 from ledger.codecs.avro import AvroCodec
-from ledger.config import KafkaSettings
-from ledger.domain.events import EventError
+from ledger.config import KafkaSettings, Limits
+from ledger.domain.events import EventError, check_recorded_at
 from ledger.domain.time import from_millis, to_millis
 from ledger.sources.files import SourceError
-from ledger.sources.records import DeadLetter, SourceRecord
+from ledger.sources.records import DeadLetter, SourceIdentity, SourceRecord
 
 # Header names on dead letters, so an operator can find the original record.
 DLQ_REASON = "ledger.reason"
@@ -37,6 +41,81 @@ DLQ_OFFSET = "ledger.source.offset"
 
 class KafkaSourceError(SourceError):
     """The topic cannot be read as asked (no such topic, no watermark, bad offsets)."""
+
+
+class TopicChanged(KafkaSourceError):
+    """The topic is not the one the stored positions belong to (recreated, truncated or
+    replaced): reading on would skip or repeat records without anyone noticing."""
+
+    def __init__(self, topic: str, what: str) -> None:
+        super().__init__(
+            f"topic {topic!r} {what}; its stored positions belong to an earlier incarnation, "
+            "so reading on could skip events. Choices: stop and find out what happened to "
+            "the topic, or run again with --reset-positions to forget the stored positions "
+            "and read the topic from the beginning (events applied before are recognised by "
+            "event id and not applied twice)"
+        )
+
+
+def topic_identity(consumer: KafkaConsumer, topic: str) -> SourceIdentity:
+    """The topic as the cluster describes it now. The topic id comes from the metadata the
+    consumer already holds (Metadata v10+, Kafka 2.8+; None from older brokers)."""
+    partitions = partitions_of(consumer, topic)
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    topic_id = cluster.topic_id(topic) if cluster is not None else None
+    return SourceIdentity(str(topic_id) if topic_id else None, len(partitions))
+
+
+def check_identity(
+    topic: str,
+    stored: SourceIdentity | None,
+    current: SourceIdentity,
+    positions: Mapping[int, int],
+) -> None:
+    """Raise TopicChanged when the stored positions cannot belong to the topic as it is."""
+    if (
+        stored is not None
+        and stored.topic_id
+        and current.topic_id
+        and stored.topic_id != current.topic_id
+    ):
+        raise TopicChanged(
+            topic, f"was recreated (topic id {stored.topic_id}, now {current.topic_id})"
+        )
+    if stored is not None and stored.partition_count != current.partition_count:
+        raise TopicChanged(
+            topic,
+            f"has {current.partition_count} partitions, the stored positions were taken "
+            f"from {stored.partition_count}",
+        )
+    beyond = sorted(p for p in positions if p >= current.partition_count)
+    if beyond:
+        raise TopicChanged(topic, f"has no partition {beyond[0]} any more")
+
+
+def cached_identity(consumer: KafkaConsumer, topic: str) -> SourceIdentity | None:
+    """The topic as the consumer's metadata last described it, without asking the broker
+    (cheap enough for every poll); None when the metadata does not know the topic."""
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    if cluster is None:
+        return None
+    partitions = cluster.partitions_for_topic(topic)
+    if not partitions:
+        return None
+    topic_id = cluster.topic_id(topic)
+    return SourceIdentity(str(topic_id) if topic_id else None, len(partitions))
+
+
+def check_not_truncated(topic: str, partition: int, position: int, highwater: int | None) -> None:
+    """A consumer's position past a partition's high watermark: the log it was reading is
+    gone (truncated, or the topic recreated empty). Left alone, the consumer would wait at
+    that offset while new events pile up below it, reporting a lag of zero."""
+    if highwater is not None and position > highwater:
+        raise TopicChanged(
+            topic,
+            f"partition {partition} ends at offset {highwater}, below the stored position "
+            f"{position}",
+        )
 
 
 def source_key(topic: str) -> str:
@@ -65,21 +144,42 @@ def make_consumer(kafka: KafkaSettings, **extra: Any) -> KafkaConsumer:
         bootstrap_servers=kafka.require_bootstrap(),
         bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
         enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        # Every reader seeks explicitly (stored position, time, or the beginning). An
+        # offset the broker no longer has must be an error, not a silent jump to the
+        # earliest record, which stored positions would then skip.
+        auto_offset_reset="none",
+        # A reader never creates the topic it reads: a topic that vanished (a broker
+        # restarted empty) would come back with the broker's default partition count.
+        allow_auto_create_topics=False,
         **{**extra, **kafka.client},
     )
 
 
-def to_source_record(msg: ConsumerRecord, codec: AvroCodec) -> SourceRecord:
+def to_source_record(
+    msg: ConsumerRecord, codec: AvroCodec, *, limits: Limits | None = None
+) -> SourceRecord:
     """Record time is the Kafka record timestamp (RULES.md), so two replays of one topic
-    build the same bitemporal history."""
+    build the same bitemporal history. Never raises: a value over `limits.event_bytes`, an
+    undecodable value or a timestamp that is no record time (Kafka's -1 "none", or outside
+    the range `check_recorded_at` keeps) is a record whose `decoded` is the EventError."""
+    max_bytes = (limits or Limits()).event_bytes
     decoded: tuple[Any, datetime | None] | EventError
     if msg.value is None:
         decoded = EventError("empty message (tombstone), not an event")
+    elif len(msg.value) > max_bytes:
+        decoded = EventError(
+            f"message is {len(msg.value):,} bytes, over the limit of {max_bytes:,} bytes"
+        )
     else:
         try:
             event, _ = codec.decode(msg.value)
-            decoded = (event, from_millis(msg.timestamp))
+            if not isinstance(msg.timestamp, int) or msg.timestamp < 0:
+                # Record time comes from the log, never the clock: without one, no event.
+                raise EventError(f"Kafka record timestamp {msg.timestamp!r} is not an instant")
+            try:
+                decoded = (event, check_recorded_at(from_millis(msg.timestamp)))
+            except ValueError as exc:  # EventError is one too
+                raise EventError(f"Kafka record timestamp {msg.timestamp}: {exc}") from None
         except EventError as exc:
             decoded = exc
     return SourceRecord(
@@ -190,9 +290,12 @@ def read_topic(
     *,
     max_records: int = 5000,
     watermark_timeout_s: float = 30.0,
+    stored: Mapping[int, int] | None = None,
 ) -> Iterator[list[ConsumerRecord]]:
     """Batches of a topic's records from `start` up to the high watermark of each
-    partition as first reported by the broker, then stop."""
+    partition as first reported by the broker, then stop. `stored` are the positions the
+    store holds for the topic: one past a partition's end means the topic was truncated
+    or recreated (TopicChanged), wherever `start` begins."""
     parts = partitions_of(consumer, topic)
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
@@ -215,10 +318,15 @@ def read_topic(
     end: dict[TopicPartition, int] = {}
     deadline = time.monotonic() + watermark_timeout_s
     while True:
-        polled = consumer.poll(timeout_ms=500, max_records=max_records)
+        try:
+            polled = consumer.poll(timeout_ms=500, max_records=max_records)
+        except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
+            raise TopicChanged(topic, f"has no record at a requested offset ({exc})") from None
         for tp in tps:
             if tp not in end and consumer.highwater(tp) is not None:
                 end[tp] = consumer.highwater(tp)
+                floor = (stored or {}).get(tp.partition, 0)
+                check_not_truncated(topic, tp.partition, floor, end[tp])
         batch = [
             r
             for tp, records in polled.items()

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from ledger.codecs.jsonl import event_to_json_line
 from ledger.domain.events import Event, EventError
+from ledger.domain.limits import EVENT_ID_CHARS, USER_ID_CHARS
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,9 @@ class SourceRecord:
     position: str  # for people: "events.jsonl:17", "account-events[3]@1234"
     raw: bytes
     decoded: tuple[Event, datetime | None] | EventError
+    # The input's full size where `raw` holds only its start (a line over the size limit,
+    # read no further); None: `raw` is all of it.
+    size: int | None = None
 
     @property
     def raw_bytes(self) -> bytes:
@@ -74,9 +78,24 @@ class DeadLetter:
         event_id: str | None = None,
         user_id: str | None = None,
     ) -> DeadLetter:
-        return cls(record, bounded(reason), _storable(event_id, 36), _storable(user_id, 200))
+        return cls(
+            record,
+            bounded(reason),
+            _storable(event_id, EVENT_ID_CHARS),
+            _storable(user_id, USER_ID_CHARS),
+        )
 
     def raw(self, limit: int) -> tuple[bytes, int]:
         """The raw input cut to `limit` bytes, and its full size."""
         raw = self.record.raw_bytes
-        return raw[:limit], len(raw)
+        return raw[:limit], self.record.size or len(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceIdentity:
+    """Which incarnation of a source stored positions belong to. A Kafka topic that was
+    deleted and created again has a new topic id (brokers with topic ids) and may have
+    another partition count; positions of the old one mean nothing in the new one."""
+
+    topic_id: str | None
+    partition_count: int

@@ -64,7 +64,9 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     sqlite = parsed.get_backend_name() == "sqlite"
     # A writer waits this long for another's SQLite write lock (a batch, or a migration of
     # a large store) before it counts as contention.
-    connect_args = {"timeout": 60.0} if sqlite else {}
+    # PostgreSQL: sessions in UTC, whatever the server's default, so every stored instant
+    # reads back (an instant near year 1 or 9999 may not exist in another zone).
+    connect_args = {"timeout": 60.0} if sqlite else {"options": "-c timezone=UTC"}
     try:
         engine = create_engine(parsed, future=True, connect_args=connect_args)
     except (ArgumentError, ImportError) as exc:

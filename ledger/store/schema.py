@@ -25,6 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from ledger.domain import limits
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every backend.
@@ -68,20 +70,20 @@ metadata = MetaData()
 events = Table(
     "events",
     metadata,
-    Column("event_id", String(36), primary_key=True),
-    Column("user_id", String(200), nullable=False),
+    Column("event_id", String(limits.EVENT_ID_CHARS), primary_key=True),
+    Column("user_id", String(limits.USER_ID_CHARS), nullable=False),
     Column("occurred_at", UTCDateTime(), nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
-    Column("type", String(20), nullable=False),
+    Column("type", String(limits.EVENT_TYPE_CHARS), nullable=False),
     # Phone numbers are reduced: region, validity and a keyed hash, never the number.
     Column("phone_region", String(3)),
     Column("phone_valid", Boolean),
     Column("phone_hash", String(64)),
-    Column("channel", String(100)),
+    Column("channel", String(limits.CHANNEL_CHARS)),
     Column("birth_date", Date),
-    Column("country", String(2)),
-    Column("evidence", String(20)),
-    Column("tos_version", String(100)),
+    Column("country", String(limits.COUNTRY_CHARS)),
+    Column("evidence", String(limits.EVIDENCE_CHARS)),
+    Column("tos_version", String(limits.TOS_VERSION_CHARS)),
     Column("source", Text, nullable=False),
     Column("position", Text, nullable=False),
     # The user's applied events counted in application order (1, 2, ...). Two writers that
@@ -95,9 +97,9 @@ events = Table(
 users = Table(
     "users",
     metadata,
-    Column("user_id", String(200), primary_key=True),
+    Column("user_id", String(limits.USER_ID_CHARS), primary_key=True),
     Column("signup_at", UTCDateTime()),
-    Column("channel", String(100)),
+    Column("channel", String(limits.CHANNEL_CHARS)),
     Column("birth_date", Date),
     Column("signup_phone_region", String(3)),
     Column("signup_phone_valid", Boolean),
@@ -105,9 +107,9 @@ users = Table(
     Column("current_phone_region", String(3)),
     Column("current_phone_valid", Boolean),
     Column("current_phone_hash", String(64)),
-    Column("residence", String(2)),
-    Column("ip_country", String(2)),
-    Column("tos_version", String(100)),
+    Column("residence", String(limits.COUNTRY_CHARS)),
+    Column("ip_country", String(limits.COUNTRY_CHARS)),
+    Column("tos_version", String(limits.TOS_VERSION_CHARS)),
     # The latest history entry (valid time): the assignment "from now on".
     Column("assignment", String(40)),
     Column("policy", String(100)),
@@ -122,7 +124,7 @@ assignment_history = Table(
     "assignment_history",
     metadata,
     Column("id", ROW_ID, primary_key=True, autoincrement=True),
-    Column("user_id", String(200), nullable=False),
+    Column("user_id", String(limits.USER_ID_CHARS), nullable=False),
     Column("valid_from", UTCDateTime(), nullable=False),
     Column("valid_to", UTCDateTime()),
     Column("assignment", String(40), nullable=False),
@@ -158,8 +160,8 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("raw", LargeBinary, nullable=False),  # bounded (Limits.dead_letter_raw_bytes)
     Column("raw_size", BigInteger, nullable=False),  # of the input before bounding
-    Column("event_id", String(36)),
-    Column("user_id", String(200)),
+    Column("event_id", String(limits.EVENT_ID_CHARS)),
+    Column("user_id", String(limits.USER_ID_CHARS)),
     Column("recorded_at", UTCDateTime(), nullable=False),
     Column("partition", Integer),  # the source position, for a redrive
     Column("offset", BigInteger),
