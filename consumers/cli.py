@@ -9,15 +9,28 @@ from typing import Annotated
 
 import typer
 
+from ledger.cli import signals
 from ledger.cli.common import (
     BootstrapOption,
     DbOption,
     TopicOption,
+    escape_control,
     kafka_errors,
     projector,
     settings,
     tune_gc_for_streaming,
+    warn_if_dev_phone_key,
 )
+from ledger.errors import UsageError
+
+
+class PlainFormatter(logging.Formatter):
+    """Log lines quote input (dead-letter reasons, positions): control characters in them
+    are spelled out, so a hostile record cannot drive the terminal that tails the log.
+    Tracebacks, appended after the message, keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_control(super().formatMessage(record))
 
 
 def consume(
@@ -55,6 +68,23 @@ def consume(
             show_default=False,
         ),
     ] = None,
+    reset_positions: Annotated[
+        bool,
+        typer.Option(
+            "--reset-positions",
+            help="Forget the positions stored for the topic and read it from the beginning: "
+            "after the topic was recreated or truncated (the consumer stops and says so). "
+            "Events applied before are recognised by event id.",
+        ),
+    ] = False,
+    allow_dev_key: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dev-key",
+            help="Run even though LEDGER_PHONE_KEY is not set, hashing phones with the public "
+            "development key (reversible: for development only).",
+        ),
+    ] = False,
 ) -> None:
     """Run the projector: a consumer-group member that keeps the ledger current.
 
@@ -65,6 +95,11 @@ def consume(
     dead-letter table. A database outage pauses consumption and retries with backoff.
     Logs events/s, per-partition lag and dead letters periodically. SIGTERM/SIGINT finish
     the current batch, leave the group and exit 0.
+
+    Refuses to start (exit 2) without LEDGER_PHONE_KEY unless --allow-dev-key is given.
+    Stops with exit 1 and one line saying so when the topic is not the one the stored
+    positions belong to (recreated, truncated, another partition count); --reset-positions
+    is the way on once that is understood.
     """
     from consumers.projector import ProjectorService
 
@@ -78,13 +113,21 @@ def consume(
         consumer_log_every_s=log_every,
     )
     server = s.kafka.require_bootstrap()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
+    # A service runs unattended: it stores nothing under a reversible key unless told to.
+    if s.uses_dev_phone_key and not allow_dev_key:
+        raise UsageError(
+            "LEDGER_PHONE_KEY is not set: refusing to hash phones with the public development "
+            "key in a service; set LEDGER_PHONE_KEY (or pass --allow-dev-key for development)"
+        )
+    warn_if_dev_phone_key(s)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     with kafka_errors(server):
         service = ProjectorService(s, projector(s))
         tune_gc_for_streaming()
-        service.install_signal_handlers()
-        code = service.run()
+        signals.hand_over(service.request_stop)
+        code = service.run(reset_positions=reset_positions)
     raise typer.Exit(code)

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra import launcher
-from ledger.cli.common import command_group
+from ledger.cli.common import command_group, markup_safe, plain
 
 __all__ = ["broker_app"]
 
@@ -122,14 +122,15 @@ def broker_start(
         _print_json(info.to_dict())
         return
     console = _console()
+    # Paths and the storage URL come from the command line: printed as data, never markup.
     console.print(
-        f"[green]Broker running[/green] on [bold]{info.bootstrap}[/bold] "
-        f"(pid {info.pid}, storage {info.storage})"
+        f"[green]Broker running[/green] on [bold]{markup_safe(info.bootstrap)}[/bold] "
+        f"(pid {info.pid}, storage {markup_safe(info.storage)})"
     )
-    console.print(f"log: {info.log_path}")
-    console.print(f"use it:  export LEDGER_BOOTSTRAP={info.bootstrap}")
+    console.print(plain(f"log: {info.log_path}"))
+    console.print(plain(f"use it:  export LEDGER_BOOTSTRAP={info.bootstrap}"))
     stop_hint = "broker stop" if port is None else f"broker stop --port {info.port}"
-    console.print(f"stop it: {stop_hint} --state-dir {state_dir}")
+    console.print(plain(f"stop it: {stop_hint} --state-dir {state_dir}"))
 
 
 @broker_app.command(
@@ -165,9 +166,9 @@ def broker_stop(
         return
     where = f"on port {port}" if port is not None else f"in {state_dir}"
     if stopped:
-        _console().print(f"[green]Stopped[/green] the broker {where}.")
+        _console().print(f"[green]Stopped[/green] the broker {markup_safe(where)}.")
     else:
-        _console().print(f"No running broker {where}; nothing to stop.")
+        _console().print(plain(f"No running broker {where}; nothing to stop."))
 
 
 @broker_app.command("status")
@@ -182,15 +183,19 @@ def broker_status(
         return
     console = _console()
     if not infos:
-        console.print(f"No broker recorded in {state_dir}. Start one with `broker start`.")
+        console.print(plain(f"No broker recorded in {state_dir}. Start one with `broker start`."))
         return
-    table = Table(title=f"Brokers in {state_dir}")
+    table = Table(title=plain(f"Brokers in {state_dir}"))
     for column in ("bootstrap", "pid", "state", "started", "log"):
         # Fold, never truncate: a clipped log path is useless.
         table.add_column(column, overflow="fold")
     for info in infos:
         state = "[green]running[/green]" if info.alive else "[red]dead (stale pid file)[/red]"
         table.add_row(
-            info.bootstrap, str(info.pid), state, info.started_at or "?", str(info.log_path)
+            plain(info.bootstrap),
+            str(info.pid),
+            state,
+            plain(info.started_at or "?"),
+            plain(info.log_path),
         )
     console.print(table)

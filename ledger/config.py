@@ -107,6 +107,10 @@ class Limits:
     # record cannot fill the table or a terminal; above event_bytes, so the input of a
     # record refused for its size is still kept whole up to this.
     dead_letter_raw_bytes: int = 4 << 20
+    # One block of an Avro container, as stored and once decompressed: a forged block
+    # length or a deflate bomb ends the file's reading as corrupt instead of filling memory.
+    # Writers cut blocks at 16 KB (fastavro) to 64 KB (Java) by default.
+    avro_block_bytes: int = 64 << 20
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,7 @@ def test_replay(db: str, events: Path, bad_events: Path, tmp_path: Path) -> None
     assert "not neither" in run("replay", "--db", db, code=2).stderr
     assert "not both" in run("replay", str(events), "--from-kafka", "--db", db, code=2).stderr
     run("replay", str(events), "--from-time", "2026-01-01", "--db", db, code=2)
+    run("replay", str(events), "--reset-positions", "--db", db, code=2)
     run("replay", "--from-kafka", "--from-offset", "x", "--bootstrap", NO_BROKER, code=2)
     assert "pass --bootstrap" in run("replay", "--from-kafka", "--db", db, code=2).stderr
     gone = run("replay", "--from-kafka", "--bootstrap", NO_BROKER, "--db", db, code=1)
@@ -124,7 +125,7 @@ def test_export(tmp_path: Path) -> None:
 
 def test_consume(db: str) -> None:
     assert "pass --bootstrap" in run("consume", "--db", db, code=2).stderr
-    run("consume", "--bootstrap", NO_BROKER, "--db", db, code=1)
+    run("consume", "--bootstrap", NO_BROKER, "--allow-dev-key", "--db", db, code=1)
     run("consume", "--batch-size", "0", "--db", db, code=2)
 
 

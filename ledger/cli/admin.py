@@ -13,7 +13,9 @@ from ledger.cli.common import (
     command_group,
     emit_json,
     err,
+    escape_control,
     out,
+    plain,
     settings,
 )
 from ledger.errors import LedgerError, UsageError
@@ -127,10 +129,13 @@ def topics_create(
     for spec in specs:
         state = "created" if spec.name in result.created else "already existed"
         have = result.partitions.get(spec.name, "?")
-        out.print(f"{spec.name}: {state} ({have} partitions)", soft_wrap=True)
+        out.print(plain(f"{spec.name}: {state} ({have} partitions)"), soft_wrap=True)
     for name, (want, have) in result.mismatches().items():
         err.print(
-            f"warning: {name} has {have} partitions, not {want}; existing topics are not changed",
+            escape_control(
+                f"warning: {name} has {have} partitions, not {want}; "
+                "existing topics are not changed"
+            ),
             soft_wrap=True,
             markup=False,
         )

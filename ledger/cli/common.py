@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -14,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -22,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 from typer.core import TyperGroup
 
 from ledger.config import Settings, settings_from_env
@@ -33,9 +36,61 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
 
+# --- printing what users and input supplied ----------------------------------------------
+# User ids, reasons, positions and error messages quote input that anyone upstream wrote.
+# Printed to a terminal, an ESC sequence in it could clear the screen, retitle the window
+# or forge output, and Rich markup in it (`[bold red]`, `[/]`) would be styled or raise
+# MarkupError. So such text is printed as `plain(...)`: a Rich Text (never parsed as markup
+# or emoji codes) with control characters spelled out. `--json` prints the exact text: JSON
+# escapes control characters itself.
+
+# C0 and C1 controls, DEL, line/paragraph separators, and the bidirectional overrides that
+# can make text display in another order than it reads ("Trojan Source").
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _spelled(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def escape_control(text: str) -> str:
+    """`text` with every control character spelled out as `\\x1b`, `\\u202e`, ... Backslashes
+    are left as they are, so ordinary text (Windows paths) reads as typed; `--json` is the
+    exact form where it matters."""
+    return _CONTROL.sub(_spelled, text)
+
+
+def plain(value: object) -> Text:
+    """`value` as text for a Rich console or table cell: no markup, no control characters."""
+    return Text(escape_control(str(value)))
+
+
+def markup_safe(value: object) -> str:
+    """`value` to interpolate into a string that is printed with markup on purpose."""
+    return escape(escape_control(str(value)))
+
+
 def report(message: str) -> None:
+    # A LedgerError message is one line, except PolicyError's indented line per problem:
+    # only those line breaks survive; any other is input and spelled out.
+    lines = re.split(r"\n(?=  )", message)
+    text = "\n".join(escape_control(line) for line in lines)
     # soft_wrap: the contract is one line per error, whatever the terminal width.
-    err.print(f"ledger: error: {message}", markup=False, soft_wrap=True)
+    err.print(Text(f"ledger: error: {text}"), soft_wrap=True)
+
+
+DEV_KEY_WARNING = (
+    "warning: LEDGER_PHONE_KEY is not set: phone hashes use the public development key and "
+    "can be reversed; set it in every real deployment"
+)
+
+
+def warn_if_dev_phone_key(s: Settings) -> None:
+    """Called once by each command that stores phone hashes, before it stores any."""
+    if s.uses_dev_phone_key:
+        err.print(Text(DEV_KEY_WARNING), soft_wrap=True)
 
 
 class LedgerGroup(TyperGroup):
@@ -111,7 +166,11 @@ def parse_time(value: str | None, option: str) -> datetime | None:
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    text = json.dumps(obj, ensure_ascii=False, indent=2)
+    # json escapes C0 controls but passes DEL, C1 controls (U+009B is CSI to some terminals)
+    # and bidi overrides through; they can only occur inside strings, where a \uXXXX escape
+    # leaves the JSON value exactly the same.
+    sys.stdout.write(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
 
 @contextmanager
@@ -143,12 +202,13 @@ def open_store(s: Settings) -> Any:
     return SqlStore(open_engine(s.db_url), dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes)
 
 
-def projector(s: Settings) -> Any:
-    """A projector over the configured store, with the shipped policies."""
+def projector(s: Settings, policies: Path | None = None) -> Any:
+    """A projector over the configured store, with the shipped policies (or those in the
+    directory `policies`)."""
     from ledger.app.projector import Projector
     from ledger.codecs.policy_files import load_policies
 
-    return Projector(open_store(s), load_policies(), s.phone_key, cache_users=s.cache_users)
+    return Projector(open_store(s), load_policies(policies), s.phone_key, cache_users=s.cache_users)
 
 
 def tune_gc_for_streaming() -> None:

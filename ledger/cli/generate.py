@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.cli.common import JsonOption, emit_json, out
+from ledger.cli.common import JsonOption, emit_json, out, plain
 from ledger.errors import UsageError
 
 
@@ -32,4 +32,4 @@ def generate(
     if as_json:
         emit_json({"path": str(output), "users": users, "seed": seed, "events": count})
     else:
-        out.print(f"wrote {count:,} events for {users:,} users to {output}")
+        out.print(plain(f"wrote {count:,} events for {users:,} users to {output}"))

@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ledger.cli.common import DbOption, JsonOption, emit_json, out, parse_time, settings
+from ledger.cli.common import (
+    DbOption,
+    JsonOption,
+    emit_json,
+    escape_control,
+    out,
+    parse_time,
+    plain,
+    settings,
+)
 from ledger.domain.time import format_instant
 
 UserArgument = Annotated[str, typer.Argument(help="User id, e.g. u-000042.")]
@@ -60,18 +69,21 @@ def current(
     if as_json:
         emit_json(data)
         return
-    t = Table(show_header=False, title=f"{user} at {format_instant(when)}", title_justify="left")
+    # Every cell is plain(): user ids and stored values are data, never markup.
+    t = Table(
+        show_header=False, title=plain(f"{user} at {format_instant(when)}"), title_justify="left"
+    )
     t.add_column(style="bold")
     t.add_column()
     if data["assignment"] is None:
         t.add_row("assignment", "none (not signed up at that time)")
     else:
         for key in ("assignment", "since", "until", "policy", "rule", "reason"):
-            t.add_row(key, str(data[key] if data[key] is not None else "open"))
+            t.add_row(key, plain(data[key] if data[key] is not None else "open"))
         for key, value in (data["rulebook"] or {}).items():
             if key != "id":
-                t.add_row(key.replace("_", " "), value)
-    t.add_row("age status", data["age_status"])
+                t.add_row(key.replace("_", " "), plain(value))
+    t.add_row("age status", plain(data["age_status"]))
     out.print(t)
 
 
@@ -98,7 +110,7 @@ def history(
     if as_json:
         emit_json({"user_id": user, "entries": [row_json(r) for r in rows]})
         return
-    t = Table(title=f"history of {user}", title_justify="left")
+    t = Table(title=plain(f"history of {user}"), title_justify="left")
     for col in ("valid from", "valid to", "assignment", "policy", "rule", "recorded at"):
         t.add_column(col)
     if show_all:
@@ -114,7 +126,7 @@ def history(
         ]
         if show_all:
             cells.append(format_instant(r.superseded_at) or "—")
-        t.add_row(*[c or "" for c in cells], style="dim" if r.superseded_at else None)
+        t.add_row(*[plain(c or "") for c in cells], style="dim" if r.superseded_at else None)
     out.print(t)
 
 
@@ -137,4 +149,4 @@ def explain(
     if as_json:
         emit_json({"user_id": user, "at": format_instant(when), "explanation": text})
     else:
-        sys.stdout.write(text + "\n")  # prose: let the terminal wrap it
+        sys.stdout.write(escape_control(text) + "\n")  # prose: let the terminal wrap it

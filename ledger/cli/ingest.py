@@ -21,9 +21,11 @@ from ledger.cli.common import (
     kafka_errors,
     out,
     parse_time,
+    plain,
     projector,
     settings,
     tune_gc_for_streaming,
+    warn_if_dev_phone_key,
 )
 from ledger.errors import EXIT_DEAD_LETTERS, UsageError
 
@@ -39,14 +41,14 @@ def render_summary(summary: Any, title: str) -> None:
         t.add_row("already applied earlier (skipped)", f"{summary.already_applied:,}")
     t.add_row("users in the ledger", f"{summary.users:,}")
     for assignment, n in sorted(summary.assignments.items()):
-        t.add_row(f"  {assignment}", f"{n:,}")
+        t.add_row(plain(f"  {assignment}"), f"{n:,}")
     t.add_row("time", f"{summary.seconds:.1f} s")
     t.add_row("throughput", f"{summary.events_per_second:,.0f} events/s")
     out.print(t)
     if summary.dead_letter_samples:
         err.print("dead letters (first ones):", markup=False)
         for line in summary.dead_letter_samples:
-            err.print(f"  {line}", markup=False, soft_wrap=True)
+            err.print(plain(f"  {line}"), soft_wrap=True)
 
 
 def parse_offsets(value: str) -> dict[int, int]:
@@ -93,6 +95,14 @@ def replay(
             show_default=False,
         ),
     ] = None,
+    reset_positions: Annotated[
+        bool,
+        typer.Option(
+            "--reset-positions",
+            help="With --from-kafka: forget the positions stored for the topic first (after "
+            "it was recreated or truncated); applied events are recognised by event id.",
+        ),
+    ] = False,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -120,14 +130,17 @@ def replay(
 
     if from_kafka == bool(files):
         raise UsageError("give event files, or --from-kafka, not both (and not neither)")
-    if not from_kafka and (from_beginning or from_offset or from_time):
-        raise UsageError("--from-beginning/--from-offset/--from-time need --from-kafka")
+    if not from_kafka and (from_beginning or from_offset or from_time or reset_positions):
+        raise UsageError(
+            "--from-beginning/--from-offset/--from-time/--reset-positions need --from-kafka"
+        )
     if sum(map(bool, (from_beginning, from_offset, from_time))) > 1:
         raise UsageError("use only one of --from-beginning, --from-offset, --from-time")
     s = settings(db_url=db, batch_size=batch_size, kafka_bootstrap=bootstrap, kafka_topic=topic)
     if files:
         check_paths(files)
         wired = projector(s)
+        warn_if_dev_phone_key(s)  # once the command line and store are known good
         tune_gc_for_streaming()
         shown, hook = file_progress(files)
         with shown:
@@ -142,6 +155,7 @@ def replay(
             start = StartAt(time=parse_time(from_time, "--from-time"))
         server = s.kafka.require_bootstrap()
         wired = projector(s)
+        warn_if_dev_phone_key(s)  # once the command line and store are known good
         tune_gc_for_streaming()
         with kafka_errors(server):
             consumer = make_consumer(s.kafka)
@@ -155,6 +169,7 @@ def replay(
                         start,
                         batch_size=s.batch_size,
                         watermark_timeout_s=s.kafka.watermark_timeout_s,
+                        reset_positions=reset_positions,
                         progress=advance,
                     )
             finally:
@@ -201,11 +216,13 @@ def publish(
         emit_json(summary.as_json())
     else:
         out.print(
-            f"sent {summary.sent:,} events to {s.kafka.topic} in {summary.seconds:.1f} s "
-            f"({summary.events_per_second:,.0f}/s); {summary.invalid:,} invalid, not sent"
+            plain(
+                f"sent {summary.sent:,} events to {s.kafka.topic} in {summary.seconds:.1f} s "
+                f"({summary.events_per_second:,.0f}/s); {summary.invalid:,} invalid, not sent"
+            )
         )
         for line in summary.invalid_samples:
-            err.print(f"  {line}", markup=False, soft_wrap=True)
+            err.print(plain(f"  {line}"), soft_wrap=True)
     if summary.invalid:
         raise typer.Exit(EXIT_DEAD_LETTERS)
 
@@ -247,6 +264,8 @@ def export(
         emit_json(summary.as_json())
     else:
         out.print(
-            f"wrote {summary.written:,} events from {s.kafka.topic} to {output} "
-            f"({summary.skipped:,} undecodable skipped) in {summary.seconds:.1f} s"
+            plain(
+                f"wrote {summary.written:,} events from {s.kafka.topic} to {output} "
+                f"({summary.skipped:,} undecodable skipped) in {summary.seconds:.1f} s"
+            )
         )

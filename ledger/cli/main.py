@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 import typer
 
-from ledger.cli import admin, generate, history, ingest
+from ledger.cli import admin, dead_letters, generate, history, ingest
 from ledger.cli.common import command_group
 
 PLUGIN_GROUP = "jurisdiction_ledger.commands"
@@ -38,6 +38,7 @@ app.command()(history.history)
 app.command()(history.explain)
 app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.topics_app, name="topics")
+app.add_typer(dead_letters.dead_letters_app, name="dead-letters")
 
 for _plugin in entry_points(group=PLUGIN_GROUP):
     _command = _plugin.load()
