@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint faults clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests
 	$(BIN)/python -m pytest -q
+
+# The fault scenarios at larger sizes, with their figures (not part of `make test`).
+FAULTS_SCALE ?= 1
+
+faults: $(STAMP)
+	LEDGER_REQUIRE_POSTGRES=1 $(BIN)/python -m tests.faults --scale $(FAULTS_SCALE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests

@@ -16,7 +16,6 @@ a database outage pauses consumption and retries with backoff from the stored po
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
 from ledger.app.ports import StoreConflict, StoreUnavailable
@@ -34,11 +33,17 @@ from ledger.config import Settings
 from ledger.domain.time import truncate_ms
 from ledger.sources.kafka import (
     DeadLetterPublisher,
+    TopicChanged,
+    cached_identity,
+    check_identity,
+    check_not_truncated,
     make_consumer,
     make_producer,
     source_key,
     to_source_record,
+    topic_identity,
 )
+from ledger.sources.records import SourceIdentity
 
 log = logging.getLogger("ledger.consume")
 
@@ -93,6 +98,9 @@ class ProjectorService:
         self.last_log = time.monotonic()
         self.logged_stats = Stats()
         self.backoff = 0.0  # seconds before the next retry after a failed batch
+        # The topic incarnation the stored positions were checked against at assignment.
+        self.identity: SourceIdentity | None = None
+        self.failure: TopicChanged | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
     def request_stop(self, signum: int = 0, _frame: object = None) -> None:
@@ -100,12 +108,21 @@ class ProjectorService:
             log.info("stopping after the current batch (signal %s)", signum)
         self.stopping = True
 
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+    def fail(self, exc: TopicChanged) -> None:
+        """Stop without applying anything more; `run` raises `exc` once the group is left."""
+        if self.failure is None:
+            log.error("%s", exc)
+            self.failure = exc
+        self.stopping = True
 
-    def run(self) -> int:
+    def run(self, *, reset_positions: bool = False) -> int:
+        """Consume until asked to stop; 0. Raises TopicChanged (after leaving the group)
+        when the topic is not the one the stored positions belong to. `reset_positions`
+        forgets them first, so the topic is read from the beginning."""
         s, kafka = self.settings.consumer, self.settings.kafka
+        if reset_positions:
+            forgotten = self.projector.store.reset_positions(source_key(kafka.topic))
+            log.info("forgot the stored positions of %d partition(s) of %s", forgotten, kafka.topic)
         consumer = self.consumer = make_consumer(
             kafka,
             group_id=s.group,
@@ -123,7 +140,15 @@ class ProjectorService:
                 if self.unpositioned and not self._position_pending():
                     self._backoff_wait()
                     continue
-                polled = consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=s.batch_size)
+                try:
+                    polled = consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=s.batch_size)
+                except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
+                    self.fail(
+                        TopicChanged(kafka.topic, f"no longer has the stored offsets ({exc})")
+                    )
+                    break
+                if not self._topic_unchanged():
+                    break
                 records = [
                     to_source_record(m, self.codec)
                     for tp, msgs in polled.items()
@@ -135,14 +160,41 @@ class ProjectorService:
                 self._maybe_log()
         finally:
             self._close(producer)
+        if self.failure is not None:
+            raise self.failure
         return 0
+
+    def _topic_unchanged(self) -> bool:
+        """After every poll: the topic is still the incarnation checked at assignment, and
+        no partition's position is past its end (the topic was truncated or recreated while
+        this consumer ran, e.g. a broker that restarted empty)."""
+        assert self.consumer is not None
+        if self.failure is not None:  # found while partitions were being assigned
+            return False
+        topic = self.settings.kafka.topic
+        try:
+            now = cached_identity(self.consumer, topic)
+            if self.identity is not None and now is not None:
+                check_identity(topic, self.identity, now, {})
+            for tp in self.consumer.assignment():
+                if tp not in self.unpositioned:
+                    check_not_truncated(
+                        topic, tp.partition, self.consumer.position(tp), self.consumer.highwater(tp)
+                    )
+        except TopicChanged as exc:
+            self.fail(exc)
+            return False
+        return True
 
     # -- batches ---------------------------------------------------------------------------
     def _apply(self, records: list, dead_letters: DeadLetterPublisher) -> None:  # type: ignore[type-arg]
         assert self.consumer is not None
         try:
             result = self.projector.apply_batch(
-                records, truncate_ms(self.clock()), before_commit=dead_letters
+                records,
+                truncate_ms(self.clock()),
+                before_commit=dead_letters,
+                identity=self.identity,
             )
         except (StoreUnavailable, StoreConflict, KafkaError, OSError) as exc:
             # Nothing of the batch committed (a batch the database refuses is bisected by
@@ -177,13 +229,23 @@ class ProjectorService:
     # -- positions -------------------------------------------------------------------------
     def seek_to_stored(self, tps: list[TopicPartition]) -> None:
         assert self.consumer is not None
+        topic = self.settings.kafka.topic
         try:
-            stored = self.projector.store.stored_positions(source_key(self.settings.kafka.topic))
+            stored = self.projector.store.stored_positions(source_key(topic))
+            stored_identity = self.projector.store.source_identity(source_key(topic))
         except (StoreUnavailable, StoreConflict) as exc:
             log.warning("cannot read stored positions yet: %s", _one_line(exc))
             self.unpositioned |= set(tps)
             self.consumer.pause(*tps)
             return
+        try:
+            current = topic_identity(self.consumer, topic)
+            check_identity(topic, stored_identity, current, stored)
+        except TopicChanged as exc:
+            self.consumer.pause(*tps)
+            self.fail(exc)
+            return
+        self.identity = current
         for tp in tps:
             if tp.partition in stored:
                 self.consumer.seek(tp, stored[tp.partition])

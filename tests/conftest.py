@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.kafka_support import kafka_broker, kafka_topic  # noqa: F401  (fixtures)
+from tests.kafka_support import (  # noqa: F401  (fixtures)
+    kafka_broker,
+    kafka_topic,
+    no_consumer_outlives_its_test,
+)
 from tests.support import Cli
 
 PG_ADMIN_URL = os.environ.get(

@@ -18,18 +18,44 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from infra import launcher
+from ledger.codecs.jsonl import event_to_json_line
 from ledger.config import settings_from_env
+from ledger.domain.time import from_millis
+from ledger.generate import generate_events
 from ledger.sources import kafka_topics as topics
+from ledger.store.schema import source_positions
+from tests.support import Cli
 
-__all__ = ["FAST_GROUP_SETTINGS", "TEST_PARTITIONS", "kafka_broker", "kafka_topic"]
+__all__ = [
+    "FAST_GROUP_SETTINGS",
+    "GROUP_FLAGS",
+    "LEDGER",
+    "TEST_PARTITIONS",
+    "consume_all",
+    "consumed",
+    "count",
+    "kafka_broker",
+    "kafka_topic",
+    "no_consumer_outlives_its_test",
+    "publish",
+    "stamped_stream",
+    "start_consumer",
+    "stop",
+    "wait_for",
+]
 
 TEST_PARTITIONS = 6
 
@@ -72,3 +98,109 @@ def kafka_topic(kafka_broker: launcher.BrokerInfo) -> Iterator[str]:
         ) as admin,
     ):
         admin.delete_topics([spec.name for spec in specs], raise_errors=False)
+
+
+# --- consumer processes and the stores they write -----------------------------------
+
+LEDGER = str(Path(sys.executable).with_name("ledger"))
+GROUP_FLAGS = ["--session-timeout-ms", "6000", "--log-every", "1", "--allow-dev-key"]
+T0_MS = 1_790_000_000_000  # record times of the stamped streams (2026-09)
+
+
+def stamped_stream(path: Path, users: int, seed: int) -> int:
+    """A generated stream whose events carry increasing record times, so a consumer (via
+    the Kafka timestamps `publish` sets from them) and a file replay see the same ones."""
+    with path.open("w") as out:
+        for i, event in enumerate(generate_events(users, seed)):
+            out.write(event_to_json_line(event, from_millis(T0_MS + i)) + "\n")
+    return sum(1 for _ in path.open())
+
+
+def publish(cli: Cli, bootstrap: str, topic: str, path: Path) -> int:
+    result = cli.json("publish", str(path), "--bootstrap", bootstrap, "--topic", topic, db=False)
+    assert result["invalid"] == 0
+    return result["sent"]
+
+
+_SPAWNED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_consumer_outlives_its_test() -> Iterator[None]:
+    yield
+    while _SPAWNED:
+        proc = _SPAWNED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def start_consumer(
+    bootstrap: str, topic: str, db: str, log: Path, *, group: str, batch: int = 200
+) -> subprocess.Popen[bytes]:
+    cmd = [
+        LEDGER,
+        "consume",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--db",
+        db,
+        "--batch-size",
+        str(batch),
+        *GROUP_FLAGS,
+    ]
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    _SPAWNED.append(proc)
+    return proc
+
+
+def consumed(db: str, topic: str) -> int:
+    """Records the store has taken from the topic (sum of next offsets)."""
+    engine = sa.create_engine(db)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(source_positions.c.next_offset), 0)).where(
+                    source_positions.c.source == f"kafka:{topic}"
+                )
+            ).scalar_one()
+    except sa.exc.DBAPIError:
+        return 0  # the consumer has not created the tables yet
+    finally:
+        engine.dispose()
+
+
+def wait_for(db: str, topic: str, at_least: int, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = consumed(db, topic)
+        if done >= at_least:
+            return done
+        time.sleep(0.05)
+    raise AssertionError(f"only {consumed(db, topic)} of {at_least} records consumed")
+
+
+def consume_all(bootstrap: str, topic: str, db: str, log: Path, total: int, group: str) -> None:
+    """Run one consumer until the store has taken `total` records, then SIGTERM it."""
+    proc = start_consumer(bootstrap, topic, db, log, group=group)
+    try:
+        wait_for(db, topic, total)
+    finally:
+        stop(proc, log)
+
+
+def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
+
+
+def count(db: str, table: sa.Table) -> int:
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    engine.dispose()
+    return n

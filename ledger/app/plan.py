@@ -17,7 +17,7 @@ from ledger.domain.events import Event, EventError
 from ledger.domain.facts import Observation, observe
 from ledger.domain.policy import PolicySet, event_problem
 from ledger.domain.projection import HistoryRow, UserChanges, UserProjection, UserSummary
-from ledger.sources.records import DeadLetter, SourceRecord
+from ledger.sources.records import DeadLetter, SourceIdentity, SourceRecord
 
 PositionKey = tuple[str, int]  # (source, partition)
 
@@ -103,6 +103,8 @@ class BatchPlan:
     users: list[tuple[UserSummary, datetime]] = field(default_factory=list)  # (state, updated)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     positions: dict[PositionKey, int] = field(default_factory=dict)
+    # The incarnation of each source the positions belong to, where the reader knows it.
+    identities: dict[str, SourceIdentity] = field(default_factory=dict)
     duplicates: int = 0
     already_applied: int = 0
     recorded_at: datetime | None = None  # of the batch: dead letters and positions

@@ -10,6 +10,7 @@ from typing import Protocol
 from ledger.app.plan import BatchPlan, PositionKey
 from ledger.domain.projection import UserProjection
 from ledger.errors import LedgerError
+from ledger.sources.records import SourceIdentity
 
 
 class StoreConflict(LedgerError):
@@ -41,6 +42,12 @@ class BatchTransaction(Protocol):
         writer of the same partitions waits (or finds them moved on)."""
         ...
 
+    def lock_users(self, user_ids: Sequence[str]) -> None:
+        """Hold these users for this transaction where the store can (a writer that shares
+        them waits instead of losing the race at the write); a no-op where transactions
+        are serialised anyway. Correctness never depends on it: the (user, seq) key does."""
+        ...
+
     def event_owners(self, event_ids: Sequence[str]) -> dict[str, str]:
         """event_id -> user_id for the ids already recorded."""
         ...
@@ -62,4 +69,12 @@ class BatchStore(Protocol):
 
     def assignment_counts(self) -> dict[str, int]:
         """Users per current assignment ("not signed up" for users without one)."""
+        ...
+
+    def source_identity(self, source: str) -> SourceIdentity | None:
+        """The incarnation the source's stored positions belong to (None: not recorded)."""
+        ...
+
+    def reset_positions(self, source: str) -> int:
+        """Forget a source's stored positions; returns how many partitions had one."""
         ...

@@ -27,12 +27,14 @@ from ledger.app.plan import BatchResult, plan_batch, plan_refusal, screen
 from ledger.app.ports import BatchStore, BatchTransaction, StoreConflict, StoreRefused
 from ledger.domain.policy import PolicySet
 from ledger.domain.projection import UserProjection
-from ledger.sources.records import DeadLetter, SourceRecord
+from ledger.sources.records import DeadLetter, SourceIdentity, SourceRecord
 
 BeforeCommit = Callable[[Sequence[DeadLetter]], None]
 
-# Plans of one batch before a conflict is given up on; each retry reloads the users.
-CONFLICT_RETRIES = 8
+# Plans of one record before a conflict is given up on; each retry reloads the users. A
+# batch of several records is halved after its second conflict instead: fewer users, fewer
+# collisions, and the halves that win are kept.
+CONFLICT_RETRIES = 20
 
 
 class Projector:
@@ -83,26 +85,32 @@ class Projector:
         default_recorded_at: datetime,
         *,
         before_commit: BeforeCommit | None = None,
+        identity: SourceIdentity | None = None,
     ) -> BatchResult:
         """Apply `records` in order. Record time is each record's own (Kafka timestamp,
         exported `recorded_at`) or `default_recorded_at`. `before_commit` gets the batch's
         dead letters inside the transaction (e.g. to publish them): if it raises, nothing
         is committed. A record the store refuses is dead-lettered and the others applied;
         StoreUnavailable, and StoreConflict after CONFLICT_RETRIES plans, reach the caller
-        with nothing of the batch committed."""
+        with nothing of the batch committed. `identity` is the incarnation of the records'
+        source (a Kafka topic's id and partition count), stored with the positions."""
         if not records:
             return BatchResult()
-        for attempt in range(CONFLICT_RETRIES):
+        for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
-                return self._apply_once(records, default_recorded_at, before_commit)
+                return self._apply_once(records, default_recorded_at, before_commit, identity)
             except StoreConflict:
-                if attempt == CONFLICT_RETRIES - 1:
+                if len(records) > 1 and attempt >= 2:
+                    return self._halves(records, default_recorded_at, before_commit, identity)
+                if attempt == CONFLICT_RETRIES:
                     raise
                 # The other writer is mid-stream too; a random pause keeps two writers
                 # from colliding on every retry.
-                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                time.sleep(random.uniform(0, min(1.0, 0.01 * 2**attempt)))
             except StoreRefused as refused:
-                return self._isolate(records, default_recorded_at, before_commit, refused)
+                return self._isolate(
+                    records, default_recorded_at, before_commit, identity, refused
+                )
         raise AssertionError("unreachable")
 
     def _isolate(
@@ -110,15 +118,27 @@ class Projector:
         records: Sequence[SourceRecord],
         default_recorded_at: datetime,
         before_commit: BeforeCommit | None,
+        identity: SourceIdentity | None,
         refused: StoreRefused,
     ) -> BatchResult:
         if len(records) == 1:
-            return self._refuse(records[0], default_recorded_at, before_commit, refused)
-        # Halves in order, each its own transaction, so positions only ever move forward;
-        # the half holding the bad record is bisected again, log2(batch) levels at most.
+            return self._refuse(records[0], default_recorded_at, before_commit, identity, refused)
+        # The half holding the bad record is bisected again, log2(batch) levels at most.
+        return self._halves(records, default_recorded_at, before_commit, identity)
+
+    def _halves(
+        self,
+        records: Sequence[SourceRecord],
+        default_recorded_at: datetime,
+        before_commit: BeforeCommit | None,
+        identity: SourceIdentity | None,
+    ) -> BatchResult:
+        # In order, each its own transaction, so positions only ever move forward.
         mid = len(records) // 2
-        left = self.apply_batch(records[:mid], default_recorded_at, before_commit=before_commit)
-        right = self.apply_batch(records[mid:], default_recorded_at, before_commit=before_commit)
+        left, right = (
+            self.apply_batch(h, default_recorded_at, before_commit=before_commit, identity=identity)
+            for h in (records[:mid], records[mid:])
+        )
         return left.merged(right)
 
     def _refuse(
@@ -126,11 +146,14 @@ class Projector:
         record: SourceRecord,
         default_recorded_at: datetime,
         before_commit: BeforeCommit | None,
+        identity: SourceIdentity | None,
         refused: StoreRefused,
     ) -> BatchResult:
         with self.store.transaction() as tx:
             stored = tx.lock_positions({(record.source, record.partition)})
             plan = plan_refusal(record, stored, refused.reason, default_recorded_at)
+            if identity is not None:
+                plan.identities = {record.source: identity}
             tx.write(plan)
             if before_commit is not None:
                 before_commit(plan.dead_letters)
@@ -141,6 +164,7 @@ class Projector:
         records: Sequence[SourceRecord],
         default_recorded_at: datetime,
         before_commit: BeforeCommit | None,
+        identity: SourceIdentity | None,
     ) -> BatchResult:
         touched: list[str] = []
         try:
@@ -148,9 +172,12 @@ class Projector:
                 stored = tx.lock_positions({(r.source, r.partition) for r in records})
                 screened = screen(records, stored, self.policies, default_recorded_at)
                 touched.extend(screened.user_ids)
+                tx.lock_users(screened.user_ids)
                 owners = tx.event_owners(screened.event_ids)
                 projections = self._projections(tx, screened.user_ids)
                 plan = plan_batch(screened, owners, projections, self.policies, self.phone_key)
+                if identity is not None:
+                    plan.identities = {r.source: identity for r in records}
                 tx.write(plan)
                 if before_commit is not None:
                     before_commit(plan.dead_letters)

@@ -16,7 +16,13 @@ from ledger.app.projector import Projector
 from ledger.codecs.avro import AvroCodec
 from ledger.domain.time import truncate_ms
 from ledger.sources.files import check_paths, read_records, source_key
-from ledger.sources.kafka import StartAt, read_topic, to_source_record
+from ledger.sources.kafka import (
+    StartAt,
+    check_identity,
+    read_topic,
+    to_source_record,
+    topic_identity,
+)
 from ledger.sources.kafka import source_key as kafka_source_key
 from ledger.sources.records import SourceRecord
 
@@ -117,22 +123,40 @@ def replay_topic(
     *,
     batch_size: int,
     watermark_timeout_s: float = 30.0,
+    reset_positions: bool = False,
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
     """Rebuild or continue a projection from a topic, up to the high watermark seen at
-    start. `start=None` continues from the stored positions (the beginning if none)."""
+    start. `start=None` continues from the stored positions (the beginning if none).
+
+    The stored positions must belong to the topic as it is now (same topic id, partition
+    count, none past a partition's end), else TopicChanged: records below a stored
+    position are skipped as applied, which on a recreated topic would skip new events.
+    `reset_positions` forgets them first."""
     started = time.perf_counter()
     record_time = truncate_ms(now or datetime.now(UTC))
+    key = kafka_source_key(topic)
+    store = projector.store
+    if reset_positions:
+        store.reset_positions(key)
+    stored = store.stored_positions(key)
+    identity = topic_identity(consumer, topic)
+    check_identity(topic, store.source_identity(key), identity, stored)
     if start is None:
-        start = StartAt(offsets=projector.store.stored_positions(kafka_source_key(topic)))
+        start = StartAt(offsets=stored)
     codec = AvroCodec()
     summary = ReplaySummary()
     for batch in read_topic(
-        consumer, topic, start, max_records=batch_size, watermark_timeout_s=watermark_timeout_s
+        consumer,
+        topic,
+        start,
+        max_records=batch_size,
+        watermark_timeout_s=watermark_timeout_s,
+        stored=stored,
     ):
         records = [to_source_record(m, codec) for m in batch]
-        summary.add(projector.apply_batch(records, record_time))
+        summary.add(projector.apply_batch(records, record_time, identity=identity))
         if progress:
             progress(len(records))
     summary.seconds = time.perf_counter() - started

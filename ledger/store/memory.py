@@ -19,6 +19,7 @@ from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
 from ledger.app.ports import StoreConflict
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
+from ledger.sources.records import SourceIdentity
 
 
 @dataclass(slots=True)
@@ -50,6 +51,7 @@ class _State:
     users: dict[str, tuple[UserSummary, datetime]] = field(default_factory=dict)
     dead_letters: list[StoredDeadLetter] = field(default_factory=list)
     positions: dict[PositionKey, int] = field(default_factory=dict)
+    identities: dict[str, SourceIdentity] = field(default_factory=dict)
 
 
 class MemoryTransaction:
@@ -59,6 +61,9 @@ class MemoryTransaction:
 
     def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
         return {k: self._state.positions[k] for k in keys if k in self._state.positions}
+
+    def lock_users(self, user_ids: Sequence[str]) -> None:
+        pass  # transactions are serialised by the store's lock
 
     def event_owners(self, event_ids: Sequence[str]) -> dict[str, str]:
         events = self._state.events
@@ -110,6 +115,17 @@ class MemoryStore:
             name = (summary.latest.assignment if summary.latest else None) or "not signed up"
             counts[name] = counts.get(name, 0) + 1
         return counts
+
+    def source_identity(self, source: str) -> SourceIdentity | None:
+        return self._state.identities.get(source)
+
+    def reset_positions(self, source: str) -> int:
+        with self._lock:
+            keys = [k for k in self._state.positions if k[0] == source]
+            for k in keys:
+                del self._state.positions[k]
+            self._state.identities.pop(source, None)
+            return len(keys)
 
     # -- reading, for what-if runs and tests ----------------------------------------------
     def history(self, user_id: str) -> list[StoredRow]:
@@ -202,3 +218,4 @@ def _apply(state: _State, plan: BatchPlan, raw_limit: int) -> None:
             )
         )
     state.positions.update(plan.positions)
+    state.identities.update(plan.identities)

@@ -30,6 +30,7 @@ from ledger.domain.facts import (
 )
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
+from ledger.sources.records import SourceIdentity
 from ledger.store.schema import assignment_history, dead_letters, events, source_positions, users
 
 # Keeps IN (...) lists under SQLite's bound-parameter limit.
@@ -299,8 +300,17 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
         conn,
         source_positions,
         [
-            {"source": s, "partition": p, "next_offset": o, "updated_at": plan.recorded_at}
-            for (s, p), o in plan.positions.items()
+            {
+                "source": s,
+                "partition": p,
+                "next_offset": o,
+                "updated_at": plan.recorded_at,
+                "topic_id": plan.identities[s].topic_id if s in plan.identities else None,
+                "partition_count": (
+                    plan.identities[s].partition_count if s in plan.identities else None
+                ),
+            }
+            for (s, p), o in sorted(plan.positions.items())
         ],
         ["source", "partition"],
     )
@@ -337,6 +347,20 @@ class SqlTransaction:
 
     def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
         return lock_positions(self.conn, keys)
+
+    def lock_users(self, user_ids: Sequence[str]) -> None:
+        # SQLite writers hold the database's write lock already (BEGIN IMMEDIATE).
+        if self.conn.dialect.name != "postgresql":
+            return
+        for chunk in _chunks(sorted(user_ids)):
+            # In key order, so two writers sharing users queue instead of deadlocking.
+            q = (
+                select(users.c.user_id)
+                .where(users.c.user_id.in_(chunk))
+                .order_by(users.c.user_id)
+                .with_for_update()
+            )
+            self.conn.execute(q).all()
 
     def event_owners(self, event_ids: Sequence[str]) -> dict[str, str]:
         return known_event_users(self.conn, event_ids)
@@ -375,6 +399,24 @@ class SqlStore:
                 select(users.c.assignment, func.count()).group_by(users.c.assignment)
             )
             return {(a or "not signed up"): n for a, n in rows}
+
+
+    def source_identity(self, source: str) -> SourceIdentity | None:
+        sp = source_positions.c
+        q = (
+            select(sp.topic_id, sp.partition_count)
+            .where(sp.source == source, sp.partition_count.is_not(None))
+            .order_by(sp.updated_at.desc())
+            .limit(1)
+        )
+        with translated_errors(), self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return SourceIdentity(row.topic_id, row.partition_count) if row else None
+
+    def reset_positions(self, source: str) -> int:
+        with translated_errors(), self.engine.begin() as conn:
+            q = delete(source_positions).where(source_positions.c.source == source)
+            return conn.execute(q).rowcount
 
 
 @contextmanager
