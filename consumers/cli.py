@@ -13,6 +13,7 @@ from ledger.cli import signals
 from ledger.cli.common import (
     BootstrapOption,
     DbOption,
+    ResetPositionsOption,
     TopicOption,
     escape_control,
     kafka_errors,
@@ -68,15 +69,7 @@ def consume(
             show_default=False,
         ),
     ] = None,
-    reset_positions: Annotated[
-        bool,
-        typer.Option(
-            "--reset-positions",
-            help="Forget the positions stored for the topic and read it from the beginning: "
-            "after the topic was recreated or truncated (the consumer stops and says so). "
-            "Events applied before are recognised by event id.",
-        ),
-    ] = False,
+    reset_positions: ResetPositionsOption = False,
     allow_dev_key: Annotated[
         bool,
         typer.Option(

@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -308,6 +309,18 @@ def _read_file(lines: list[bytes], limits: Limits) -> list[SourceRecord]:
         return [r for r, _ in read_records(path, "file:fuzz", limits=limits)]
 
 
+# What the in-memory runs fed and got, for `make faults` (LEDGER_FUZZ_REPORT names a file).
+TALLY: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_tally() -> Iterator[None]:
+    yield
+    report = os.environ.get("LEDGER_FUZZ_REPORT")
+    if report:
+        Path(report).write_text(json.dumps(dict(TALLY)))
+
+
 def check_pipeline(records: list[SourceRecord], valid: list[bool], reference: list[SourceRecord]):
     """Run the mixed records and the valid ones alone; compare as the module says."""
     assert len(records) == len(valid)
@@ -323,6 +336,7 @@ def check_pipeline(records: list[SourceRecord], valid: list[bool], reference: li
     # recorded for another user): the same count.
     assert len(dead) == len(invalid) + len(ref.dead_letters)
     assert result.applied + result.duplicates + len(dead) == len(records)
+    TALLY.update(inputs=len(records), applied=result.applied, dead_lettered=len(dead))
 
 
 @fuzz(EXAMPLES)

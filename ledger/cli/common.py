@@ -150,6 +150,17 @@ TopicOption = Annotated[
 ]
 
 
+ResetPositionsOption = Annotated[
+    bool,
+    typer.Option(
+        "--reset-positions",
+        help="Forget the positions stored for the topic first and read it from the beginning: "
+        "after the topic was recreated or truncated (the command stops and says so). Events "
+        "applied before are recognised by event id.",
+    ),
+]
+
+
 def settings(**flags: Any) -> Settings:
     """The settings of one command: the environment, then the flags given (None = not
     given). Flags for Kafka are named `kafka_<field>`, see `Settings.with_overrides`."""

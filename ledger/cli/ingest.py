@@ -13,6 +13,7 @@ from ledger.cli.common import (
     BootstrapOption,
     DbOption,
     JsonOption,
+    ResetPositionsOption,
     TopicOption,
     count_progress,
     emit_json,
@@ -95,14 +96,7 @@ def replay(
             show_default=False,
         ),
     ] = None,
-    reset_positions: Annotated[
-        bool,
-        typer.Option(
-            "--reset-positions",
-            help="With --from-kafka: forget the positions stored for the topic first (after "
-            "it was recreated or truncated); applied events are recognised by event id.",
-        ),
-    ] = False,
+    reset_positions: ResetPositionsOption = False,
     batch_size: Annotated[
         int | None,
         typer.Option(
