@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint faults clean
+.PHONY: demo test lint faults bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests
 	$(BIN)/python -m pytest -q
+
+# The benchmark suite: the ledger against its baselines on the same data (not in `make test`;
+# a --quick run of it is). Results also in .bench/results.json.
+bench: $(STAMP)
+	$(BIN)/ledger bench -o .bench/results.json
 
 # The fault scenarios at larger sizes, with their figures (not part of `make test`).
 FAULTS_SCALE ?= 1

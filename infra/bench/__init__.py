@@ -1,0 +1,1 @@
+"""`ledger bench`: the benchmark suite (suite.py: the contenders; cli.py: the command)."""

@@ -1,0 +1,321 @@
+"""The contenders of `ledger bench`, measured on the same data in the same run.
+
+Every throughput is events per second over the same generated stream; every ratio divides
+a ledger figure by a baseline measured in this run: fastavro decode-only of the archive
+for replays, and for consumers raw kafka-python consume+decode and a quixstreams app
+keeping a per-user count in its state store, on the same 6-partition topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import psutil
+import sqlalchemy as sa
+
+LEDGER = str(Path(sys.executable).with_name("ledger"))
+QUIX_APP = Path(__file__).with_name("quix_app.py")
+QUIX_REQUIREMENT = "quixstreams>=3,<4"
+
+
+class BenchError(RuntimeError):
+    """A contender could not run (its message says which and why)."""
+
+
+@dataclass
+class Measure:
+    contender: str
+    events: int
+    runs: list[float] = field(default_factory=list)  # seconds per repetition
+    peak_rss_mb: float | None = None
+    note: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.runs) if self.runs else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.runs and self.seconds > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(seconds=round(self.seconds, 4), events_per_second=round(self.rate, 1))
+        return data
+
+
+@dataclass
+class Run:
+    """What a contender returns: seconds it took and, for a process, its peak RSS."""
+
+    seconds: float
+    peak_rss_mb: float | None = None
+    stdout: str = ""
+
+
+def run_process(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 1800) -> Run:
+    """Run `cmd`, sampling its resident memory (children included) every 20 ms."""
+    started = time.perf_counter()
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                rss = proc.memory_info().rss + sum(
+                    c.memory_info().rss for c in proc.children(recursive=True)
+                )
+                peak = max(peak, rss)
+            except psutil.Error:
+                pass
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        done.set()
+        sampler.join()
+    seconds = time.perf_counter() - started
+    if proc.returncode not in (0, 3):
+        raise BenchError(f"{Path(cmd[0]).name} {cmd[1]} failed: {err.decode()[-1500:]}")
+    return Run(seconds, peak / 1e6, out.decode())
+
+
+# --- baselines ----------------------------------------------------------------------------
+
+
+def fastavro_decode(archive: Path) -> Run:
+    started = time.perf_counter()
+    with archive.open("rb") as fo:
+        for _ in fastavro.reader(fo):
+            pass
+    return Run(time.perf_counter() - started)
+
+
+def kafka_raw(bootstrap: str, topic: str, expected: int) -> Run:
+    """kafka-python consume + fastavro decode of every message, first to last message."""
+    import io
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ledger.codecs.avro import AvroCodec
+
+    schema = AvroCodec().schema
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in parts])
+        seen = 0
+        first = 0.0
+        deadline = time.monotonic() + 300
+        while seen < expected:
+            if time.monotonic() > deadline:
+                raise BenchError(f"kafka-python read {seen} of {expected} messages")
+            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                if not seen:
+                    first = time.perf_counter()
+                for r in records:
+                    fastavro.schemaless_reader(io.BytesIO(r.value[10:]), schema, schema)
+                seen += len(records)
+        return Run(time.perf_counter() - first)
+    finally:
+        consumer.close()
+
+
+def quix_venv(root: Path, log: Callable[[str], None]) -> Path:
+    """A virtual environment of its own for quixstreams, made once and kept in `root`."""
+    python = root / "bin" / "python"
+    stamp = root / ".installed"
+    if stamp.exists():
+        return python
+    log(f"installing {QUIX_REQUIREMENT} into {root} (once)")
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True)
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         QUIX_REQUIREMENT],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"cannot install {QUIX_REQUIREMENT}: {done.stderr[-800:]}")
+    stamp.touch()
+    return python
+
+
+def quix(python: Path, bootstrap: str, topic: str, expected: int) -> Run:
+    group = f"bench-quix-{uuid.uuid4().hex[:8]}"
+    run = run_process([str(python), str(QUIX_APP), bootstrap, topic, group, str(expected)])
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    if result["messages"] < expected:
+        raise BenchError(f"quixstreams saw {result['messages']} of {expected} messages")
+    return Run(result["seconds"], run.peak_rss_mb)
+
+
+# --- the ledger ---------------------------------------------------------------------------
+
+
+class Databases:
+    """A fresh store per run: a SQLite file, or a PostgreSQL database dropped afterwards."""
+
+    def __init__(self, work: Path, pg_admin: str | None) -> None:
+        self.work = work
+        self.pg_admin = pg_admin
+
+    @contextmanager
+    def fresh(self, kind: str) -> Iterator[str]:
+        if kind == "sqlite":
+            path = self.work / f"bench-{uuid.uuid4().hex[:8]}.db"
+            try:
+                yield f"sqlite:///{path}"
+            finally:
+                for extra in ("", "-wal", "-shm"):
+                    Path(f"{path}{extra}").unlink(missing_ok=True)
+            return
+        assert self.pg_admin is not None
+        admin = sa.create_engine(self.pg_admin, isolation_level="AUTOCOMMIT")
+        name = f"ledger_bench_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield sa.engine.make_url(self.pg_admin).set(database=name).render_as_string(False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def ledger_env() -> dict[str, str]:
+    # A fixed key: the dev key would make every command warn, and consume refuse.
+    return {**os.environ, "LEDGER_PHONE_KEY": os.environ.get("LEDGER_PHONE_KEY", "bench-key")}
+
+
+def replay(db: str, archive: Path) -> Run:
+    """The replay's own time (from its summary): the interpreter's start and the schema's
+    creation are not replaying."""
+    run = run_process([LEDGER, "replay", str(archive), "--db", db, "--json"], env=ledger_env())
+    return Run(float(json.loads(run.stdout)["seconds"]), run.peak_rss_mb)
+
+
+def consumed(db: str, topic: str) -> int:
+    engine = sa.create_engine(db)
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text("SELECT COALESCE(SUM(next_offset), 0) FROM source_positions "
+                            "WHERE source = :s"),
+                    {"s": f"kafka:{topic}"},
+                ).scalar_one()
+            )
+    except sa.exc.DBAPIError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def consume(db: str, bootstrap: str, topic: str, expected: int) -> Run:
+    """`ledger consume` from the first stored position to the last message."""
+    cmd = [LEDGER, "consume", "--bootstrap", bootstrap, "--topic", topic, "--db", db,
+           "--group", f"bench-{uuid.uuid4().hex[:8]}", "--session-timeout-ms", "6000",
+           "--log-every", "60"]
+    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ledger_env())
+    assigned: list[float] = []
+    lines: list[bytes] = []
+
+    def watch() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if b"partitions assigned" in line and not assigned:
+                assigned.append(time.perf_counter())
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    peak = 0
+    deadline = time.monotonic() + 1800
+    try:
+        while (done := consumed(db, topic)) < expected:
+            if proc.poll() is not None:
+                raise BenchError(f"ledger consume exited: {b''.join(lines[-20:]).decode()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"ledger consume took {done} of {expected} messages")
+            with suppress(psutil.Error):
+                peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.02)
+        last = time.perf_counter()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    # From the partition assignment (the group join is not consuming) to the last record
+    # committed: the first fetch and batch are in, as they are for the baselines.
+    if not assigned:
+        raise BenchError("ledger consume never logged its partition assignment")
+    return Run(last - assigned[0], peak / 1e6)
+
+
+def history_latency(db: str, samples: int = 300) -> tuple[float, float]:
+    """p50 and p99 of one `history` lookup in-process, in milliseconds."""
+    from ledger.queries.history import history
+    from ledger.store.database import open_engine
+
+    engine = open_engine(db)
+    with engine.connect() as conn:
+        users = list(conn.execute(sa.text("SELECT user_id FROM users")).scalars())
+    rng = random.Random(1)
+    times = []
+    for user in rng.sample(users, min(samples, len(users))):
+        started = time.perf_counter()
+        history(engine, user)
+        times.append((time.perf_counter() - started) * 1000)
+    engine.dispose()
+    times.sort()
+    return times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+def history_process(db: str, runs: int = 7) -> float:
+    """Median wall time of `ledger history USER --json` as a process, in milliseconds."""
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        user = conn.execute(sa.text("SELECT user_id FROM users LIMIT 1")).scalar_one()
+    engine.dispose()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(
+            [LEDGER, "history", user, "--json", "--db", db],
+            check=True,
+            capture_output=True,
+            env=ledger_env(),
+        )
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def store_bytes_per_event(db: str, events: int) -> float:
+    path = Path(sa.engine.make_url(db).database or "")
+    size = sum(
+        Path(f"{path}{extra}").stat().st_size
+        for extra in ("", "-wal")
+        if Path(f"{path}{extra}").exists()
+    )
+    return size / events if events else 0.0
