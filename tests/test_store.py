@@ -24,6 +24,14 @@ def test_migrations_create_exactly_the_models(db_url: str) -> None:
     assert diff == []
 
 
+def test_the_head_revision_constant_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from ledger.store.database import HEAD_REVISION, _alembic_config
+
+    assert ScriptDirectory.from_config(_alembic_config()).get_current_head() == HEAD_REVISION
+
+
 def test_db_upgrade_command_is_idempotent(cli: Cli) -> None:
     assert cli.json("db", "upgrade") == {"from": None, "to": head_revision()}
     assert cli.json("db", "upgrade") == {"from": head_revision(), "to": head_revision()}

@@ -109,9 +109,9 @@ class LedgerGroup(TyperGroup):
             raise typer.Exit(EXIT_ERROR) from None
 
 
-def command_group(help: str) -> typer.Typer:
+def command_group(help: str, cls: type[LedgerGroup] = LedgerGroup) -> typer.Typer:
     return typer.Typer(
-        cls=LedgerGroup,
+        cls=cls,
         help=help,
         no_args_is_help=True,
         add_completion=False,

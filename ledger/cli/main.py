@@ -9,14 +9,45 @@ never imports them and they join this command line when they are installed.
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import typer
+import typer.main
 
 from ledger.cli import admin, dead_letters, generate, history, ingest
-from ledger.cli.common import command_group
+from ledger.cli.common import LedgerGroup, command_group
 
 PLUGIN_GROUP = "jurisdiction_ledger.commands"
+
+
+@cache
+def plugins() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
+
+class RootGroup(LedgerGroup):
+    """The `ledger` group, whose plugin commands are loaded only when they are asked for (or
+    listed by --help): `ledger history` neither scans the installed packages' entry points
+    nor imports the broker, the benchmark or the consumer service."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        own = super().list_commands(ctx)
+        return own + [name for name in plugins() if name not in own]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in plugins():
+            return command
+        loaded = plugins()[cmd_name].load()
+        if isinstance(loaded, typer.Typer):
+            group = typer.main.get_group(loaded)
+            group.name = cmd_name
+            return group
+        single = typer.Typer()
+        single.command(cmd_name)(loaded)
+        return typer.main.get_command(single)
 
 app = command_group(
     "Jurisdiction ledger: which rulebook (Xiaohongshu domestic or Rednote international) "
@@ -27,7 +58,8 @@ app = command_group(
     "directory unless --db or LEDGER_DB names another (e.g. "
     "postgresql+psycopg://user@host/db).\n\n"
     "Exit status: 0 success; 1 an error (one line on stderr); 2 a usage error; "
-    "3 finished, but some input was dead-lettered."
+    "3 finished, but some input was dead-lettered.",
+    cls=RootGroup,
 )
 app.command()(generate.generate)
 app.command()(ingest.replay)
@@ -39,13 +71,6 @@ app.command()(history.explain)
 app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.topics_app, name="topics")
 app.add_typer(dead_letters.dead_letters_app, name="dead-letters")
-
-for _plugin in entry_points(group=PLUGIN_GROUP):
-    _command = _plugin.load()
-    if isinstance(_command, typer.Typer):
-        app.add_typer(_command, name=_plugin.name)
-    else:
-        app.command(_plugin.name)(_command)
 
 
 def main() -> None:
