@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +22,7 @@ from ledger.cli.common import (
     tune_gc_for_streaming,
     warn_if_dev_phone_key,
 )
-from ledger.errors import UsageError
+from ledger.errors import LedgerError, UsageError
 
 
 class PlainFormatter(logging.Formatter):
@@ -70,6 +70,21 @@ def consume(
         ),
     ] = None,
     reset_positions: ResetPositionsOption = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics and liveness at "
+            "/healthz (0: any free port, logged at start).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option("--metrics-host", help="Address the metrics endpoint listens on."),
+    ] = "127.0.0.1",
     allow_dev_key: Annotated[
         bool,
         typer.Option(
@@ -118,9 +133,35 @@ def consume(
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("kafka").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    with kafka_errors(server):
-        service = ProjectorService(s, projector(s))
-        tune_gc_for_streaming()
-        signals.hand_over(service.request_stop)
-        code = service.run(reset_positions=reset_positions)
+    metrics, metrics_server = _metrics(s, metrics_host, metrics_port)
+    try:
+        with kafka_errors(server):
+            service = ProjectorService(s, projector(s), metrics=metrics)
+            tune_gc_for_streaming()
+            signals.hand_over(service.request_stop)
+            code = service.run(reset_positions=reset_positions)
+    finally:
+        if metrics_server is not None:
+            metrics_server.close()
     raise typer.Exit(code)
+
+
+def _metrics(s: Any, host: str, port: int | None) -> tuple[Any, Any]:
+    """The metrics hooks and their HTTP server, started, when --metrics-port asks for them."""
+    if port is None:
+        return None, None
+    from consumers.metrics import MetricsServer, ProjectorMetrics
+
+    # Liveness allows a batch as long as the group itself allows one, and some.
+    metrics = ProjectorMetrics(stale_after_s=s.consumer.max_poll_interval_ms / 1000 + 30)
+    try:
+        http = MetricsServer(metrics, host, port)
+    except OSError as exc:
+        raise LedgerError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    http.start()
+    bound_host, bound_port = http.address
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    logging.getLogger("ledger.consume").info(
+        "metrics on http://%s:%d/metrics, liveness on /healthz", shown, bound_port
+    )
+    return metrics, http

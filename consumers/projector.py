@@ -85,8 +85,11 @@ class ProjectorService:
         projector: Projector,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        metrics: Any = None,
     ) -> None:
         self.settings = settings
+        # consumers.metrics.ProjectorMetrics (or None): told what `stats` is told, and more.
+        self.metrics = metrics
         self.projector = projector
         self.clock = clock
         self.codec = AvroCodec()
@@ -135,6 +138,8 @@ class ProjectorService:
         dead_letters = DeadLetterPublisher(producer, kafka.dlq_topic)
         consumer.subscribe([kafka.topic], listener=_SeekToStored(self))
         log.info("consuming %s as group %s", kafka.topic, s.group)
+        if self.metrics:
+            self.metrics.started()
         try:
             while not self.stopping:
                 if self.unpositioned and not self._position_pending():
@@ -157,8 +162,13 @@ class ProjectorService:
                 ]
                 if records:
                     self._apply(records, dead_letters)
+                if self.metrics:
+                    self.metrics.heartbeat()
+                    self.metrics.lag_by_partition(self.lag())
                 self._maybe_log()
         finally:
+            if self.metrics:
+                self.metrics.stopped()
             self._close(producer)
         if self.failure is not None:
             raise self.failure
@@ -189,6 +199,7 @@ class ProjectorService:
     # -- batches ---------------------------------------------------------------------------
     def _apply(self, records: list, dead_letters: DeadLetterPublisher) -> None:  # type: ignore[type-arg]
         assert self.consumer is not None
+        started = time.perf_counter()
         try:
             result = self.projector.apply_batch(
                 records,
@@ -201,6 +212,8 @@ class ProjectorService:
             # the projector instead). Rewind every partition to the stored positions once
             # the database answers again.
             log.warning("batch failed, will retry from the stored positions: %s", _one_line(exc))
+            if self.metrics:
+                self.metrics.batch_failed(exc)
             self.projector.forget()
             self.unpositioned |= set(self.consumer.assignment())
             self.consumer.pause(*self.unpositioned)
@@ -210,6 +223,8 @@ class ProjectorService:
         self.stats.duplicates += result.duplicates
         self.stats.dead_lettered += result.dead_lettered
         self.stats.batches += 1
+        if self.metrics:
+            self.metrics.batch_applied(result, time.perf_counter() - started, records)
         for d in result.dead_letters:
             log.warning("dead letter %s: %s", d.record.position, d.reason)
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -235,6 +250,8 @@ class ProjectorService:
             stored_identity = self.projector.store.source_identity(source_key(topic))
         except (StoreUnavailable, StoreConflict) as exc:
             log.warning("cannot read stored positions yet: %s", _one_line(exc))
+            if self.metrics:
+                self.metrics.positions_unreadable()
             self.unpositioned |= set(tps)
             self.consumer.pause(*tps)
             return
@@ -270,6 +287,8 @@ class ProjectorService:
         while time.monotonic() < deadline and not self.stopping:
             # Paused partitions return nothing, but polling keeps the membership alive.
             self.consumer.poll(timeout_ms=200)
+            if self.metrics:
+                self.metrics.heartbeat()
 
     # -- reporting ---------------------------------------------------------------------------
     def lag(self) -> dict[int, int]:

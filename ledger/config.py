@@ -9,6 +9,9 @@ passed down. This is the only module that reads the environment.
 | `LEDGER_TOPIC` | `KafkaSettings.topic` (default `account-events`) |
 | `LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS` | `KafkaSettings.bootstrap_timeout_ms` (default 10000) |
 | `LEDGER_KAFKA_*` | kafka-python client options (`KAFKA_ENV` below): SASL, TLS, client id |
+| `LEDGER_API_TOKENS` | `ApiSettings.tokens`: `role:token` pairs, comma separated (`serve`) |
+| `LEDGER_API_TOKENS_FILE` | `ApiSettings.tokens_file`: a file of `role:token` lines |
+| `LEDGER_API_METRICS` | `ApiSettings.metrics_access`: `token` (default) or `open` for `/metrics` |
 
 A flag given on the command line wins over the variable; an empty variable counts as unset.
 """
@@ -113,6 +116,60 @@ class Limits:
     avro_block_bytes: int = 64 << 20
 
 
+API_ROLES = ("metrics", "auditor", "admin")  # each role may do what the ones before it may
+METRICS_ACCESS = ("token", "open")
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Who may ask `ledger serve` what. Tokens are `role:token` pairs; the file (read by the
+    server at start, so the secret need not sit in the environment) adds to the variable."""
+
+    tokens: str | None = None
+    tokens_file: str | None = None
+    metrics_access: str = "token"  # "open": /metrics answers without a token
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.tokens or self.tokens_file)
+
+    def check(self) -> None:
+        if self.metrics_access not in METRICS_ACCESS:
+            raise UsageError(
+                f"metrics access {self.metrics_access!r} (LEDGER_API_METRICS or "
+                f"--metrics-access) must be one of {', '.join(METRICS_ACCESS)}"
+            )
+
+
+def parse_api_tokens(text: str, origin: str, *, numbered: bool = False) -> dict[str, str]:
+    """token -> role from `role:token` items separated by commas or line breaks; `#` starts
+    a comment. Raises UsageError naming `origin` (with the line number when `numbered`),
+    never the token, on a malformed item."""
+    found: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        for item in line.split("#", 1)[0].split(","):
+            item = item.strip()
+            if not item:
+                continue
+            role, sep, token = item.partition(":")
+            role, token = role.strip(), token.strip()
+            where = f"{origin} line {n}" if numbered else origin
+            if not sep or role not in API_ROLES:
+                raise UsageError(
+                    f"{where}: expected ROLE:TOKEN with ROLE one of {', '.join(API_ROLES)}"
+                )
+            # Short tokens can be guessed; printable ASCII keeps them header-safe.
+            if len(token) < 16 or not all(33 <= ord(c) < 127 for c in token):
+                raise UsageError(
+                    f"{where}: {role} tokens must be at least 16 printable ASCII characters "
+                    "without spaces"
+                )
+            if found.get(token, role) != role:
+                raise UsageError(f"{where}: one token is given two roles")
+            found[token] = role
+    return found
+
+
 @dataclass(frozen=True)
 class Settings:
     db_url: str = DEFAULT_DB
@@ -120,6 +177,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
     limits: Limits = field(default_factory=Limits)
+    api: ApiSettings = field(default_factory=ApiSettings)
     batch_size: int = 5000  # events per transaction of a replay
     cache_users: int = 50_000  # users whose projections a writer keeps between batches
 
@@ -130,15 +188,18 @@ class Settings:
         return self.phone_key == DEV_PHONE_KEY
 
     def with_overrides(self, **flags: Any) -> Settings:
-        """Flags given on a command line (None = not given) over these settings; Kafka and
-        consumer flags are named `kafka_<field>` and `consumer_<field>`."""
+        """Flags given on a command line (None = not given) over these settings; Kafka,
+        consumer and API flags are named `kafka_<field>`, `consumer_<field>`, `api_<field>`."""
         top: dict[str, Any] = {}
         kafka: dict[str, Any] = {}
         consumer: dict[str, Any] = {}
+        api: dict[str, Any] = {}
         for name, value in flags.items():
             if value is None:
                 continue
-            if name.startswith("kafka_"):
+            if name.startswith("api_"):
+                api[name.removeprefix("api_")] = value
+            elif name.startswith("kafka_"):
                 kafka[name.removeprefix("kafka_")] = value
             elif name.startswith("consumer_"):
                 consumer[name.removeprefix("consumer_")] = value
@@ -148,6 +209,7 @@ class Settings:
             self,
             kafka=replace(self.kafka, **kafka),
             consumer=replace(self.consumer, **consumer),
+            api=replace(self.api, **api),
             **top,
         )
 
@@ -215,4 +277,15 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
                 env, "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS", KafkaSettings.bootstrap_timeout_ms
             ),
         ),
+        api=_api_settings(env),
+    )
+
+
+def _api_settings(env: Mapping[str, str]) -> ApiSettings:
+    # Kept as given and checked by `ledger serve` (`ApiSettings.check`), so a typo here
+    # does not stop `ledger history`.
+    return ApiSettings(
+        tokens=_env(env, "LEDGER_API_TOKENS"),
+        tokens_file=_env(env, "LEDGER_API_TOKENS_FILE"),
+        metrics_access=(_env(env, "LEDGER_API_METRICS") or "token").lower(),
     )

@@ -21,7 +21,7 @@ LAYERS = [
     ("app", "generate", "testing"),
     ("store",),
     ("queries",),
-    ("cli",),
+    ("cli", "http"),
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # What the pure core may import besides the standard library's computation modules.

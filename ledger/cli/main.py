@@ -17,6 +17,7 @@ import typer
 import typer.main
 
 from ledger.cli import admin, dead_letters, generate, history, ingest
+from ledger.cli import serve as serve_commands
 from ledger.cli.common import LedgerGroup, command_group
 
 PLUGIN_GROUP = "jurisdiction_ledger.commands"
@@ -68,6 +69,8 @@ app.command()(ingest.export)
 app.command()(history.current)
 app.command()(history.history)
 app.command()(history.explain)
+app.command()(serve_commands.serve)
+app.command()(serve_commands.timeline)
 app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.topics_app, name="topics")
 app.add_typer(dead_letters.dead_letters_app, name="dead-letters")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, bindparam, select
 
 from ledger.domain.projection import HistoryRow
 from ledger.domain.rulebooks import RULEBOOKS, AgeStatus, age_status
@@ -39,9 +39,20 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
     }
 
 
+# Built once: constructing a statement costs more than running it on an indexed key, and
+# the HTTP API asks these per request.
+_USER = select(users).where(users.c.user_id == bindparam("user_id"))
+_ALL_ROWS = (
+    select(assignment_history)
+    .where(assignment_history.c.user_id == bindparam("user_id"))
+    .order_by(assignment_history.c.valid_from, assignment_history.c.recorded_at)
+)
+_BELIEVED_ROWS = _ALL_ROWS.where(assignment_history.c.superseded_at.is_(None))
+
+
 def _user_row(engine: Engine, user_id: str) -> Any:
     with engine.connect() as conn:
-        row = conn.execute(select(users).where(users.c.user_id == user_id)).first()
+        row = conn.execute(_USER, {"user_id": user_id}).first()
     if row is None:
         raise UnknownUser(f"unknown user {user_id!r}: no events for this user in the ledger")
     return row
@@ -56,19 +67,18 @@ def history(
 ) -> list[HistoryRow]:
     """The user's history, ordered by valid time. Default: what the ledger believes now;
     `believed_at`: what it believed at that record time; `include_superseded`: every row."""
-    _user_row(engine, user_id)
-    return _history_rows(engine, user_id, include_superseded, believed_at)
+    rows = _history_rows(engine, user_id, include_superseded, believed_at)
+    if not rows:  # a known user has rows; one query, not two, on the hot path (HTTP API)
+        _user_row(engine, user_id)
+    return rows
 
 
 def _history_rows(
     engine: Engine, user_id: str, include_superseded: bool, believed_at: datetime | None
 ) -> list[HistoryRow]:
-    q = select(assignment_history).where(assignment_history.c.user_id == user_id)
-    if not include_superseded and believed_at is None:
-        q = q.where(assignment_history.c.superseded_at.is_(None))
-    q = q.order_by(assignment_history.c.valid_from, assignment_history.c.recorded_at)
+    q = _BELIEVED_ROWS if not include_superseded and believed_at is None else _ALL_ROWS
     with engine.connect() as conn:
-        rows = [history_row_from_row(r) for r in conn.execute(q)]
+        rows = [history_row_from_row(r) for r in conn.execute(q, {"user_id": user_id})]
     if believed_at is not None and not include_superseded:
         rows = [r for r in rows if r.believed_at(believed_at)]
     return rows

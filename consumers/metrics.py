@@ -1,0 +1,235 @@
+"""Prometheus metrics of the projector service (`ledger consume --metrics-port P`), and the
+small HTTP server that exposes them with a liveness endpoint.
+
+| metric | type | what |
+|---|---|---|
+| `ledger_events_applied_total` | counter | events applied to the store |
+| `ledger_duplicate_events_total` | counter | deliveries of events already applied (no change) |
+| `ledger_dead_letters_total{reason_class}` | counter | records dead-lettered, by kind of reason |
+| `ledger_batches_total` | counter | batches committed |
+| `ledger_batch_apply_seconds` | histogram | time to apply and commit one batch |
+| `ledger_consumer_lag_records{partition}` | gauge | high watermark minus position |
+| `ledger_last_applied_record_timestamp_seconds` | gauge | newest record time committed |
+| `ledger_database_retries_total` | counter | store operations that failed and will be retried |
+| `ledger_consumer_up` | gauge | 1 while the consume loop runs |
+
+The counters move exactly where the service's own `Stats` move, so the scrape after a run
+equals the summary the service logs when it stops. The loop thread writes the values; the
+HTTP thread only reads the registry (prometheus-client is thread-safe), and never touches
+the Kafka consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+from ledger.app.ports import StoreConflict, StoreUnavailable
+
+log = logging.getLogger("ledger.consume")
+
+# Seconds a batch takes end to end, from a few records on SQLite to thousands on a slow
+# PostgreSQL.
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+# Dead-letter reasons are free text quoting input; the label is one of these few classes.
+REASON_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("too_large", ("over the limit of",)),
+    ("event_id_conflict", ("already recorded for another user",)),
+    ("database_refused", ("the database refused it",)),
+    ("unknown_terms_version", ("unknown terms version", "for what-if comparison only")),
+    ("no_record_time", ("kafka record timestamp", "tombstone")),
+    (
+        "undecodable",
+        (
+            "not valid utf-8",
+            "not valid json",
+            "json nested",
+            "expected a json object",
+            "avro",
+            "writer schema",
+        ),
+    ),
+)
+
+
+def reason_class(reason: str) -> str:
+    lowered = reason.lower()
+    for name, needles in REASON_CLASSES:
+        if any(n in lowered for n in needles):
+            return name
+    return "invalid_event"
+
+
+class ProjectorMetrics:
+    """The hooks `consumers.projector.ProjectorService` calls, on a registry of its own."""
+
+    def __init__(self, *, stale_after_s: float = 90.0) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        r = self.registry
+        self.applied = Counter("ledger_events_applied", "Events applied to the store.", registry=r)
+        self.duplicates = Counter(
+            "ledger_duplicate_events",
+            "Deliveries of events the store had applied already (nothing changed).",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "ledger_dead_letters",
+            "Records dead-lettered, by class of reason.",
+            ["reason_class"],
+            registry=r,
+        )
+        for name, _ in REASON_CLASSES:  # every series exists from the start, at 0
+            self.dead_letters.labels(name)
+        self.dead_letters.labels("invalid_event")
+        self.batches = Counter("ledger_batches", "Batches committed.", registry=r)
+        self.batch_seconds = Histogram(
+            "ledger_batch_apply_seconds",
+            "Time to apply and commit one batch (planning, store transaction, DLQ sends).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "ledger_consumer_lag_records",
+            "Records between the consumer's position and the high watermark, per partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.last_record_time = Gauge(
+            "ledger_last_applied_record_timestamp_seconds",
+            "The newest record time (Kafka record timestamp) in a committed batch, Unix time.",
+            registry=r,
+        )
+        self.db_retries = Counter(
+            "ledger_database_retries",
+            "Store operations that failed (database unavailable or contended) and will be "
+            "retried from the stored positions.",
+            registry=r,
+        )
+        self.up = Gauge("ledger_consumer_up", "1 while the consume loop runs.", registry=r)
+        self.stale_after_s = stale_after_s
+        self._beat = time.monotonic()
+        self._partitions: set[str] = set()
+        self._running = False
+        self._newest = 0.0
+
+    # -- hooks ---------------------------------------------------------------------------
+    def started(self) -> None:
+        self._running = True
+        self.up.set(1)
+        self.heartbeat()
+
+    def stopped(self) -> None:
+        self._running = False
+        self.up.set(0)
+
+    def heartbeat(self) -> None:
+        self._beat = time.monotonic()
+
+    def batch_applied(self, result: Any, seconds: float, records: Sequence[Any]) -> None:
+        self.applied.inc(result.applied)
+        self.duplicates.inc(result.duplicates)
+        for d in result.dead_letters:
+            self.dead_letters.labels(reason_class(d.reason)).inc()
+        self.batches.inc()
+        self.batch_seconds.observe(seconds)
+        times = [
+            rec.decoded[1]
+            for rec in records
+            if isinstance(rec.decoded, tuple) and isinstance(rec.decoded[1], datetime)
+        ]
+        if times and max(times).timestamp() > self._newest:  # never moves back
+            self._newest = max(times).timestamp()
+            self.last_record_time.set(self._newest)
+
+    def batch_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, StoreUnavailable | StoreConflict | OSError):
+            self.db_retries.inc()
+
+    def positions_unreadable(self) -> None:
+        self.db_retries.inc()
+
+    def lag_by_partition(self, lag: dict[int, int]) -> None:
+        names = {str(p) for p in lag}
+        for gone in self._partitions - names:  # revoked: no stale series
+            self.lag.remove(gone)
+        for partition, behind in lag.items():
+            self.lag.labels(str(partition)).set(behind)
+        self._partitions = names
+
+    # -- liveness --------------------------------------------------------------------------
+    def alive(self) -> bool:
+        """The loop has gone round recently (a batch that takes longer than this would have
+        cost the consumer its group membership anyway)."""
+        return self._running and time.monotonic() - self._beat < self.stale_after_s
+
+
+class _Handler(BaseHTTPRequestHandler):
+    metrics: ProjectorMetrics  # set on the subclass made per server
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+        elif path in ("/healthz", "/livez"):
+            ok = self.metrics.alive()
+            body = b'{"status":"ok"}' if ok else b'{"status":"stalled"}'
+            self._send(200 if ok else 503, body, "application/json")
+        else:
+            self._send(404, b'{"status":"not found"}', "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a scrape every few seconds is not worth a log line
+
+
+class MetricsServer:
+    """/metrics and /healthz on a daemon thread."""
+
+    def __init__(self, metrics: ProjectorMetrics, host: str, port: int) -> None:
+        handler = type("Handler", (_Handler,), {"metrics": metrics})
+        server = ThreadingHTTPServer
+        if ":" in host:  # an IPv6 address
+            server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+        self.httpd = server((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, name="metrics-http", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

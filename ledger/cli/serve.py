@@ -1,0 +1,264 @@
+"""`ledger serve` (the HTTP API) and `ledger timeline` (the bitemporal picture of a user)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ledger.cli import signals
+from ledger.cli.common import (
+    DbOption,
+    JsonOption,
+    emit_json,
+    err,
+    escape_control,
+    out,
+    plain,
+    settings,
+    warn_if_dev_phone_key,
+)
+from ledger.errors import LedgerError, UsageError
+
+UserArgument = Annotated[str, typer.Argument(help="User id, e.g. u-000042.")]
+
+NO_TOKENS_NOTE = (
+    "no API tokens configured (LEDGER_API_TOKENS / LEDGER_API_TOKENS_FILE): serving without "
+    "authentication on {host} only; every caller reads as an auditor, dead letters need an "
+    "admin token"
+)
+
+
+class _PlainFormatter(logging.Formatter):
+    # Log lines quote request paths and database messages: spell out control characters.
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_control(super().formatMessage(record))
+
+
+def _log_to_stderr(access_log: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # uvicorn's start-up chatter repeats what `serve` prints itself.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(logging.INFO if access_log else logging.WARNING)
+
+
+def _addresses(host: str, port: int) -> list[Any]:
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"--host {host!r}: not an address this machine can bind ({exc})") from None
+
+
+def _is_loopback(infos: list[Any]) -> bool:
+    def loop(addr: str) -> bool:
+        try:
+            return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+        except ValueError:
+            return False
+
+    return all(loop(info[4][0]) for info in infos)
+
+
+def _bind(infos: list[Any]) -> socket.socket:
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise LedgerError(f"cannot listen on {_url(addr)}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _url(addr: tuple[Any, ...]) -> str:
+    host, port = addr[0], addr[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(
+    db: DbOption = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Address to listen on. Anything but a loopback address needs API tokens.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")
+    ] = 8080,
+    tokens_file: Annotated[
+        str | None,
+        typer.Option(
+            "--tokens-file",
+            help="File of ROLE:TOKEN lines (roles: metrics, auditor, admin); adds to "
+            "$LEDGER_API_TOKENS. Default: $LEDGER_API_TOKENS_FILE.",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_access: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-access",
+            help="Who may read /metrics: 'token' (any token; the 'metrics' role suffices) or "
+            "'open'.  [default: $LEDGER_API_METRICS, else token]",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            min=1,
+            max=64,
+            help="Database queries run at once (one worker process; more threads only "
+            "contend for the interpreter).",
+        ),
+    ] = 4,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every request on stderr.")
+    ] = False,
+    allow_dev_key: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dev-key",
+            help="Run even though LEDGER_PHONE_KEY is not set (for development only).",
+        ),
+    ] = False,
+) -> None:
+    """Serve the ledger over HTTP: the questions of current, history and explain, the
+    timeline picture, stats, dead letters (admin), health and Prometheus metrics.
+
+    Read-only on the store; OpenAPI at /openapi.json, interactive docs at /docs. Callers
+    send a bearer token whose role is auditor (users, stats) or admin (also dead letters);
+    without any token configured the server listens on loopback only and says so. Starts
+    even while the database is down (then /readyz answers 503 until it is back).
+    SIGTERM/SIGINT finish the requests under way and exit 0.
+
+    Refuses to start (exit 2) without LEDGER_PHONE_KEY unless --allow-dev-key is given."""
+    # A stop asked for while starting is kept and honoured once the server runs.
+    signals.hold()
+    from ledger.http.auth import load_access
+    from ledger.store.readonly import open_reader, readiness
+
+    s = settings(db_url=db, api_tokens_file=tokens_file, api_metrics_access=metrics_access)
+    if s.uses_dev_phone_key and not allow_dev_key:
+        raise UsageError(
+            "LEDGER_PHONE_KEY is not set: refusing to serve a ledger whose phone hashes use "
+            "the public development key; set LEDGER_PHONE_KEY (or pass --allow-dev-key for "
+            "development)"
+        )
+    warn_if_dev_phone_key(s)
+    access, warnings = load_access(s.api)
+    infos = _addresses(host, port)
+    if access.open and not _is_loopback(infos):
+        raise UsageError(
+            f"refusing to serve on {host} without API tokens: anyone who reaches it could "
+            "read every user; set LEDGER_API_TOKENS or LEDGER_API_TOKENS_FILE, or listen on "
+            "127.0.0.1"
+        )
+    engine = open_reader(s.db_url, pool_size=threads)
+    _log_to_stderr(access_log)
+    for line in warnings:
+        err.print(plain(line), soft_wrap=True)
+    state = readiness(engine)
+    if not state.ready:
+        err.print(plain(f"warning: not ready yet: {state.problem}"), soft_wrap=True)
+    sock = _bind(infos)
+    url = _url(sock.getsockname())
+    err.print(plain(f"serving {url} (API docs at {url}/docs)"), soft_wrap=True)
+    if access.open:
+        err.print(plain(NO_TOKENS_NOTE.format(host=sock.getsockname()[0])), soft_wrap=True)
+    _run(engine, access, sock, access_log, threads)
+    engine.dispose()
+    raise typer.Exit(0)
+
+
+def _run(engine: Any, access: Any, sock: socket.socket, access_log: bool, threads: int) -> None:
+    import uvicorn
+
+    from ledger.http.app import create_app
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        loop = "asyncio"
+    config = uvicorn.Config(
+        create_app(engine, access, threads=threads),
+        loop=loop,
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=access_log,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+
+    def stop(_signum: int, _frame: object) -> None:
+        server.should_exit = True
+
+    # A signal held since start-up stops the server as soon as it has started. uvicorn
+    # installs its own handlers while it runs, then restores this one and raises the signal
+    # into it again: so a SIGTERM ends in exit 0, not in death by the signal.
+    signals.hand_over(stop)
+    server.run(sockets=[sock])
+
+
+def timeline(
+    user: UserArgument,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="FILE.svg (the picture) or FILE.html (a page with it)."
+        ),
+    ],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Draw USER's bitemporal timeline: valid time across, record time up.
+
+    One band per history row, from valid_from to valid_to, standing from recorded_at to
+    superseded_at, coloured by rulebook and labelled with policy and rule; a belief a
+    late event corrected shows under the one that replaced it. Events are ticks on the
+    valid-time axis; sign-up and terms bindings are marked. The file is self-contained."""
+    from ledger.http.timeline import render_html, render_svg
+    from ledger.queries.timeline import timeline as query_timeline
+    from ledger.store.database import open_engine
+
+    suffix = output.suffix.lower()
+    if suffix not in (".svg", ".html", ".htm"):
+        raise UsageError(f"-o {str(output)!r}: name a .svg or .html file")
+    data = query_timeline(open_engine(settings(db_url=db).db_url), user)
+    content = render_svg(data) if suffix == ".svg" else render_html(data)
+    output.write_text(content, encoding="utf-8")
+    summary = {
+        "user_id": user,
+        "output": str(output),
+        "rows": len(data.rows),
+        "superseded": sum(1 for r in data.rows if r.superseded_at is not None),
+        "events": len(data.events),
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        out.print(
+            plain(
+                f"wrote {output}: {summary['rows']} history rows ({summary['superseded']} "
+                f"superseded), {summary['events']} events"
+            )
+        )

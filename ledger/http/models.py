@@ -1,0 +1,131 @@
+"""The response documents as OpenAPI schemas. The endpoints answer with the dictionaries
+the query layer builds (`row_json`, `Current.as_json`, the same the CLI's `--json` prints);
+these models only describe them, and the schema tests check each answer against them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Instant = str  # ISO 8601 in UTC with Z, e.g. 2026-04-01T00:00:00Z
+
+
+class HistoryEntry(BaseModel):
+    valid_from: Instant = Field(description="Start of the period in valid time.")
+    valid_to: Instant | None = Field(description="End of the period (exclusive); null: open.")
+    assignment: str = Field(
+        description="xhs-domestic, rednote-international or undetermined.",
+        examples=["rednote-international"],
+    )
+    policy: str = Field(description="The policy (terms version) that decided.")
+    rule: str = Field(description="The rule of the policy that fired.", examples=["R4"])
+    reason: str
+    facts: dict[str, Any] = Field(description="The facts the rule read.")
+    evidence: list[str] = Field(description="Ids of the events those facts came from.")
+    recorded_at: Instant = Field(description="Record time: when the ledger learned it.")
+    superseded_at: Instant | None = Field(
+        description="Record time at which a later-arriving event replaced this belief; "
+        "null: still believed."
+    )
+
+
+class History(BaseModel):
+    user_id: str
+    entries: list[HistoryEntry]
+
+
+class Rulebook(BaseModel):
+    id: str
+    platform: str
+    age_rule: str
+    content_focus: str
+    data_residency: str
+
+
+class Current(BaseModel):
+    user_id: str
+    at: Instant = Field(description="The valid time asked about.")
+    assignment: str | None = Field(description="null: not signed up at that time.")
+    since: Instant | None
+    until: Instant | None
+    policy: str | None
+    rule: str | None
+    reason: str | None
+    facts: dict[str, Any] | None
+    evidence: list[str] | None
+    rulebook: Rulebook | None
+    age_status: Literal[
+        "ok", "minor_advisory", "guardian_consent_required", "below_minimum_age", "unknown"
+    ]
+    signup_at: Instant | None
+
+
+class Explanation(BaseModel):
+    user_id: str
+    at: Instant
+    explanation: str = Field(description="A statement the user or an auditor can read.")
+
+
+class UserCounts(BaseModel):
+    total: int
+    by_assignment: dict[str, int] = Field(
+        description="Users per assignment now; 'not signed up' for users with events but no "
+        "sign-up yet."
+    )
+
+
+class DeadLetterCounts(BaseModel):
+    total: int
+    unresolved: int
+
+
+class SourceStats(BaseModel):
+    source: str = Field(description="file:<sha256>, kafka:<topic> or redrive:<uuid>.")
+    events: int
+    last_recorded_at: Instant | None = Field(
+        description="The latest record time applied from this source."
+    )
+
+
+class Stats(BaseModel):
+    users: UserCounts
+    events: int
+    dead_letters: DeadLetterCounts
+    sources: list[SourceStats]
+    computed_at: Instant = Field(description="When these figures were read (cached briefly).")
+
+
+class DeadLetter(BaseModel):
+    id: int
+    recorded_at: Instant
+    source: str
+    position: str
+    partition: int | None
+    offset: int | None
+    reason: str
+    raw_size: int = Field(description="Size of the input before it was cut to the store's limit.")
+    event_id: str | None
+    user_id: str | None
+    resolved_at: Instant | None
+    resolution: str | None
+    raw_kept: int
+    raw_truncated: bool
+    raw_base64: str = Field(description="The raw input as kept (may contain personal data).")
+    raw_text: str | None = Field(description="The same as text, when it is UTF-8.")
+
+
+class DeadLetters(BaseModel):
+    items: list[DeadLetter]
+    next_after: int | None = Field(
+        description="More may follow: ask again with after=this id (null: that was all)."
+    )
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    schema_revision: str | None
