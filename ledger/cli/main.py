@@ -17,6 +17,8 @@ import typer
 import typer.main
 
 from ledger.cli import admin, dead_letters, generate, history, ingest
+from ledger.cli import impact as impact_commands
+from ledger.cli import policy as policy_commands
 from ledger.cli import serve as serve_commands
 from ledger.cli.common import LedgerGroup, command_group
 
@@ -74,6 +76,8 @@ app.command()(serve_commands.timeline)
 app.add_typer(admin.db_app, name="db")
 app.add_typer(admin.topics_app, name="topics")
 app.add_typer(dead_letters.dead_letters_app, name="dead-letters")
+app.command()(impact_commands.impact)
+app.add_typer(policy_commands.policy_app, name="policy")
 
 
 def main() -> None:

@@ -200,6 +200,15 @@ def parse_policy(data: Mapping[str, Any], source: str, problems: list[str]) -> P
     )
 
 
+def parse_conditions(raw: Any, where: str, problems: list[str]) -> tuple[Condition, ...]:
+    """A `when` list as rules have it, for other tables that state conditions the same way
+    (invariants in `ledger.domain.policy_checks`); problems are appended, naming `where`."""
+    if not isinstance(raw, list):
+        problems.append(f"{where}: 'when' must be a list of conditions, got {raw!r}")
+        return ()
+    return tuple(c for item in raw for c in _parse_condition(item, where, problems))
+
+
 def _parse_condition(raw: Any, where: str, problems: list[str]) -> Iterable[Condition]:
     if not isinstance(raw, dict) or "fact" not in raw:
         problems.append(f"{where}: condition {raw!r} needs a 'fact' and one operator")
