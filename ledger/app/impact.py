@@ -28,7 +28,7 @@ from ledger.domain.facts import Observation, ObservedSignup
 from ledger.domain.policy import PolicySet
 from ledger.domain.policy_checks import only_policy
 from ledger.domain.time import format_instant
-from ledger.domain.timeline import Entry, Timeline, compute_timeline, entry_at
+from ledger.domain.timeline import Entry, Timeline, compute_timeline, entry_at, entry_json
 from ledger.errors import LedgerError, UsageError
 
 NOT_SIGNED_UP = "not signed up"
@@ -255,18 +255,7 @@ class Explanation:
 
     def as_json(self) -> dict[str, Any]:
         def entry(e: Entry | None) -> dict[str, Any] | None:
-            if e is None:
-                return None
-            return {
-                "valid_from": format_instant(e.valid_from),
-                "valid_to": format_instant(e.valid_to),
-                "assignment": e.assignment,
-                "policy": e.policy,
-                "rule": e.rule,
-                "reason": e.reason,
-                "facts": dict(e.facts),
-                "evidence": list(e.evidence),
-            }
+            return None if e is None else entry_json(e)
 
         return {
             "user_id": self.user_id,

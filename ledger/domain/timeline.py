@@ -23,6 +23,7 @@ from ledger.domain.facts import (
     fact_to_json,
 )
 from ledger.domain.policy import PolicySet
+from ledger.domain.time import format_instant
 
 FactItems = tuple[tuple[str, Any], ...]
 
@@ -243,3 +244,18 @@ def entry_at(entries: Sequence[Entry], at: datetime) -> Entry | None:
         if e.valid_from <= at and (e.valid_to is None or at < e.valid_to):
             return e
     return None
+
+
+def entry_json(e: Entry) -> dict[str, Any]:
+    """An entry in the JSON form every interface shows (`history --json`, the HTTP API,
+    `impact --explain`)."""
+    return {
+        "valid_from": format_instant(e.valid_from),
+        "valid_to": format_instant(e.valid_to),
+        "assignment": e.assignment,
+        "policy": e.policy,
+        "rule": e.rule,
+        "reason": e.reason,
+        "facts": dict(e.facts),
+        "evidence": list(e.evidence),
+    }

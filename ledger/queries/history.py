@@ -12,7 +12,7 @@ from sqlalchemy import Engine, bindparam, select
 from ledger.domain.projection import HistoryRow
 from ledger.domain.rulebooks import RULEBOOKS, AgeStatus, age_status
 from ledger.domain.time import format_instant
-from ledger.domain.timeline import Entry, entry_at
+from ledger.domain.timeline import Entry, entry_at, entry_json
 from ledger.errors import LedgerError
 from ledger.store.schema import assignment_history, users
 from ledger.store.sql import history_row_from_row
@@ -24,16 +24,8 @@ class UnknownUser(LedgerError, LookupError):
 
 def row_json(row: HistoryRow) -> dict[str, Any]:
     """One history row in the `history --json` form."""
-    e = row.entry
     return {
-        "valid_from": format_instant(e.valid_from),
-        "valid_to": format_instant(e.valid_to),
-        "assignment": e.assignment,
-        "policy": e.policy,
-        "rule": e.rule,
-        "reason": e.reason,
-        "facts": dict(e.facts),
-        "evidence": list(e.evidence),
+        **entry_json(row.entry),
         "recorded_at": format_instant(row.recorded_at),
         "superseded_at": format_instant(row.superseded_at),
     }
