@@ -18,6 +18,21 @@ from typing import Any
 
 from tests.support import Cli, eid, write_jsonl
 
+# Every path of the API, as its OpenAPI document lists them.
+PATHS = [
+    "/v1/users/{user_id}/current",
+    "/v1/users/{user_id}/history",
+    "/v1/users/{user_id}/explain",
+    "/v1/users/{user_id}/timeline",
+    "/v1/users/{user_id}/timeline.svg",
+    "/v1/stats",
+    "/v1/dead-letters",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+]
+
+
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 AUDITOR = "auditor-token-0123456789abcdef"
 ADMIN = "admin-token-0123456789abcdef-xyz"

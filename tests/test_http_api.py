@@ -29,6 +29,7 @@ from tests.http_support import (
     LATE_USER,
     LEDGER,
     METRICS,
+    PATHS,
     Server,
     build_store,
     serve_env,
@@ -243,18 +244,7 @@ def test_health_readiness_metrics_and_openapi(api: SimpleNamespace) -> None:
     assert "ledger_http_request_duration_seconds_bucket" in body.decode()
     doc = s.json("/openapi.json")
     assert doc["openapi"].startswith("3.1")
-    assert {
-        "/v1/users/{user_id}/current",
-        "/v1/users/{user_id}/history",
-        "/v1/users/{user_id}/explain",
-        "/v1/users/{user_id}/timeline",
-        "/v1/users/{user_id}/timeline.svg",
-        "/v1/stats",
-        "/v1/dead-letters",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    } <= set(doc["paths"])
+    assert set(PATHS) <= set(doc["paths"])
     status, _, html = s.get("/docs")
     assert status == 200 and b"/static-offline-docs/swagger-ui-bundle.js" in html
     assert b"cdn." not in html  # the docs work without the internet

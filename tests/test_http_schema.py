@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.http_support import ADMIN, Server, build_store, start_server
+from tests.http_support import ADMIN, PATHS, Server, build_store, start_server
 
 CHECKS = [
     not_a_server_error,
@@ -53,18 +53,6 @@ def api_schema(served: Server) -> Any:
 # Every operation of the document (the test checks the list is complete), each fuzzed with
 # valid and with invalid parameters. (Driven by hand rather than by `from_fixture`, whose
 # lazy loading does not run under pytest 9.)
-PATHS = [
-    "/v1/users/{user_id}/current",
-    "/v1/users/{user_id}/history",
-    "/v1/users/{user_id}/explain",
-    "/v1/users/{user_id}/timeline",
-    "/v1/users/{user_id}/timeline.svg",
-    "/v1/stats",
-    "/v1/dead-letters",
-    "/healthz",
-    "/readyz",
-    "/metrics",
-]
 OPEN = {"/healthz", "/readyz"}  # no parameter, no token: nothing to make invalid
 CASES = [
     (path, mode)

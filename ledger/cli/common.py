@@ -273,3 +273,19 @@ def count_progress(
     )
     task = progress.add_task(label, total=total)
     return progress, lambda n: progress.advance(task, n)
+
+
+@contextmanager
+def reading_topic(s: Settings, label: str) -> Iterator[tuple[Any, Callable[[int], None]]]:
+    """A consumer on the configured cluster and a running count of what it read (on a
+    terminal), for commands that read a topic to its end; Kafka's errors as one line."""
+    from ledger.sources.kafka import make_consumer
+
+    with kafka_errors(s.kafka.require_bootstrap()):
+        consumer = make_consumer(s.kafka)
+        shown, advance = count_progress(None, label)
+        try:
+            with shown:
+                yield consumer, advance
+        finally:
+            consumer.close()

@@ -15,7 +15,6 @@ from ledger.cli.common import (
     JsonOption,
     ResetPositionsOption,
     TopicOption,
-    count_progress,
     emit_json,
     err,
     file_progress,
@@ -24,6 +23,7 @@ from ledger.cli.common import (
     parse_time,
     plain,
     projector,
+    reading_topic,
     settings,
     tune_gc_for_streaming,
     warn_if_dev_phone_key,
@@ -120,7 +120,7 @@ def replay(
     """
     from ledger.app.replay import replay_files, replay_topic
     from ledger.sources.files import check_paths
-    from ledger.sources.kafka import StartAt, make_consumer
+    from ledger.sources.kafka import StartAt
 
     if from_kafka == bool(files):
         raise UsageError("give event files, or --from-kafka, not both (and not neither)")
@@ -147,27 +147,21 @@ def replay(
             start = StartAt(offsets=parse_offsets(from_offset))
         elif from_time:
             start = StartAt(time=parse_time(from_time, "--from-time"))
-        server = s.kafka.require_bootstrap()
+        s.kafka.require_bootstrap()  # a usage error before the store is opened
         wired = projector(s)
         warn_if_dev_phone_key(s)  # once the command line and store are known good
         tune_gc_for_streaming()
-        with kafka_errors(server):
-            consumer = make_consumer(s.kafka)
-            shown, advance = count_progress(None, f"replay {s.kafka.topic}")
-            try:
-                with shown:
-                    summary = replay_topic(
-                        wired,
-                        consumer,
-                        s.kafka.topic,
-                        start,
-                        batch_size=s.batch_size,
-                        watermark_timeout_s=s.kafka.watermark_timeout_s,
-                        reset_positions=reset_positions,
-                        progress=advance,
-                    )
-            finally:
-                consumer.close()
+        with reading_topic(s, f"replay {s.kafka.topic}") as (consumer, advance):
+            summary = replay_topic(
+                wired,
+                consumer,
+                s.kafka.topic,
+                start,
+                batch_size=s.batch_size,
+                watermark_timeout_s=s.kafka.watermark_timeout_s,
+                reset_positions=reset_positions,
+                progress=advance,
+            )
     if as_json:
         emit_json(summary.as_json())
     else:
@@ -234,26 +228,17 @@ def export(
     Undecodable records are skipped and reported (they belong to the dead-letter topic).
     """
     from ledger.app.export import export_topic
-    from ledger.sources.kafka import make_consumer
-
     if output.suffix != ".avro":
         raise UsageError(f"{output}: exports are Avro container files; name it *.avro")
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
-    server = s.kafka.require_bootstrap()
-    with kafka_errors(server):
-        consumer = make_consumer(s.kafka)
-        shown, advance = count_progress(None, f"export {s.kafka.topic}")
-        try:
-            with shown:
-                summary = export_topic(
-                    consumer,
-                    s.kafka.topic,
-                    output,
-                    watermark_timeout_s=s.kafka.watermark_timeout_s,
-                    progress=advance,
-                )
-        finally:
-            consumer.close()
+    with reading_topic(s, f"export {s.kafka.topic}") as (consumer, advance):
+        summary = export_topic(
+            consumer,
+            s.kafka.topic,
+            output,
+            watermark_timeout_s=s.kafka.watermark_timeout_s,
+            progress=advance,
+        )
     if as_json:
         emit_json(summary.as_json())
     else:
