@@ -127,6 +127,7 @@ def test_consume(db: str) -> None:
     assert "pass --bootstrap" in run("consume", "--db", db, code=2).stderr
     run("consume", "--bootstrap", NO_BROKER, "--allow-dev-key", "--db", db, code=1)
     run("consume", "--batch-size", "0", "--db", db, code=2)
+    run("consume", "--metrics-port", "70000", "--allow-dev-key", "--db", db, code=2)
 
 
 def test_topics_create() -> None:
@@ -153,3 +154,11 @@ def test_publish_and_export_succeed_or_report_invalid_lines(
     run("publish", str(events), *kafka, code=0)
     run("publish", str(bad_events), *kafka, code=3)
     run("export", "-o", str(tmp_path / "out.avro"), *kafka, code=0)
+
+
+def test_bench(tmp_path: Path) -> None:
+    # Refused before anything is generated or started.
+    run("bench", "--users", "0", "--work", str(tmp_path), code=2)
+    run("bench", "--repeat", "0", "--work", str(tmp_path), code=2)
+    run("bench", "--large", "-1", "--work", str(tmp_path), code=2)
+    assert not any(tmp_path.iterdir())
