@@ -71,16 +71,30 @@ class Policy:
     rules: tuple[Rule, ...]
     source: str = ""
 
-    def classify(self, facts: Facts) -> Decision:
+    def __post_init__(self) -> None:
+        # Each rule's decision never changes (the facts read are those of every rule up to
+        # and including it), so the fold, which classifies at every instant of every
+        # user, only tests conditions.
         read: list[str] = []
+        plan = []
         for rule in self.rules:
-            for c in rule.when:
-                if c.fact not in read:
-                    read.append(c.fact)
-            if rule.matches(facts):
-                return Decision(rule.assign, self.version, rule.id, rule.reason, tuple(read))
+            read.extend(c.fact for c in rule.when if c.fact not in read)
+            tests = tuple((c.fact, c.test) for c in rule.when)
+            decision = Decision(rule.assign, self.version, rule.id, rule.reason, tuple(read))
+            plan.append((tests, decision))
+        object.__setattr__(self, "_plan", tuple(plan))
+
+    def classify(self, facts: Facts) -> Decision:
+        return self.classify_values({name: getattr(facts, name) for name in FACT_TYPES})
+
+    def classify_values(self, values: Mapping[str, Any]) -> Decision:
+        """`classify` on facts given by name (a missing name is an unset fact)."""
+        get = values.get
+        for tests, decision in self._plan:  # type: ignore[attr-defined]
+            if all(test(get(fact)) for fact, test in tests):
+                return decision
         # Validation guarantees a catch-all, so this is a broken invariant, not bad input.
-        raise AssertionError(f"policy {self.version} has no rule matching {facts}")
+        raise AssertionError(f"policy {self.version} has no rule matching {dict(values)}")
 
 
 def _make_test(op: str, value: Any) -> Callable[[Any], bool]:

@@ -10,6 +10,7 @@ only on the sequence of (event, record time), never on how that sequence was bat
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -76,13 +77,18 @@ class UserProjection:
     observations: list[Observation] = field(default_factory=list)
     believed: list[HistoryRow] = field(default_factory=list)
     last_recorded_at: datetime | None = None
-    timeline: Timeline | None = None
     _ids: set[str] = field(default_factory=set)
     _builder: TimelineBuilder | None = None
 
     def __post_init__(self) -> None:
         self.observations.sort(key=lambda o: o.order_key)
         self._ids = {o.event_id for o in self.observations}
+
+    @property
+    def timeline(self) -> Timeline | None:
+        """The history as of the observations applied so far (None before the first);
+        built on demand: a batch reads it once per user, not once per event."""
+        return self._builder.timeline() if self._builder is not None else None
 
     @property
     def facts(self) -> Facts:
@@ -96,7 +102,7 @@ class UserProjection:
         current_phone = phones.get(ev.get("current_phone_region", ""))
         return UserSummary(
             user_id=self.user_id,
-            facts=self.facts,
+            facts=timeline.facts if timeline else Facts(),
             signup_phone_hash=signup_phone.digest if signup_phone else None,
             current_phone_hash=current_phone.digest if current_phone else None,
             latest=timeline.entries[-1] if timeline and timeline.entries else None,
@@ -121,24 +127,34 @@ class UserProjection:
         else:
             bisect.insort(self.observations, obs, key=lambda o: o.order_key)
             builder = self._builder = TimelineBuilder(self.observations, policies)
-        self.timeline = builder.timeline()
-        self._reconcile(self.timeline.entries, recorded_at, changes)
+        self._reconcile(builder.entries, recorded_at, changes)
         return True
 
     def _reconcile(
-        self, entries: tuple[Entry, ...], recorded_at: datetime, changes: UserChanges
+        self, entries: Sequence[Entry], recorded_at: datetime, changes: UserChanges
     ) -> None:
-        wanted = set(entries)
+        # Extending the fold leaves earlier entries as the very same objects: those rows
+        # are still believed without hashing them (what follows compares by value).
+        same = 0
+        believed = self.believed
+        for row, entry in zip(believed, entries, strict=False):
+            if row.entry is not entry:
+                break
+            same += 1
+        if same == len(believed) == len(entries):
+            return
+        rest = entries[same:]
+        wanted = set(rest)
         kept: dict[Entry, HistoryRow] = {}
-        for row in self.believed:
+        for row in believed[same:]:
             if row.entry in wanted and row.entry not in kept:
                 kept[row.entry] = row
                 continue
             row.superseded_at = recorded_at
             changes.superseded(self.user_id, row)
-        for entry in entries:
+        for entry in rest:
             if entry not in kept:
                 row = HistoryRow(entry, recorded_at)
                 kept[entry] = row
                 changes.added(self.user_id, row)
-        self.believed = [kept[e] for e in entries]
+        self.believed = believed[:same] + [kept[e] for e in rest]

@@ -199,7 +199,7 @@ class TimelineBuilder:
         governing = self.governing
         facts["tos_version"] = governing.version
         evidence["tos_version"] = governing.event_id
-        decision = self.policies[governing.version].classify(Facts(**facts))
+        decision = self.policies[governing.version].classify_values(facts)
         entries = self.entries
         if entries and entries[-1].decision_key == (
             decision.assignment,

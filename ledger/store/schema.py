@@ -48,10 +48,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         if value is None:
             return None
+        if dialect.name == "sqlite":
+            return sqlite_instant(value)
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        if dialect.name == "sqlite":
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
         return value
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
@@ -60,6 +60,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         if isinstance(value, str):
             return datetime.fromisoformat(value).replace(tzinfo=UTC)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_instant(value: datetime) -> str:
+    """An aware datetime as SQLite stores it (UTCDateTime); also the bulk writer's form."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 # SQLite autoincrements only INTEGER PRIMARY KEY; PostgreSQL needs room for billions.
