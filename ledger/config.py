@@ -180,6 +180,11 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     batch_size: int = 5000  # events per transaction of a replay
     cache_users: int = 50_000  # users whose projections a writer keeps between batches
+    # Processes parsing the next batch's phone numbers while a replay applies this one
+    # (0: parse in the writer).
+    parse_workers: int = 1
+    # Signs `ledger digest` documents (HMAC-SHA256) and checks them in `ledger verify`.
+    audit_key: bytes | None = None
 
     @property
     def uses_dev_phone_key(self) -> bool:
@@ -278,7 +283,18 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
             ),
         ),
         api=_api_settings(env),
+        parse_workers=_count(env, "LEDGER_PARSE_WORKERS", Settings.parse_workers),
+        audit_key=audit.encode() if (audit := _env(env, "LEDGER_AUDIT_KEY")) else None,
     )
+
+
+def _count(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = _env(environ, name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 3:
+        raise UsageError(f"{name}={raw!r} must be a whole number from 0 to 999")
+    return int(raw)
 
 
 def _api_settings(env: Mapping[str, str]) -> ApiSettings:

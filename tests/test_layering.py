@@ -94,6 +94,7 @@ def test_the_domain_does_no_io(path: Path) -> None:
                 "hashlib",
                 "hmac",
                 "itertools",
+                "json",
                 "typing",
                 "uuid",
             }, f"{path.name} imports {name}"

@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 
+from ledger.domain.audit import EVENT_CHAIN_FIELDS, canonical_event, next_link, policy_hash
 from ledger.domain.events import Event, EventError
-from ledger.domain.facts import Observation, observe
+from ledger.domain.facts import Observation, ParsedPhone, observe, observed_fields
 from ledger.domain.policy import PolicySet, event_problem
 from ledger.domain.projection import HistoryRow, UserChanges, UserProjection, UserSummary
 from ledger.sources.records import DeadLetter, SourceIdentity, SourceRecord
@@ -86,6 +88,26 @@ class AppliedEvent:
     source: str
     position: str
     seq: int  # the user's applied events so far, this one included
+    link: bytes  # the user's hash chain after this event (AUDIT.md)
+
+
+def chain_fields(obs: Observation, recorded_at: datetime, seq: int) -> dict[str, object]:
+    """An applied event's fields as stored, which its chain link hashes."""
+    return dict(
+        zip(
+            EVENT_CHAIN_FIELDS,
+            (
+                obs.event_id,
+                obs.user_id,
+                obs.occurred_at,
+                recorded_at,
+                obs.type,
+                *observed_fields(obs.payload),
+                seq,
+            ),
+            strict=True,
+        )
+    )
 
 
 @dataclass(slots=True)
@@ -108,6 +130,8 @@ class BatchPlan:
     duplicates: int = 0
     already_applied: int = 0
     recorded_at: datetime | None = None  # of the batch: dead letters and positions
+    # version -> content hash of the policies deciding the batch (policy pinning, AUDIT.md)
+    policy_hashes: dict[str, str] = field(default_factory=dict)
 
     def result(self) -> BatchResult:
         return BatchResult(
@@ -142,21 +166,34 @@ class BatchResult:
         )
 
 
+@lru_cache(maxsize=16)
+def _policy_hashes(policies: PolicySet) -> tuple[tuple[str, str], ...]:
+    return tuple((v, policy_hash(p)) for v, p in sorted(policies.by_version.items()))
+
+
+def policy_hashes(policies: PolicySet) -> dict[str, str]:
+    """version -> content hash of every policy in the set (computed once per set)."""
+    return dict(_policy_hashes(policies))
+
+
 def plan_batch(
     screened: Screened,
     owners: Mapping[str, str],
     projections: Mapping[str, UserProjection],
     policies: PolicySet,
     phone_key: bytes,
+    phones: Mapping[str, ParsedPhone] | None = None,
 ) -> BatchPlan:
     """Fold the screened events into their users' projections (which it advances: they are
     the working state of the batch) and return what to write. `owners` maps the event ids
-    already recorded to their users; `projections` holds every screened user."""
+    already recorded to their users; `projections` holds every screened user; `phones`,
+    numbers parsed ahead (the others are parsed here)."""
     plan = BatchPlan(
         dead_letters=list(screened.dead_letters),
         positions=dict(screened.positions),
         already_applied=screened.already_applied,
         recorded_at=screened.default_recorded_at,
+        policy_hashes=policy_hashes(policies),
     )
     changes = UserChanges()
     touched: dict[str, datetime] = {}
@@ -177,15 +214,19 @@ def plan_batch(
             )
             continue
         proj = projections[event.user_id]
-        obs = observe(event, phone_key)
+        obs = observe(event, phone_key, phones)
         if not proj.apply(obs, item.recorded_at, policies, changes):
             plan.duplicates += 1
             continue
         recorded_at = proj.last_recorded_at or item.recorded_at
         touched[event.user_id] = recorded_at
+        seq = len(proj.observations)
+        proj.chain_head = next_link(
+            proj.chain_head, canonical_event(chain_fields(obs, recorded_at, seq))
+        )
         plan.events.append(
             AppliedEvent(
-                obs, recorded_at, item.record.source, item.record.position, len(proj.observations)
+                obs, recorded_at, item.record.source, item.record.position, seq, proj.chain_head
             )
         )
     plan.new_rows = [(u, row) for u, row in changes.new_rows if not row.record_interval_empty]

@@ -3,7 +3,7 @@ twice: on SQL databases (SQLite, PostgreSQL) and in memory (what-if runs, tests)
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -30,6 +30,22 @@ class StoreRefused(LedgerError):
 class StoreUnavailable(LedgerError):
     """The store itself failed (connection lost, server down); nothing was written. The same
     transaction may succeed later."""
+
+
+class PolicyChanged(LedgerError):
+    """A policy version the store has used before has other content now."""
+
+    def __init__(self, changed: list[tuple[str, str, str]]) -> None:
+        lines = [
+            f"policy {version} is not the one this store used (pinned hash {pinned[:12]}…, "
+            f"now {now[:12]}…)"
+            for version, pinned, now in changed
+        ]
+        super().__init__(
+            "; ".join(lines) + ": a changed policy must be published as a new version "
+            "(a new terms version with its own file), never edited in place"
+        )
+        self.changed = changed
 
 
 class BatchTransaction(Protocol):
@@ -73,6 +89,11 @@ class BatchStore(Protocol):
 
     def source_identity(self, source: str) -> SourceIdentity | None:
         """The incarnation the source's stored positions belong to (None: not recorded)."""
+        ...
+
+    def check_policies(self, hashes: Mapping[str, str]) -> None:
+        """Raise PolicyChanged if a version in `hashes` (version -> content hash) is pinned
+        in the store under another hash. Versions are pinned when first used (`write`)."""
         ...
 
     def reset_positions(self, source: str) -> int:

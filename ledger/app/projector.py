@@ -17,14 +17,19 @@ do when the store says no:
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
-from ledger.app.plan import BatchResult, plan_batch, plan_refusal, screen
+from ledger.app.plan import BatchResult, plan_batch, plan_refusal, policy_hashes, screen
 from ledger.app.ports import BatchStore, BatchTransaction, StoreConflict, StoreRefused
+from ledger.domain.events import EventError
+from ledger.domain.facts import ParsedPhone, event_phones, parse_phones
 from ledger.domain.policy import PolicySet
 from ledger.domain.projection import UserProjection
 from ledger.sources.records import DeadLetter, SourceIdentity, SourceRecord
@@ -35,6 +40,15 @@ BeforeCommit = Callable[[Sequence[DeadLetter]], None]
 # batch of several records is halved after its second conflict instead: fewer users, fewer
 # collisions, and the halves that win are kept.
 CONFLICT_RETRIES = 20
+
+
+def _phones_of(records: Sequence[SourceRecord]) -> list[str]:
+    return [
+        phone
+        for r in records
+        if not isinstance(r.decoded, EventError)
+        for phone in event_phones(r.decoded[0])
+    ]
 
 
 class Projector:
@@ -55,12 +69,17 @@ class Projector:
         phone_key: bytes,
         *,
         cache_users: int = 50_000,
+        parse_workers: int = 0,
     ) -> None:
         self.store = store
         self.policies = policies
         self.phone_key = phone_key
         self.cache_users = cache_users
+        self.parse_workers = parse_workers
         self._cache: OrderedDict[str, UserProjection] = OrderedDict()
+        # Refused before anything is applied: decisions under an edited policy would
+        # contradict the ones the store already holds under the same version.
+        store.check_policies(policy_hashes(policies))
 
     def forget(self) -> None:
         """Drop cached state (another writer may have changed these users)."""
@@ -86,6 +105,7 @@ class Projector:
         *,
         before_commit: BeforeCommit | None = None,
         identity: SourceIdentity | None = None,
+        phones: Mapping[str, ParsedPhone] | None = None,
     ) -> BatchResult:
         """Apply `records` in order. Record time is each record's own (Kafka timestamp,
         exported `recorded_at`) or `default_recorded_at`. `before_commit` gets the batch's
@@ -93,12 +113,15 @@ class Projector:
         is committed. A record the store refuses is dead-lettered and the others applied;
         StoreUnavailable, and StoreConflict after CONFLICT_RETRIES plans, reach the caller
         with nothing of the batch committed. `identity` is the incarnation of the records'
-        source (a Kafka topic's id and partition count), stored with the positions."""
+        source (a Kafka topic's id and partition count), stored with the positions. `phones`
+        holds numbers parsed ahead (`apply_batches`)."""
         if not records:
             return BatchResult()
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
-                return self._apply_once(records, default_recorded_at, before_commit, identity)
+                return self._apply_once(
+                    records, default_recorded_at, before_commit, identity, phones
+                )
             except StoreConflict:
                 if len(records) > 1 and attempt >= 2:
                     return self._halves(records, default_recorded_at, before_commit, identity)
@@ -112,6 +135,55 @@ class Projector:
                     records, default_recorded_at, before_commit, identity, refused
                 )
         raise AssertionError("unreachable")
+
+    def apply_batches(
+        self,
+        batches: Iterable[Sequence[SourceRecord]],
+        default_recorded_at: datetime,
+        *,
+        identity: SourceIdentity | None = None,
+    ) -> Iterator[tuple[Sequence[SourceRecord], BatchResult]]:
+        """`apply_batch` on each batch in turn, yielding each with its result. With
+        `parse_workers`, worker processes parse the next batch's phone numbers while this
+        one is applied (a tenth of a replay's time, and it needs nothing but the numbers);
+        the first batch is parsed here, so a replay of one batch starts no process."""
+        pool: ProcessPoolExecutor | None = None
+        pending: tuple[Sequence[SourceRecord], Future[dict[str, ParsedPhone]] | None] | None
+        pending = None
+        try:
+            for batch in batches:
+                ahead: Future[dict[str, ParsedPhone]] | None = None
+                if self.parse_workers > 0 and pending is not None:
+                    if pool is None:
+                        pool = ProcessPoolExecutor(
+                            self.parse_workers, mp_context=multiprocessing.get_context("spawn")
+                        )
+                    ahead = pool.submit(parse_phones, _phones_of(batch))
+                if pending is not None:
+                    yield pending[0], self._apply_ahead(*pending, default_recorded_at, identity)
+                pending = (batch, ahead)
+            if pending is not None:
+                yield pending[0], self._apply_ahead(*pending, default_recorded_at, identity)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def _apply_ahead(
+        self,
+        batch: Sequence[SourceRecord],
+        ahead: Future[dict[str, ParsedPhone]] | None,
+        default_recorded_at: datetime,
+        identity: SourceIdentity | None,
+    ) -> BatchResult:
+        phones = None
+        if ahead is not None:
+            try:
+                phones = ahead.result()
+            except (BrokenProcessPool, OSError):
+                # The worker died (killed, out of memory): parsing here instead loses
+                # nothing but time.
+                phones = None
+        return self.apply_batch(batch, default_recorded_at, identity=identity, phones=phones)
 
     def _isolate(
         self,
@@ -165,6 +237,7 @@ class Projector:
         default_recorded_at: datetime,
         before_commit: BeforeCommit | None,
         identity: SourceIdentity | None,
+        phones: Mapping[str, ParsedPhone] | None = None,
     ) -> BatchResult:
         touched: list[str] = []
         try:
@@ -175,7 +248,9 @@ class Projector:
                 tx.lock_users(screened.user_ids)
                 owners = tx.event_owners(screened.event_ids)
                 projections = self._projections(tx, screened.user_ids)
-                plan = plan_batch(screened, owners, projections, self.policies, self.phone_key)
+                plan = plan_batch(
+                    screened, owners, projections, self.policies, self.phone_key, phones
+                )
                 if identity is not None:
                     plan.identities = {r.source: identity for r in records}
                 tx.write(plan)

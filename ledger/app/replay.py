@@ -87,6 +87,16 @@ def fill_totals(projector: Projector, summary: ReplaySummary) -> None:
 ProgressHook = Callable[[Path, int, int], None]  # (file, bytes done, records in batch)
 
 
+def _file_batches(
+    path: Path, key: str, start: int, size: int, reached: dict[int, int]
+) -> Iterator[list[SourceRecord]]:
+    """Batches of a file's records; `reached` gets how far into the file each one ends."""
+    for chunk in batched(read_records(path, key, start), size):
+        records = [r for r, _ in chunk]
+        reached[id(records)] = chunk[-1][1]
+        yield records
+
+
 def replay_files(
     projector: Projector,
     paths: Sequence[Path],
@@ -105,11 +115,13 @@ def replay_files(
         key = source_key(path)
         start = projector.store.stored_positions(key).get(0, 0)
         summary.already_applied += start  # lines (blank ones too) or Avro records
-        for chunk in batched(read_records(path, key, start), batch_size):
-            records: list[SourceRecord] = [r for r, _ in chunk]
-            summary.add(projector.apply_batch(records, record_time))
+        reached: dict[int, int] = {}  # id of a batch -> bytes of the file read for it
+        batches = _file_batches(path, key, start, batch_size, reached)
+        for records, result in projector.apply_batches(batches, record_time):
+            summary.add(result)
+            done = reached.pop(id(records))
             if progress:
-                progress(path, chunk[-1][1], len(records))
+                progress(path, done, len(records))
     summary.seconds = time.perf_counter() - started
     fill_totals(projector, summary)
     return summary
@@ -147,16 +159,19 @@ def replay_topic(
         start = StartAt(offsets=stored)
     codec = AvroCodec()
     summary = ReplaySummary()
-    for batch in read_topic(
-        consumer,
-        topic,
-        start,
-        max_records=batch_size,
-        watermark_timeout_s=watermark_timeout_s,
-        stored=stored,
-    ):
-        records = [to_source_record(m, codec) for m in batch]
-        summary.add(projector.apply_batch(records, record_time, identity=identity))
+    batches = (
+        [to_source_record(m, codec) for m in batch]
+        for batch in read_topic(
+            consumer,
+            topic,
+            start,
+            max_records=batch_size,
+            watermark_timeout_s=watermark_timeout_s,
+            stored=stored,
+        )
+    )
+    for records, result in projector.apply_batches(batches, record_time, identity=identity):
+        summary.add(result)
         if progress:
             progress(len(records))
     summary.seconds = time.perf_counter() - started

@@ -213,13 +213,35 @@ def open_store(s: Settings) -> Any:
     return SqlStore(open_engine(s.db_url), dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes)
 
 
+PoliciesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policies",
+        help="Decide with the policy files (*.toml) in DIR instead of the shipped ones. "
+        "Every writer of a store must use the same policies; a version the store has "
+        "decided with before must keep its content (publish a change as a new version).",
+        show_default=False,
+        file_okay=False,
+    ),
+]
+
+
 def projector(s: Settings, policies: Path | None = None) -> Any:
     """A projector over the configured store, with the shipped policies (or those in the
     directory `policies`)."""
     from ledger.app.projector import Projector
     from ledger.codecs.policy_files import load_policies
 
-    return Projector(open_store(s), load_policies(policies), s.phone_key, cache_users=s.cache_users)
+    if policies is not None and not policies.is_dir():
+        raise LedgerError(f"{policies}: no such directory")
+
+    return Projector(
+        open_store(s),
+        load_policies(policies),
+        s.phone_key,
+        cache_users=s.cache_users,
+        parse_workers=s.parse_workers,
+    )
 
 
 def tune_gc_for_streaming() -> None:

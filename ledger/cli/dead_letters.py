@@ -19,6 +19,7 @@ from rich.table import Table
 from ledger.cli.common import (
     DbOption,
     JsonOption,
+    PoliciesOption,
     command_group,
     count_progress,
     emit_json,
@@ -314,17 +315,7 @@ def retry_command(
         ),
     ] = None,
     reason: ReasonOption = None,
-    policies: Annotated[
-        Path | None,
-        typer.Option(
-            "--policies",
-            help="Apply with the policy files (*.toml) in DIR instead of the shipped ones. "
-            "Every writer of a store must use the same policies (the next replay or consumer "
-            "re-decides these users with its own), so ship the fix; this is for tests.",
-            show_default=False,
-            file_okay=False,
-        ),
-    ] = None,
+    policies: PoliciesOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -345,8 +336,6 @@ def retry_command(
     if ids and reason is not None:
         raise UsageError("give dead letter ids, or --reason, not both")
     wanted = list(dict.fromkeys(_dead_letter_id(v) for v in ids or ()))
-    if policies is not None and not policies.is_dir():
-        raise LedgerError(f"{policies}: no such directory")
     s = settings(db_url=db)
     wired = projector(s, policies)
     engine = wired.store.engine

@@ -13,6 +13,7 @@ from ledger.cli.common import (
     BootstrapOption,
     DbOption,
     JsonOption,
+    PoliciesOption,
     ResetPositionsOption,
     TopicOption,
     emit_json,
@@ -103,6 +104,7 @@ def replay(
             "--batch-size", min=1, help="Events per database transaction.  [default: 5000]"
         ),
     ] = None,
+    policies: PoliciesOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Apply event files, or a Kafka topic, to the ledger.
@@ -133,7 +135,7 @@ def replay(
     s = settings(db_url=db, batch_size=batch_size, kafka_bootstrap=bootstrap, kafka_topic=topic)
     if files:
         check_paths(files)
-        wired = projector(s)
+        wired = projector(s, policies)
         warn_if_dev_phone_key(s)  # once the command line and store are known good
         tune_gc_for_streaming()
         shown, hook = file_progress(files)
@@ -148,7 +150,7 @@ def replay(
         elif from_time:
             start = StartAt(time=parse_time(from_time, "--from-time"))
         s.kafka.require_bootstrap()  # a usage error before the store is opened
-        wired = projector(s)
+        wired = projector(s, policies)
         warn_if_dev_phone_key(s)  # once the command line and store are known good
         tune_gc_for_streaming()
         with reading_topic(s, f"replay {s.kafka.topic}") as (consumer, advance):

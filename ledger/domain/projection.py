@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ledger.domain.audit import GENESIS
 from ledger.domain.facts import Facts, Observation
 from ledger.domain.policy import PolicySet
 from ledger.domain.timeline import Entry, Timeline, TimelineBuilder
@@ -69,6 +70,7 @@ class UserSummary:
     current_phone_hash: str | None
     latest: Entry | None
     events: int
+    chain_head: bytes  # the link of the user's last applied event (AUDIT.md)
 
 
 @dataclass(slots=True)
@@ -77,6 +79,7 @@ class UserProjection:
     observations: list[Observation] = field(default_factory=list)
     believed: list[HistoryRow] = field(default_factory=list)
     last_recorded_at: datetime | None = None
+    chain_head: bytes = GENESIS  # advanced by the planner, which hashes what it stores
     _ids: set[str] = field(default_factory=set)
     _builder: TimelineBuilder | None = None
 
@@ -107,6 +110,7 @@ class UserProjection:
             current_phone_hash=current_phone.digest if current_phone else None,
             latest=timeline.entries[-1] if timeline and timeline.entries else None,
             events=len(self.observations),
+            chain_head=self.chain_head,
         )
 
     def apply(

@@ -9,14 +9,15 @@ serialises transactions (as SQLite's single writer).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.app.ports import StoreConflict
+from ledger.app.ports import PolicyChanged, StoreConflict
+from ledger.domain.audit import GENESIS
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
 from ledger.sources.records import SourceIdentity
@@ -27,6 +28,7 @@ class StoredRow:
     entry: Entry
     recorded_at: datetime
     superseded_at: datetime | None = None
+    policy_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,7 @@ class _State:
     dead_letters: list[StoredDeadLetter] = field(default_factory=list)
     positions: dict[PositionKey, int] = field(default_factory=dict)
     identities: dict[str, SourceIdentity] = field(default_factory=dict)
+    pins: dict[str, str] = field(default_factory=dict)  # policy version -> content hash
 
 
 class MemoryTransaction:
@@ -85,6 +88,7 @@ class MemoryTransaction:
                 # with them before the commit.
                 [HistoryRow(r.entry, r.recorded_at) for r in believed],
                 max((a.recorded_at for a in applied), default=None),
+                applied[-1].link if applied else GENESIS,
             )
         return out
 
@@ -119,6 +123,12 @@ class MemoryStore:
     def source_identity(self, source: str) -> SourceIdentity | None:
         return self._state.identities.get(source)
 
+    def check_policies(self, hashes: Mapping[str, str]) -> None:
+        pins = self._state.pins
+        changed = [(v, pins[v], h) for v, h in sorted(hashes.items()) if pins.get(v, h) != h]
+        if changed:
+            raise PolicyChanged(changed)
+
     def reset_positions(self, source: str) -> int:
         with self._lock:
             keys = [k for k in self._state.positions if k[0] == source]
@@ -139,7 +149,7 @@ class MemoryStore:
     def history_rows(self) -> list[tuple[Any, ...]]:
         """Every history row as the SQL table's columns without its surrogate id (user_id,
         valid_from, valid_to, assignment, policy, rule, reason, facts, evidence,
-        recorded_at, superseded_at), so the two stores compare directly."""
+        recorded_at, superseded_at, policy_hash), so the two stores compare directly."""
         return [
             (
                 user_id,
@@ -153,6 +163,7 @@ class MemoryStore:
                 list(r.entry.evidence),
                 r.recorded_at,
                 r.superseded_at,
+                r.policy_hash,
             )
             for user_id, rows in self._state.history.items()
             for r in rows
@@ -197,8 +208,14 @@ def _apply(state: _State, plan: BatchPlan, raw_limit: int) -> None:
             rows[i].superseded_at = row.superseded_at
     for user_id, row in plan.new_rows:
         state.history.setdefault(user_id, []).append(
-            StoredRow(row.entry, row.recorded_at, row.superseded_at)
+            StoredRow(
+                row.entry,
+                row.recorded_at,
+                row.superseded_at,
+                plan.policy_hashes[row.entry.policy],
+            )
         )
+        state.pins.setdefault(row.entry.policy, plan.policy_hashes[row.entry.policy])
     for summary, updated_at in plan.users:
         state.users[summary.user_id] = (summary, updated_at)
     for d in plan.dead_letters:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Sequence,
     String,
     Table,
     Text,
@@ -99,9 +100,19 @@ events = Table(
     # both append a user's next event collide on this key: optimistic concurrency, as
     # eventsourcing's (originator_id, originator_version).
     Column("seq", Integer, nullable=False),
+    # The audit trail (AUDIT.md). app_seq: the store's application order across users (a
+    # database sequence on PostgreSQL, so writers never contend for it); a digest covers
+    # the events up to one app_seq. link: SHA-256 of the user's previous link and this
+    # row's fields (ledger.domain.audit), 32 bytes.
+    Column("app_seq", BigInteger, nullable=False),
+    Column("link", LargeBinary(32), nullable=False),
     Index("ix_events_user", "user_id", "occurred_at"),
     UniqueConstraint("user_id", "seq", name="uq_events_user_seq"),
+    UniqueConstraint("app_seq", name="uq_events_app_seq"),
 )
+
+# PostgreSQL hands out app_seq; SQLite has one writer at a time, which counts on.
+APP_SEQ = Sequence("events_app_seq", metadata=metadata)
 
 users = Table(
     "users",
@@ -124,8 +135,9 @@ users = Table(
     Column("policy", String(100)),
     Column("rule", String(40)),
     Column("since", UTCDateTime()),
-    Column("events", Integer, nullable=False),
+    Column("events", Integer, nullable=False),  # also the length of the user's chain
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("chain_head", LargeBinary(32), nullable=False),  # the last event's link
     Index("ix_users_assignment", "assignment"),
 )
 
@@ -144,7 +156,19 @@ assignment_history = Table(
     Column("evidence", JSON, nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
     Column("superseded_at", UTCDateTime()),
+    # Content hash of the policy that decided the row (ledger.domain.audit.policy_hash).
+    Column("policy_hash", String(64), nullable=False),
     Index("ix_history_user", "user_id", "valid_from"),
+)
+
+# Every policy version the store has decided with, and the content it had then: the same
+# version with other content is refused (ledger.app.ports.PolicyChanged).
+policy_pins = Table(
+    "policy_pins",
+    metadata,
+    Column("version", String(limits.TOS_VERSION_CHARS), primary_key=True),
+    Column("hash", String(64), nullable=False),
+    Column("pinned_at", UTCDateTime(), nullable=False),
 )
 
 source_positions = Table(

@@ -4,10 +4,10 @@ batch's users, executemany writes, no ORM unit of work on the hot path."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Any, assert_never
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, func, select
 from sqlalchemy.exc import (
@@ -19,7 +19,8 @@ from sqlalchemy.exc import (
 )
 
 from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.app.ports import StoreConflict, StoreRefused, StoreUnavailable
+from ledger.app.ports import PolicyChanged, StoreConflict, StoreRefused, StoreUnavailable
+from ledger.domain.audit import GENESIS
 from ledger.domain.events import Relocated, TermsAccepted
 from ledger.domain.facts import (
     Observation,
@@ -27,6 +28,7 @@ from ledger.domain.facts import (
     ObservedPhoneChange,
     ObservedSignup,
     PhoneFacts,
+    observed_fields,
 )
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
@@ -35,6 +37,7 @@ from ledger.store.schema import (
     assignment_history,
     dead_letters,
     events,
+    policy_pins,
     source_positions,
     sqlite_instant,
     users,
@@ -101,12 +104,15 @@ def load_projections(conn: Connection, user_ids: Sequence[str]) -> dict[str, Use
     """The stored state of every user in `user_ids` (new users get an empty projection)."""
     obs: dict[str, list[Observation]] = {u: [] for u in user_ids}
     last: dict[str, datetime] = {}
+    heads: dict[str, tuple[int, bytes]] = {}  # user -> (seq, link) of the last event
     believed: dict[str, list[HistoryRow]] = {u: [] for u in user_ids}
     for chunk in _chunks(list(user_ids)):
         for row in conn.execute(select(events).where(events.c.user_id.in_(chunk))):
             obs[row.user_id].append(observation_from_row(row))
             if row.user_id not in last or row.recorded_at > last[row.user_id]:
                 last[row.user_id] = row.recorded_at
+            if row.seq > heads.get(row.user_id, (0, b""))[0]:
+                heads[row.user_id] = (row.seq, row.link)
         q = (
             select(assignment_history)
             .where(assignment_history.c.user_id.in_(chunk))
@@ -117,7 +123,7 @@ def load_projections(conn: Connection, user_ids: Sequence[str]) -> dict[str, Use
             believed[row.user_id].append(history_row_from_row(row))
     out: dict[str, UserProjection] = {}
     for u in user_ids:
-        p = UserProjection(u, obs[u], believed[u], last.get(u))
+        p = UserProjection(u, obs[u], believed[u], last.get(u), heads.get(u, (0, GENESIS))[1])
         out[u] = p
     return out
 
@@ -186,6 +192,36 @@ class _Rows:
             )
             self.conn.exec_driver_sql(sql, rows)
 
+    def insert_new(
+        self, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert the rows whose key is not there yet (the key is the first column)."""
+        if rows:
+            sql = (
+                f"INSERT INTO {self.quote(table.name)} ({self._columns(names)}) "
+                f"VALUES ({self._marks(len(names))}) ON CONFLICT DO NOTHING"
+            )
+            self.conn.exec_driver_sql(sql, rows)
+
+    def app_seqs(self, n: int) -> list[int]:
+        """The next `n` application sequence numbers (AUDIT.md), in order."""
+        if not n:
+            return []
+        if self.sqlite:
+            # The writer holds the database's write lock (BEGIN IMMEDIATE): nobody else
+            # can take these numbers before the commit.
+            last = self.conn.exec_driver_sql("SELECT max(app_seq) FROM events").scalar()
+            start = (last or 0) + 1
+            return list(range(start, start + n))
+        # Taken while holding the events table's writer lock, so a digest (which waits
+        # for writers with a SHARE lock) never sees a number below its maximum commit
+        # after it.
+        self.conn.exec_driver_sql("LOCK TABLE events IN ROW EXCLUSIVE MODE")
+        got = self.conn.exec_driver_sql(
+            "SELECT nextval('events_app_seq') FROM generate_series(1, %s)", (n,)
+        )
+        return sorted(r[0] for r in got)
+
     def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             mark = "?" if self.sqlite else "%s"
@@ -209,28 +245,14 @@ EVENT_COLUMNS = (
     "source",
     "position",
     "seq",
+    "app_seq",
+    "link",
 )
 
 
-def _payload_columns(payload: ObservedPayload) -> tuple[Any, ...]:
-    """(phone_region, phone_valid, phone_hash, channel, birth_date, country, evidence,
-    tos_version) of a payload; birth_date as a date."""
-    match payload:
-        case ObservedSignup(phone=phone, channel=channel, birth_date=birth_date):
-            return (phone.region, phone.valid, phone.digest, channel, birth_date, None, None, None)
-        case ObservedPhoneChange(phone=phone):
-            return (phone.region, phone.valid, phone.digest, None, None, None, None, None)
-        case Relocated(country=country, evidence=evidence):
-            return (None, None, None, None, None, country, evidence, None)
-        case TermsAccepted(tos_version=tos_version):
-            return (None, None, None, None, None, None, None, tos_version)
-        case _:
-            assert_never(payload)
-
-
-def event_row(rows: _Rows, applied: AppliedEvent) -> tuple[Any, ...]:
+def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ...]:
     obs = applied.observation
-    region, valid, digest, channel, birth, country, evidence, tos = _payload_columns(obs.payload)
+    region, valid, digest, channel, birth, country, evidence, tos = observed_fields(obs.payload)
     return (
         obs.event_id,
         obs.user_id,
@@ -248,6 +270,8 @@ def event_row(rows: _Rows, applied: AppliedEvent) -> tuple[Any, ...]:
         applied.source,
         applied.position,
         applied.seq,
+        app_seq,
+        applied.link,
     )
 
 
@@ -263,10 +287,13 @@ HISTORY_COLUMNS = (
     "evidence",
     "recorded_at",
     "superseded_at",
+    "policy_hash",
 )
 
 
-def history_row(rows: _Rows, user_id: str, row: HistoryRow) -> tuple[Any, ...]:
+def history_row(
+    rows: _Rows, user_id: str, row: HistoryRow, hashes: Mapping[str, str]
+) -> tuple[Any, ...]:
     e = row.entry
     return (
         user_id,
@@ -280,6 +307,7 @@ def history_row(rows: _Rows, user_id: str, row: HistoryRow) -> tuple[Any, ...]:
         rows.json(list(e.evidence)),
         rows.instant(row.recorded_at),
         rows.instant(row.superseded_at),
+        hashes[e.policy],
     )
 
 
@@ -303,6 +331,7 @@ USER_COLUMNS = (
     "since",
     "events",
     "updated_at",
+    "chain_head",
 )
 
 
@@ -329,6 +358,7 @@ def user_row(rows: _Rows, state: UserSummary, updated_at: datetime) -> tuple[Any
         rows.instant(last.valid_from) if last else None,
         state.events,
         rows.instant(updated_at),
+        state.chain_head,
     )
 
 
@@ -358,8 +388,15 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     rows = _Rows(conn)
     # In key order, so two writers that share users take their row locks in the same
     # order and one waits for the other instead of deadlocking.
-    applied = sorted(plan.events, key=lambda a: (a.observation.user_id, a.seq))
-    rows.insert(events, EVENT_COLUMNS, [event_row(rows, a) for a in applied])
+    numbered = zip(rows.app_seqs(len(plan.events)), plan.events, strict=True)
+    rows.insert(
+        events,
+        EVENT_COLUMNS,
+        [
+            event_row(rows, a, n)
+            for n, a in sorted(numbered, key=lambda p: (p[1].observation.user_id, p[1].seq))
+        ],
+    )
     # History rows are addressed by (user_id, valid_from, recorded_at): a user's believed
     # rows never share valid_from, and rows with an empty record interval are never kept,
     # so the triple is unique without the store handing ids back.
@@ -376,7 +413,13 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     rows.insert(
         assignment_history,
         HISTORY_COLUMNS,
-        [history_row(rows, u, row) for u, row in plan.new_rows],
+        [history_row(rows, u, row, plan.policy_hashes) for u, row in plan.new_rows],
+    )
+    used = sorted({row.entry.policy for _, row in plan.new_rows})
+    rows.insert_new(
+        policy_pins,
+        ("version", "hash", "pinned_at"),
+        [(v, plan.policy_hashes[v], rows.instant(plan.recorded_at)) for v in used],
     )
     rows.upsert(
         users,
@@ -500,6 +543,13 @@ class SqlStore:
         with translated_errors(), self.engine.connect() as conn:
             row = conn.execute(q).first()
         return SourceIdentity(row.topic_id, row.partition_count) if row else None
+
+    def check_policies(self, hashes: Mapping[str, str]) -> None:
+        with translated_errors(), self.engine.connect() as conn:
+            pins = dict(conn.execute(select(policy_pins.c.version, policy_pins.c.hash)).all())
+        changed = [(v, pins[v], h) for v, h in sorted(hashes.items()) if pins.get(v, h) != h]
+        if changed:
+            raise PolicyChanged(changed)
 
     def reset_positions(self, source: str) -> int:
         with translated_errors(), self.engine.begin() as conn:
