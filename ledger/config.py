@@ -262,7 +262,7 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = _env(environ, name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) == 0:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) == 0:
         raise UsageError(f"{name}={raw!r} must be a positive whole number")
     return int(raw)
 
@@ -273,7 +273,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     key = _env(env, "LEDGER_PHONE_KEY")
     return Settings(
         db_url=_env(env, "LEDGER_DB") or DEFAULT_DB,
-        phone_key=key.encode() if key else DEV_PHONE_KEY,
+        # surrogateescape: a variable holding bytes that are not UTF-8 is kept as its bytes.
+        phone_key=key.encode("utf-8", "surrogateescape") if key else DEV_PHONE_KEY,
         kafka=KafkaSettings(
             bootstrap=_env(env, "LEDGER_BOOTSTRAP"),
             topic=_env(env, "LEDGER_TOPIC") or DEFAULT_TOPIC,
@@ -284,7 +285,11 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         api=_api_settings(env),
         parse_workers=_count(env, "LEDGER_PARSE_WORKERS", Settings.parse_workers),
-        audit_key=audit.encode() if (audit := _env(env, "LEDGER_AUDIT_KEY")) else None,
+        audit_key=(
+            audit.encode("utf-8", "surrogateescape")
+            if (audit := _env(env, "LEDGER_AUDIT_KEY"))
+            else None
+        ),
     )
 
 
@@ -292,7 +297,8 @@ def _count(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = _env(environ, name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 3:
+    # isascii: "¹" and other Unicode digits pass isdigit() but are no number int() takes.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 3:
         raise UsageError(f"{name}={raw!r} must be a whole number from 0 to 999")
     return int(raw)
 

@@ -583,3 +583,90 @@ def test_json_mutants_through_the_cli(database_kind: str, lines: list[bytes]) ->
             assert all(r.strip() for r in reasons)
             again = cli.run("replay", str(path), "--json", expect=0)
             assert json.loads(again.stdout)["applied"] == 0
+
+
+# --- the audit trail's inputs: digest documents and the settings it reads -------------------
+
+_JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=80)
+_JSON = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=20,
+)
+
+
+def _digest_document() -> dict[str, Any]:
+    from ledger.app.digest_signing import sign
+    from ledger.domain.audit import Digest
+
+    digest = Digest(
+        root="ab" * 32,
+        seq=42,
+        users=3,
+        events=42,
+        recorded_at=datetime(2026, 11, 1, tzinfo=UTC),
+        policies={"tos-2023-legacy": "cd" * 32},
+    )
+    return sign(digest, hmac_key=b"audit-key")
+
+
+@fuzz(EXAMPLES)
+@given(st.sampled_from(sorted(_digest_document())), _JSON, st.booleans())
+def test_mutated_digest_documents_are_refused_in_one_line(
+    field: str, value: Any, drop: bool
+) -> None:
+    """A digest document with any field replaced or removed is either still the same valid
+    digest or refused with a DigestError of one line; nothing else escapes `check`."""
+    from ledger.app.digest_signing import check
+    from ledger.domain.audit import DigestError
+
+    document = _digest_document()
+    original = check(document, hmac_key=b"audit-key")
+    if drop:
+        del document[field]
+    else:
+        document[field] = value
+    try:
+        got = check(document, hmac_key=b"audit-key")
+    except DigestError as exc:
+        assert str(exc) and "\n" not in str(exc)
+    else:
+        assert got == original
+
+
+@fuzz(EXAMPLES)
+@given(_JSON)
+def test_any_json_is_a_digest_or_a_digest_error(value: Any) -> None:
+    from ledger.app.digest_signing import check
+    from ledger.domain.audit import DigestError
+
+    for key in (None, b"audit-key"):
+        with contextlib.suppress(DigestError):
+            check(value, hmac_key=key)
+
+
+# Surrogates included: the environment of a process may hold bytes that are not UTF-8.
+_ENV_TEXT = st.text(st.characters(codec=None, exclude_characters="\x00"), max_size=40)
+
+
+@fuzz(EXAMPLES)
+@given(_ENV_TEXT, _ENV_TEXT)
+def test_hostile_audit_and_worker_settings(workers: str, audit_key: str) -> None:
+    """LEDGER_PARSE_WORKERS, LEDGER_AUDIT_KEY, LEDGER_PHONE_KEY: a usable setting or one
+    UsageError line."""
+    from ledger.config import settings_from_env
+    from ledger.errors import UsageError
+
+    env = {
+        "LEDGER_PARSE_WORKERS": workers,
+        "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS": workers,
+        "LEDGER_AUDIT_KEY": audit_key,
+        "LEDGER_PHONE_KEY": audit_key,
+    }
+    try:
+        s = settings_from_env(env)
+    except UsageError as exc:
+        assert "LEDGER_" in str(exc) and "\n" not in str(exc)
+        return
+    assert 0 <= s.parse_workers <= 999
+    assert s.audit_key is None or s.audit_key.strip()
