@@ -162,3 +162,30 @@ def test_bench(tmp_path: Path) -> None:
     run("bench", "--repeat", "0", "--work", str(tmp_path), code=2)
     run("bench", "--large", "-1", "--work", str(tmp_path), code=2)
     assert not any(tmp_path.iterdir())
+
+
+def test_verify(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("verify", "--db", db, code=0)
+    missing = tmp_path / "nope.json"
+    assert "nope.json" in run("verify", "--digest", str(missing), "--db", db, code=1).stderr
+    run("verify", "--db", f"sqlite:///{tmp_path}/absent.db", code=1)
+    run("verify", "--no-such-option", code=2)
+
+
+def test_digest(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    out = tmp_path / "digest.json"
+    run("digest", "-o", str(out), "--db", db, code=0)
+    assert json.loads(out.read_text())["events"] == 1
+    run("digest", "-o", str(tmp_path / "no" / "dir" / "d.json"), "--db", db, code=1)
+    run("digest", "--bogus", code=2)
+
+
+def test_decisions_export(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    out = tmp_path / "decisions.jsonl"
+    run("decisions", "export", "-o", str(out), "--db", db, code=0)
+    assert len(out.read_text().splitlines()) >= 1
+    run("decisions", "export", "-o", str(out), "--since", "soon", "--db", db, code=2)
+    run("decisions", "export", "--db", db, code=2)  # no -o

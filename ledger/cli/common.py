@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -104,6 +105,12 @@ class LedgerGroup(TyperGroup):
         except LedgerError as exc:
             report(str(exc))
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            # The reader left (`ledger history u-1 | head`): nothing to say, and nobody to
+            # say it to on stdout; the interpreter's last flush must not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(EXIT_ERROR) from None
         except OSError as exc:
             report(str(exc))
             raise typer.Exit(EXIT_ERROR) from None
@@ -116,6 +123,9 @@ def command_group(help: str, cls: type[LedgerGroup] = LedgerGroup) -> typer.Type
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        # Markdown reflows the docstrings' paragraphs to the terminal's width (Rich mode
+        # keeps their source line breaks, which then wrap a second time).
+        rich_markup_mode="markdown",
     )
 
 

@@ -17,6 +17,7 @@ import typer
 import typer.main
 
 from ledger.cli import admin, dead_letters, generate, history, ingest
+from ledger.cli import audit as audit_commands
 from ledger.cli import impact as impact_commands
 from ledger.cli import policy as policy_commands
 from ledger.cli import serve as serve_commands
@@ -48,7 +49,7 @@ class RootGroup(LedgerGroup):
             group = typer.main.get_group(loaded)
             group.name = cmd_name
             return group
-        single = typer.Typer()
+        single = typer.Typer(rich_markup_mode="markdown")  # as command_group
         single.command(cmd_name)(loaded)
         return typer.main.get_command(single)
 
@@ -78,6 +79,9 @@ app.add_typer(admin.topics_app, name="topics")
 app.add_typer(dead_letters.dead_letters_app, name="dead-letters")
 app.command()(impact_commands.impact)
 app.add_typer(policy_commands.policy_app, name="policy")
+app.command()(audit_commands.verify)
+app.command()(audit_commands.digest)
+app.add_typer(audit_commands.decisions_app, name="decisions")
 
 
 def main() -> None:

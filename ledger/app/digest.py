@@ -1,0 +1,56 @@
+"""`ledger digest`: a small document that pins the store's past (AUDIT.md).
+
+The Merkle root over every user's (user_id, chain head, chain length), sorted by user id,
+the highest application `seq` it covers, the numbers of users and events, the record time,
+and the pinned policy hashes. Kept out of the operator's reach (signed, see
+`ledger.app.digest_signing`), it lets `ledger verify --digest` prove later that no event
+applied before it has changed, whatever the store says by then.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from datetime import datetime
+
+from ledger.app.verify import AuditSource
+from ledger.domain.audit import Digest, MerkleBuilder
+from ledger.errors import LedgerError
+
+__all__ = ["take_digest"]
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def take_digest(source: AuditSource, now: datetime) -> Digest:
+    """The digest of the store behind `source` at `now` (its record time), read from one
+    snapshot in which every event up to the highest `seq` is committed: the chain heads
+    the users rows hold then are exactly the chains up to that `seq`."""
+    builder = MerkleBuilder()
+    events = 0
+    with source.snapshot(wait_for_writers=True) as snap, closing(snap.users()) as stored:
+        seq = snap.max_app_seq()
+        pins = snap.pins()
+        for user in stored:
+            if user.events <= 0:
+                continue  # no chain; verify leaves such users out of the root as well
+            try:
+                builder.add(user.user_id, user.chain_head, user.events)
+            except ValueError as exc:
+                raise LedgerError(f"cannot take a digest: {exc}: run `ledger verify`") from None
+            events += user.events
+    for version, hashed in sorted(pins.items()):
+        if len(hashed) != 64 or not set(hashed) <= _HEX:
+            # Pinned by the migration for a version this release does not ship.
+            raise LedgerError(
+                f"cannot take a digest: policy {version} is pinned without a content hash "
+                "(decided before pinning, by a file this release does not ship): "
+                "run `ledger verify`"
+            )
+    return Digest(
+        root=builder.root().hex(),
+        seq=seq,
+        users=builder.count,
+        events=events,
+        recorded_at=now,
+        policies=pins,
+    )

@@ -1,0 +1,401 @@
+"""`ledger verify`, `ledger digest`, `ledger decisions export`: the audit trail of AUDIT.md
+from the command line. All three only read the store, through read-only sessions, and
+never migrate it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from ledger.cli.common import (
+    DbOption,
+    JsonOption,
+    command_group,
+    count_progress,
+    emit_json,
+    err,
+    out,
+    parse_time,
+    plain,
+    settings,
+)
+from ledger.domain.time import format_instant, truncate_ms
+from ledger.errors import LedgerError, UsageError
+
+__all__ = ["decisions_app", "digest", "verify"]
+
+# Problems listed in the human output; --json lists every one kept.
+SHOWN_PROBLEMS = 50
+
+UNSIGNED_WARNING = (
+    "warning: the digest is not signed: nothing vouches that it is the one that was taken "
+    "(set LEDGER_AUDIT_KEY, or sign with --private-key)"
+)
+
+
+def _reader(db: str | None) -> tuple[Any, Any]:
+    """The settings and a read-only engine on an existing store at the newest schema: an
+    audit never creates, migrates or writes the store it checks."""
+    from ledger.store.readonly import open_reader, readiness
+
+    s = settings(db_url=db)
+    engine = open_reader(s.db_url, pool_size=2)
+    ready = readiness(engine)
+    if not ready.ready:
+        engine.dispose()
+        problem = ready.problem or "the store cannot be read"
+        if problem.startswith("the schema is at"):
+            problem = (
+                f"the store's schema is at {ready.revision or 'no ledger schema'}, this ledger "
+                f"reads {ready.head}: run `ledger db upgrade` (or replay events into it first)"
+            )
+        raise LedgerError(problem)
+    return s, engine
+
+
+def _source(engine: Any) -> Any:
+    from ledger.store.audit_snapshot import SqlAuditSource
+
+    return SqlAuditSource(engine)
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise LedgerError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def _load_digest(path: Path, hmac_key: bytes | None, public_key: Path | None) -> Any:
+    """The digest in the file, its signature checked with the keys given."""
+    from ledger.app.digest_signing import ALG_NONE, check, signature_alg
+    from ledger.domain.audit import DigestError
+
+    raw = _read_bytes(path, "digest")
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise LedgerError(f"{path}: not a digest (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise LedgerError(
+            f"{path}: not a digest (not JSON: {exc.msg} at line {exc.lineno})"
+        ) from None
+    pem = _read_bytes(public_key, "public key") if public_key is not None else None
+    try:
+        unsigned = signature_alg(document) == ALG_NONE
+        digest = check(document, hmac_key=hmac_key, ed25519_public_pem=pem)
+    except DigestError as exc:
+        raise LedgerError(f"{path}: {exc}") from None
+    if unsigned:
+        err.print(Text(UNSIGNED_WARNING), soft_wrap=True)
+    return digest
+
+
+PoliciesDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policies",
+        help="Re-derive the history with the policy files (*.toml) in DIR instead of the "
+        "shipped ones: the policies the store was written with.",
+        show_default=False,
+        file_okay=False,
+    ),
+]
+
+
+def verify(
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user", help="Check only this user (not with --digest).", show_default=False
+        ),
+    ] = None,
+    digest_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--digest",
+            help="Also check that the events this digest (from `ledger digest`) covers are "
+            "unchanged. Its signature is checked with LEDGER_AUDIT_KEY (HMAC) or --public-key.",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="PEM file of the Ed25519 public key the digest was signed with.",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    policies: PoliciesDirOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the store against its own events and policies, on one consistent snapshot
+    (writers may go on meanwhile).
+
+    For every user: the events' hash chain is whole and unchanged; the assignment history,
+    believed and superseded rows alike, is exactly what folding the stored events through
+    the policies gives; every history row carries its policy version's pinned hash, and
+    every pinned version hashes as the policy file given. With --digest: the Merkle root
+    over the chains up to the digest's seq equals the digest's.
+
+    Exit status: 0 when everything matches; 1 when anything does not (each problem is
+    listed: user, kind, event seq or history row, detail), or on errors; 2 on usage errors.
+    """
+    from ledger.app.verify import verify as run_verify
+    from ledger.codecs.policy_files import load_policies
+
+    if user is not None and digest_file is not None:
+        raise UsageError("--digest covers the whole store: give it without --user")
+    if public_key is not None and digest_file is None:
+        raise UsageError("--public-key checks a digest's signature: give --digest FILE too")
+    if policies is not None and not policies.is_dir():
+        raise LedgerError(f"{policies}: no such directory")
+    s, engine = _reader(db)
+    rules = load_policies(policies)
+    digest = None
+    if digest_file is not None:
+        digest = _load_digest(digest_file, s.audit_key, public_key)
+    total = None
+    if err.is_terminal and user is None:
+        from ledger.store.reading import count_events
+
+        total = count_events(engine)
+    shown, advance = count_progress(total, "verify")
+    try:
+        with shown:
+            report = run_verify(_source(engine), rules, user=user, digest=digest, progress=advance)
+    finally:
+        engine.dispose()
+    if user is not None and report.users == 0:
+        raise LedgerError(f"no user {user!r} in the store")
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        _render_verify(report)
+    if not report.ok:
+        first = report.problems[0] if report.problems else None
+        raise LedgerError(
+            f"verification failed: {report.problem_count:,} "
+            f"problem{'s' if report.problem_count != 1 else ''}"
+            + (f", the first: {first}" if first else "")
+        )
+
+
+def _render_verify(report: Any) -> None:
+    t = Table(title="verify", show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    t.add_row("users", f"{report.users:,}")
+    t.add_row("events (hash chains)", f"{report.events:,}")
+    t.add_row("history rows (re-derived)", f"{report.history_rows:,}")
+    t.add_row("policy pins", f"{report.pins:,}")
+    if report.digest is not None:
+        d = report.digest
+        verdict = "matches" if d.matches else "DIFFERS"
+        t.add_row("digest", f"{verdict} (seq {d.seq:,}, {d.computed_events:,} events)")
+    t.add_row("problems", f"{report.problem_count:,}")
+    t.add_row("time", f"{report.seconds:.1f} s")
+    t.add_row("throughput", f"{report.events_per_second:,.0f} events/s")
+    out.print(t)
+    if not report.problems:
+        return
+    p = Table(title="problems", title_justify="left")
+    for col in ("user", "kind", "at", "detail"):
+        p.add_column(col, overflow="fold")
+    for problem in report.problems[:SHOWN_PROBLEMS]:
+        at = (
+            f"seq {problem.seq}"
+            if problem.seq is not None
+            else (f"row #{problem.row}" if problem.row is not None else "")
+        )
+        # User ids and stored values are input: printed as data, never as markup.
+        p.add_row(plain(problem.user or "—"), plain(problem.kind), plain(at), plain(problem.detail))
+    out.print(p)
+    if report.problem_count > SHOWN_PROBLEMS:
+        out.print(
+            f"{report.problem_count - SHOWN_PROBLEMS:,} more problems: --json lists them",
+            markup=False,
+        )
+
+
+def digest(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="File to write the digest to (default: standard output).",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--private-key",
+            help="Sign with this Ed25519 private key (unencrypted PKCS#8 PEM) instead of "
+            "LEDGER_AUDIT_KEY's HMAC.",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a digest of the store: the Merkle root over every user's (user id, event chain
+    head, chain length), the highest application seq it covers, the numbers of users and
+    events, the time, and the pinned policy hashes.
+
+    Signed with HMAC-SHA256 when LEDGER_AUDIT_KEY is set, with Ed25519 when --private-key
+    is given; unsigned (with a warning) otherwise. Keep it where the operator cannot change
+    it: `ledger verify --digest FILE` later proves that no event it covers has changed.
+    On PostgreSQL, writers pause for the moment it takes to see them all committed.
+    """
+    from ledger.app.digest import take_digest
+    from ledger.app.digest_signing import sign
+    from ledger.domain.audit import DigestError
+
+    pem = _read_bytes(private_key, "private key") if private_key is not None else None
+    s, engine = _reader(db)
+    try:
+        taken = take_digest(_source(engine), truncate_ms(datetime.now(UTC)))
+    finally:
+        engine.dispose()
+    try:
+        # A flag wins over the environment: an Ed25519 key given replaces the HMAC.
+        if pem is not None:
+            document = sign(taken, ed25519_private_pem=pem)
+        elif s.audit_key is not None:
+            document = sign(taken, hmac_key=s.audit_key)
+        else:
+            document = sign(taken)
+    except DigestError as exc:
+        raise LedgerError(str(exc)) from None
+    if pem is None and s.audit_key is None:
+        err.print(Text(UNSIGNED_WARNING), soft_wrap=True)
+    text = json.dumps(document, indent=2) + "\n"
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        return
+    output.write_text(text, encoding="utf-8")
+    summary = {
+        "path": str(output),
+        "seq": taken.seq,
+        "users": taken.users,
+        "events": taken.events,
+        "root": taken.root,
+        "signature": document["signature"]["alg"],
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        out.print(
+            plain(
+                f"wrote the digest of {taken.users:,} users and {taken.events:,} events up to "
+                f"seq {taken.seq:,} to {output} (root {taken.root[:16]}…, signature "
+                f"{summary['signature']})"
+            ),
+            soft_wrap=True,
+        )
+
+
+decisions_app = command_group(
+    "The decision log: every assignment the ledger recorded, with its policy, rule, input "
+    "facts and evidence events, one JSON object per line."
+)
+
+
+@decisions_app.callback()
+def _decisions_group() -> None:
+    # A callback keeps `decisions` a command group.
+    pass
+
+
+@decisions_app.command("export")
+def export_decisions_command(
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o",
+            "--output",
+            help="File to write (.jsonl, created readable by its owner only), or - for "
+            "standard output.",
+            show_default=False,
+        ),
+    ],
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only decisions recorded at or after T (ISO 8601).",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", help="Only decisions recorded before T (ISO 8601).", show_default=False
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export the decision log: one JSON object per history row (believed or superseded),
+    in record-time order: decision_id, user_id, recorded_at, superseded_at, valid_from,
+    valid_to, policy, policy_hash, rule, assignment, reason, input (the facts the rule
+    read) and evidence (event ids with their seq and user_seq). No raw phone number is in
+    it; facts such as the birth date are, so the file is created readable by its owner
+    only."""
+    from ledger.app.decisions import export_decisions
+
+    start = parse_time(since, "--since")
+    end = parse_time(until, "--until")
+    if start is not None and end is not None and end <= start:
+        raise UsageError("--until must be after --since")
+    to_stdout = output == "-"
+    if to_stdout and as_json:
+        raise UsageError("--json reports on a file written: give -o FILE.jsonl with it")
+    path = Path(output)
+    if not to_stdout and path.suffix != ".jsonl":
+        raise UsageError(f"{output}: the decision log is JSON Lines; name it *.jsonl")
+    _, engine = _reader(db)
+    try:
+        if to_stdout:
+            written = export_decisions(_source(engine), sys.stdout, since=start, until=end)
+            return
+        # Written beside the target and renamed when complete: a failed export never
+        # leaves a file that looks whole.
+        partial = path.with_name(path.name + ".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with open(fd, "w", encoding="utf-8", newline="\n") as fo:
+                written = export_decisions(_source(engine), fo, since=start, until=end)
+            os.replace(partial, path)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    finally:
+        engine.dispose()
+    if as_json:
+        emit_json(
+            {
+                "path": str(path),
+                "written": written,
+                "since": format_instant(start),
+                "until": format_instant(end),
+            }
+        )
+    else:
+        out.print(plain(f"wrote {written:,} decisions to {path}"), soft_wrap=True)
