@@ -64,3 +64,12 @@ def history_rows(url: str) -> list[tuple]:
         ),
         key=repr,
     )
+
+
+def chain_heads(url: str) -> dict[str, tuple[bytes, int]]:
+    """user -> (hash chain head, chain length), as stored (AUDIT.md)."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT user_id, chain_head, events FROM users")).all()
+    engine.dispose()
+    return {u: (bytes(h), n) for u, h, n in rows}
