@@ -180,6 +180,7 @@ class Settings:
     api: ApiSettings = field(default_factory=ApiSettings)
     batch_size: int = 5000  # events per transaction of a replay
     cache_users: int = 50_000  # users whose projections a writer keeps between batches
+    cache_mb: int = 128  # ... and the memory they may take (estimated, MiB)
     # Processes parsing the next batch's phone numbers while a replay applies this one
     # (0: parse in the writer).
     parse_workers: int = 1
@@ -285,6 +286,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         api=_api_settings(env),
         parse_workers=_count(env, "LEDGER_PARSE_WORKERS", Settings.parse_workers),
+        cache_mb=_positive_int(env, "LEDGER_CACHE_MB", Settings.cache_mb),
         audit_key=(
             audit.encode("utf-8", "surrogateescape")
             if (audit := _env(env, "LEDGER_AUDIT_KEY"))

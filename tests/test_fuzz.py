@@ -660,6 +660,7 @@ def test_hostile_audit_and_worker_settings(workers: str, audit_key: str) -> None
     env = {
         "LEDGER_PARSE_WORKERS": workers,
         "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS": workers,
+        "LEDGER_CACHE_MB": workers,
         "LEDGER_AUDIT_KEY": audit_key,
         "LEDGER_PHONE_KEY": audit_key,
     }
@@ -668,5 +669,5 @@ def test_hostile_audit_and_worker_settings(workers: str, audit_key: str) -> None
     except UsageError as exc:
         assert "LEDGER_" in str(exc) and "\n" not in str(exc)
         return
-    assert 0 <= s.parse_workers <= 999
+    assert 0 <= s.parse_workers <= 999 and s.cache_mb > 0
     assert s.audit_key is None or s.audit_key.strip()

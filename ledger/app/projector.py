@@ -42,6 +42,18 @@ BeforeCommit = Callable[[Sequence[DeadLetter]], None]
 CONFLICT_RETRIES = 20
 
 
+# What one observation or believed history row of a cached user costs in memory, fold state
+# included (measured with tracemalloc on generated users: ~900 bytes), so that the cache is
+# bounded by memory rather than by a user count that means little for users of 2 or 200
+# events.
+CACHED_ITEM_BYTES = 1000
+
+
+def cached_bytes(proj: UserProjection) -> int:
+    """The estimated memory a cached projection holds."""
+    return CACHED_ITEM_BYTES * (1 + len(proj.observations) + len(proj.believed))
+
+
 def _phones_of(records: Sequence[SourceRecord]) -> list[str]:
     return [
         phone
@@ -69,12 +81,16 @@ class Projector:
         phone_key: bytes,
         *,
         cache_users: int = 50_000,
+        cache_bytes: int = 128 << 20,
         parse_workers: int = 0,
     ) -> None:
         self.store = store
         self.policies = policies
         self.phone_key = phone_key
         self.cache_users = cache_users
+        self.cache_bytes = cache_bytes
+        self._weights: dict[str, int] = {}  # user -> estimated bytes of its cached state
+        self._cached_bytes = 0
         self.parse_workers = parse_workers
         self._cache: OrderedDict[str, UserProjection] = OrderedDict()
         # Refused before anything is applied: decisions under an edited policy would
@@ -84,6 +100,8 @@ class Projector:
     def forget(self) -> None:
         """Drop cached state (another writer may have changed these users)."""
         self._cache.clear()
+        self._weights.clear()
+        self._cached_bytes = 0
 
     def _projections(
         self, tx: BatchTransaction, user_ids: list[str]
@@ -95,8 +113,17 @@ class Projector:
         for user_id, proj in projections.items():
             self._cache[user_id] = proj
             self._cache.move_to_end(user_id)
-        while len(self._cache) > self.cache_users:
-            self._cache.popitem(last=False)
+            weight = cached_bytes(proj)
+            self._cached_bytes += weight - self._weights.get(user_id, 0)
+            self._weights[user_id] = weight
+        while self._cache and (
+            len(self._cache) > self.cache_users or self._cached_bytes > self.cache_bytes
+        ):
+            self._drop(next(iter(self._cache)))
+
+    def _drop(self, user_id: str) -> None:
+        self._cache.pop(user_id, None)
+        self._cached_bytes -= self._weights.pop(user_id, 0)
 
     def apply_batch(
         self,
@@ -259,7 +286,7 @@ class Projector:
         except BaseException:
             # Their in-memory state already holds this batch, which did not commit.
             for user_id in touched:
-                self._cache.pop(user_id, None)
+                self._drop(user_id)
             raise
         self._remember(projections)
         return plan.result()
