@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,6 +25,11 @@ from ledger.cli.common import emit_json, err, out, plain
 from ledger.errors import LedgerError
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+# Consumer-group sizes measured on PostgreSQL (at most the topic's 6 partitions), and how
+# often: one repetition keeps the default run within its budget of ten minutes.
+MEMBERS = (1, 2, 4)
+QUICK_MEMBERS = (1, 2)
+MEMBER_REPEAT = 1
 
 
 def _log(message: str) -> None:
@@ -52,7 +59,7 @@ def _sh(*cmd: str) -> str:
 def bench(
     users: Annotated[
         int, typer.Option("--users", min=10, help="Users in the generated stream.")
-    ] = 20_000,
+    ] = 8_000,
     repeat: Annotated[
         int, typer.Option("--repeat", min=1, help="Runs of each contender; the median counts.")
     ] = 3,
@@ -60,7 +67,8 @@ def bench(
         bool,
         typer.Option(
             "--quick",
-            help="A smoke run: 300 users, one repetition, no quixstreams, no large size.",
+            help="A smoke run: 300 users, one repetition, no quixstreams, no large size, "
+            "groups of 1 and 2 members.",
         ),
     ] = False,
     quixstreams: Annotated[
@@ -78,7 +86,7 @@ def bench(
             help="Also replay a stream this many times larger, for throughput and peak RSS at "
             "two sizes (0: skip).",
         ),
-    ] = 4,
+    ] = 5,
     postgres: Annotated[
         str | None,
         typer.Option(
@@ -108,16 +116,19 @@ def bench(
     keeping a per-user count in its state store; `ledger replay` into SQLite and
     PostgreSQL; `ledger consume` into SQLite and PostgreSQL; `ledger history` in-process
     (p50/p99) and as a process; peak RSS and throughput of a replay at two sizes; the
-    SQLite store's bytes per event. Prints one table of events/s and ratios.
+    SQLite store's bytes per event. Then, once, 1, 2 and 4 `ledger consume` members of one
+    group into PostgreSQL, timed once all of them hold partitions. Prints tables of
+    events/s and ratios.
     """
+    members = MEMBERS
     if quick:
-        users, repeat, quixstreams, large = 300, 1, False, 0
+        users, repeat, quixstreams, large, members = 300, 1, False, 0, QUICK_MEMBERS
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     pg = _pg_admin(postgres)
     kinds = ["sqlite"] + (["postgresql"] if pg else [])
     measures: dict[str, suite.Measure] = {}
-    extra: dict[str, Any] = {"users": users, "repeat": repeat}
+    extra: dict[str, Any] = {"users": users, "repeat": repeat, "cpus": os.cpu_count()}
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=work)))
         dbs = suite.Databases(tmp, pg)
@@ -136,6 +147,7 @@ def bench(
         def add(name: str, run: suite.Run, n: int = events, note: str = "") -> None:
             m = measures.setdefault(name, suite.Measure(name, n, note=note))
             m.runs.append(run.seconds)
+            m.counted.append(n if run.events is None else run.events)
             if run.peak_rss_mb is not None:
                 m.peak_rss_mb = max(m.peak_rss_mb or 0.0, run.peak_rss_mb)
 
@@ -149,6 +161,9 @@ def bench(
             for kind in kinds:
                 with dbs.fresh(kind) as db:
                     add(f"ledger replay -> {kind}", suite.replay(db, archive))
+                    # The same store, re-derived and checked: verify's speed is measured
+                    # against the replay that wrote it.
+                    add(f"ledger verify <- {kind}", suite.verify(db))
                     if kind == "sqlite" and round_ == 0:
                         extra.update(_lookups(db))
                 with dbs.fresh(kind) as db:
@@ -162,6 +177,12 @@ def bench(
             big_events = sum(1 for _ in suite.fastavro.reader(big.open("rb")))
             with dbs.fresh("sqlite") as db:
                 add(f"ledger replay -> sqlite, {large}x size", suite.replay(db, big), big_events)
+        if pg:
+            extra["member_scaling"] = _member_scaling(
+                dbs, info.bootstrap, topic, events, members, add
+            )
+        else:
+            _log("consumer-group members: skipped without PostgreSQL")
     extra["seconds"] = round(time.monotonic() - started, 1)
     report = _report(measures, extra)
     if output:
@@ -170,6 +191,50 @@ def bench(
         emit_json(report)
     else:
         _print(report)
+
+
+def member_name(n: int) -> str:
+    return f"ledger consume -> postgresql, {n} member{'s' if n > 1 else ''}"
+
+
+MEMBER_NOTE = (
+    "timed from when every member holds partitions to the last event committed: the group "
+    "join and the rebalances while members join are excluded (join s; events applied "
+    "meanwhile are not counted)"
+)
+
+
+def _member_scaling(
+    dbs: suite.Databases,
+    bootstrap: str,
+    topic: str,
+    events: int,
+    counts: Sequence[int],
+    add: Callable[[str, suite.Run], None],
+) -> dict[str, Any]:
+    """Each group size MEMBER_REPEAT times, interleaved, on a fresh database each time. The
+    rates go to the contenders; this is what the runs said besides."""
+    runs: dict[int, list[suite.Run]] = {n: [] for n in counts}
+    for _ in range(MEMBER_REPEAT):
+        for n in counts:
+            _log(f"a consumer group of {n} on PostgreSQL")
+            with dbs.fresh("postgresql") as db:
+                run = suite.consume(db, bootstrap, topic, events, members=n)
+            add(member_name(n), run)
+            runs[n].append(run)
+    return {
+        "repeat": MEMBER_REPEAT,
+        "note": MEMBER_NOTE,
+        "rows": [
+            {
+                "members": n,
+                "contender": member_name(n),
+                "join_seconds": round(statistics.median(r.join_seconds for r in rs), 3),
+                "rebalances_while_timed": sum(r.rebalances for r in rs),
+            }
+            for n, rs in runs.items()
+        ],
+    }
 
 
 def _lookups(db: str) -> dict[str, Any]:
@@ -201,6 +266,9 @@ TARGETS = [
     ("ledger consume -> postgresql", "quixstreams per-user count", 1.0),
     ("ledger consume -> sqlite", "kafka-python consume+decode", 0.5),
     ("ledger consume -> postgresql", "kafka-python consume+decode", 0.5),
+    # Issue "Tamper-evident audit trail": verify does the replay's fold without writing.
+    ("ledger verify <- sqlite", "ledger replay -> sqlite", 0.5),
+    ("ledger verify <- postgresql", "ledger replay -> postgresql", 0.5),
 ]
 
 
@@ -210,6 +278,14 @@ def _report(measures: dict[str, suite.Measure], extra: dict[str, Any]) -> dict[s
         for c, b, t in TARGETS
         if c in measures and b in measures
     ]
+    scaling = extra.get("member_scaling")
+    if scaling:
+        one = measures.get(member_name(1))
+        for row in scaling["rows"]:
+            m = measures[row["contender"]]
+            row["events_per_second"] = round(m.rate, 1)
+            row["events_timed"] = statistics.median(m.counted)
+            row["vs_1_member"] = round(m.rate / one.rate, 3) if one and one.rate else None
     big = next((m for m in measures.values() if "x size" in m.contender), None)
     small = measures.get("ledger replay -> sqlite")
     if big and small and small.rate:
@@ -226,7 +302,11 @@ def _print(report: dict[str, Any]) -> None:
                   title_justify="left")
     for col in ("contender", "events/s", "seconds", "peak RSS MB"):
         table.add_column(col, justify="left" if col == "contender" else "right")
+    scaling = report.get("member_scaling")
+    in_scaling = {row["contender"] for row in scaling["rows"]} if scaling else set()
     for m in report["contenders"]:
+        if m["contender"] in in_scaling:
+            continue
         rss = f"{m['peak_rss_mb']:.0f}" if m["peak_rss_mb"] else "—"
         table.add_row(plain(m["contender"]), f"{m['events_per_second']:,.0f}",
                       f"{m['seconds']:.2f}", rss)
@@ -239,8 +319,41 @@ def _print(report: dict[str, Any]) -> None:
         ratios.add_row(r["contender"], r["baseline"], str(r["ratio"]), f"≥ {r['target']}",
                        "yes" if met else "no")
     out.print(ratios)
+    if scaling:
+        _print_members(report, scaling)
     for key in ("store_bytes_per_event_sqlite", "history_in_process_ms", "history_process_ms",
                 "large_vs_small_throughput", "seconds"):
         if key in report:
             out.print(plain(f"{key.replace('_', ' ')}: {report[key]}"))
 
+
+def _print_members(report: dict[str, Any], scaling: dict[str, Any]) -> None:
+    runs = "one run" if scaling["repeat"] == 1 else f"median of {scaling['repeat']}"
+    table = Table(
+        title=f"consumer-group members on PostgreSQL, one topic of 6 partitions, {runs}, "
+        f"{report['cpus']} CPUs",
+        title_justify="left",
+    )
+    for col in ("members", "events/s", "vs 1 member", "events timed", "seconds", "join s",
+                "peak RSS MB, all"):
+        table.add_column(col, justify="right")
+    rows = {m["contender"]: m for m in report["contenders"]}
+    for row in scaling["rows"]:
+        m = rows[row["contender"]]
+        rss = f"{m['peak_rss_mb']:.0f}" if m["peak_rss_mb"] else "—"
+        ratio = "—" if row["vs_1_member"] is None else f"{row['vs_1_member']:.2f}x"
+        table.add_row(str(row["members"]), f"{row['events_per_second']:,.0f}", ratio,
+                      f"{row['events_timed']:,.0f}", f"{m['seconds']:.2f}",
+                      f"{row['join_seconds']:.2f}", rss)
+    out.print(table)
+    fewer = (
+        f" {runs.capitalize()} per group size, not the median of {report['repeat']}, to keep "
+        "the suite within ten minutes."
+        if scaling["repeat"] < report["repeat"]
+        else ""
+    )
+    out.print(plain(f"members: {scaling['note']}.{fewer}"))
+    rebalanced = [row["members"] for row in scaling["rows"] if row["rebalances_while_timed"]]
+    if rebalanced:
+        out.print(plain(f"members: the group rebalanced while timed at {rebalanced} members: "
+                        "those rates include it."))

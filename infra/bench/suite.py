@@ -3,7 +3,8 @@
 Every throughput is events per second over the same generated stream; every ratio divides
 a ledger figure by a baseline measured in this run: fastavro decode-only of the archive
 for replays, and for consumers raw kafka-python consume+decode and a quixstreams app
-keeping a per-user count in its state store, on the same 6-partition topic.
+keeping a per-user count in its state store, on the same 6-partition topic. A consumer
+group of several `ledger consume` members is compared with a group of one.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import fastavro
 import psutil
@@ -41,6 +44,9 @@ class Measure:
     contender: str
     events: int
     runs: list[float] = field(default_factory=list)  # seconds per repetition
+    # Events each repetition timed: `events`, unless some were applied before its clock
+    # started (consumer-group members that were still joining).
+    counted: list[int] = field(default_factory=list)
     peak_rss_mb: float | None = None
     note: str = ""
 
@@ -50,7 +56,9 @@ class Measure:
 
     @property
     def rate(self) -> float:
-        return self.events / self.seconds if self.runs and self.seconds > 0 else 0.0
+        # The median of per-run rates: runs may have timed different numbers of events.
+        rates = [c / s for c, s in zip(self.counted, self.runs, strict=True) if s > 0]
+        return statistics.median(rates) if rates else 0.0
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -65,6 +73,11 @@ class Run:
     seconds: float
     peak_rss_mb: float | None = None
     stdout: str = ""
+    events: int | None = None  # events timed, when not the whole stream
+    # Consumer groups: seconds from the first partition assignment until every member held
+    # partitions (not timed), and rebalances that happened while timed (none, normally).
+    join_seconds: float = 0.0
+    rebalances: int = 0
 
 
 def run_process(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 1800) -> Run:
@@ -216,6 +229,12 @@ def replay(db: str, archive: Path) -> Run:
     return Run(float(json.loads(run.stdout)["seconds"]), run.peak_rss_mb)
 
 
+def verify(db: str) -> Run:
+    """`ledger verify` of a store (its own time, from its report); it must find nothing."""
+    run = run_process([LEDGER, "verify", "--db", db, "--json"], env=ledger_env())
+    return Run(float(json.loads(run.stdout)["seconds"]), run.peak_rss_mb)
+
+
 def consumed(db: str, topic: str) -> int:
     engine = sa.create_engine(db)
     try:
@@ -233,44 +252,119 @@ def consumed(db: str, topic: str) -> int:
         engine.dispose()
 
 
-def consume(db: str, bootstrap: str, topic: str, expected: int) -> Run:
-    """`ledger consume` from the first stored position to the last message."""
+class _Group:
+    """Which partitions each member of a consumer group holds, from the `partitions
+    assigned` and `partitions revoked` lines the members log, and when all of them first
+    held some at once: the moment the group is complete and consuming at full strength."""
+
+    def __init__(self, members: int) -> None:
+        self.held: list[set[int]] = [set() for _ in range(members)]
+        self.tails: list[deque[bytes]] = [deque(maxlen=20) for _ in range(members)]
+        self.first_assigned: float | None = None
+        self.settled: float | None = None
+        self.revoked: list[float] = []
+        self.lock = threading.Lock()
+
+    def watch(self, member: int, stream: IO[bytes]) -> None:
+        for line in stream:
+            now = time.perf_counter()
+            self.tails[member].append(line)
+            found = re.search(rb"partitions (assigned|revoked): (.*)", line)
+            if not found:
+                continue
+            parts = {int(p) for p in re.findall(rb"\[(\d+)\]", found[2])}
+            with self.lock:
+                if found[1] == b"revoked":
+                    self.held[member] -= parts
+                    self.revoked.append(now)
+                    continue
+                # An assignment is the member's whole share, not an addition to it.
+                self.held[member] = parts
+                if self.first_assigned is None:
+                    self.first_assigned = now
+                # Disjoint shares: members' lines arrive on separate pipes, so one may still
+                # show a share another has already been given in the next generation.
+                shares = [len(h) for h in self.held]
+                if self.settled is None and all(shares) and sum(shares) == len(
+                    set().union(*self.held)
+                ):
+                    self.settled = now
+
+    def log_tail(self) -> str:
+        return "".join(
+            f"[member {i}] {line.decode(errors='replace')}"
+            for i, tail in enumerate(self.tails)
+            for line in tail
+        )
+
+
+def consume(db: str, bootstrap: str, topic: str, expected: int, members: int = 1) -> Run:
+    """`ledger consume` from the first stored position to the last message: `members`
+    processes of one new consumer group, started together on a store already migrated
+    (one migrating while the others wait for its lock would stagger their joins).
+
+    Timed from the moment every member holds partitions to the last record committed: the
+    group join and any rebalance while members join are not consuming and are not timed;
+    events applied by the members that got partitions first are not counted (`Run.events`),
+    and that time is `Run.join_seconds`. For one member the clock starts at its partition
+    assignment, so the first fetch and batch are in, as they are for the baselines.
+    Members beyond the topic's partition count would never all hold one: keep to ≤ it."""
+    env = ledger_env()
+    subprocess.run([LEDGER, "db", "upgrade", "--db", db], check=True, capture_output=True, env=env)
     cmd = [LEDGER, "consume", "--bootstrap", bootstrap, "--topic", topic, "--db", db,
            "--group", f"bench-{uuid.uuid4().hex[:8]}", "--session-timeout-ms", "6000",
            "--log-every", "60"]
-    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ledger_env())
-    assigned: list[float] = []
-    lines: list[bytes] = []
-
-    def watch() -> None:
+    procs = [
+        psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        for _ in range(members)
+    ]
+    group = _Group(members)
+    for i, proc in enumerate(procs):
         assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if b"partitions assigned" in line and not assigned:
-                assigned.append(time.perf_counter())
-
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
+        threading.Thread(target=group.watch, args=(i, proc.stderr), daemon=True).start()
     peak = 0
+    started: float | None = None
+    before = 0
     deadline = time.monotonic() + 1800
     try:
-        while (done := consumed(db, topic)) < expected:
-            if proc.poll() is not None:
-                raise BenchError(f"ledger consume exited: {b''.join(lines[-20:]).decode()}")
+        while True:
+            # The settling first: the count taken after it is then no older than it.
+            settled = group.settled
+            done = consumed(db, topic)
+            if settled is not None and started is None:
+                started, before = settled, done
+            if done >= expected:
+                break
+            if any(proc.poll() is not None for proc in procs):
+                raise BenchError(f"ledger consume exited:\n{group.log_tail()}")
             if time.monotonic() > deadline:
                 raise BenchError(f"ledger consume took {done} of {expected} messages")
             with suppress(psutil.Error):
-                peak = max(peak, proc.memory_info().rss)
+                # What the host needs for the whole group, sampled at one moment.
+                peak = max(peak, sum(proc.memory_info().rss for proc in procs))
             time.sleep(0.02)
         last = time.perf_counter()
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    # From the partition assignment (the group join is not consuming) to the last record
-    # committed: the first fetch and batch are in, as they are for the baselines.
-    if not assigned:
-        raise BenchError("ledger consume never logged its partition assignment")
-    return Run(last - assigned[0], peak / 1e6)
+        for proc in procs:
+            with suppress(psutil.NoSuchProcess):
+                proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+    if started is None or group.first_assigned is None:
+        raise BenchError(
+            f"the {members} ledger consume member(s) never all held partitions before the "
+            f"topic was consumed (they did not join together):\n{group.log_tail()}"
+        )
+    if before >= expected:
+        raise BenchError(f"the first of {members} members consumed the whole topic before "
+                         "the last one joined: nothing left to time at full strength")
+    return Run(
+        last - started,
+        peak / 1e6,
+        events=expected - before,
+        join_seconds=started - group.first_assigned,
+        rebalances=sum(1 for t in group.revoked if started < t < last),
+    )
 
 
 def history_latency(db: str, samples: int = 300) -> tuple[float, float]:
