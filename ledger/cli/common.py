@@ -4,18 +4,15 @@ the wiring of stores and projectors (the CLI is the composition root)."""
 from __future__ import annotations
 
 import gc
-import json
 import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -28,44 +25,20 @@ from rich.progress import (
 from rich.text import Text
 from typer.core import TyperGroup
 
-from ledger.config import Settings, settings_from_env
-from ledger.domain.time import parse_instant
-from ledger.errors import EXIT_ERROR, LedgerError, UsageError
+from ledger.cli import emit_json as emit_json
+from ledger.cli import escape_control as escape_control
+from ledger.cli import parse_time as parse_time
+from ledger.cli import plain as plain
+from ledger.cli import settings as settings
+from ledger.cli import stderr_console, stdout_console
+from ledger.config import Settings
+from ledger.errors import EXIT_ERROR, LedgerError
 
-# Piped output is read by people too (CI logs, `| less`): do not squeeze tables to 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False)
-
-
-# --- printing what users and input supplied ----------------------------------------------
-# User ids, reasons, positions and error messages quote input that anyone upstream wrote.
-# Printed to a terminal, an ESC sequence in it could clear the screen, retitle the window
-# or forge output, and Rich markup in it (`[bold red]`, `[/]`) would be styled or raise
-# MarkupError. So such text is printed as `plain(...)`: a Rich Text (never parsed as markup
-# or emoji codes) with control characters spelled out. `--json` prints the exact text: JSON
-# escapes control characters itself.
-
-# C0 and C1 controls, DEL, line/paragraph separators, and the bidirectional overrides that
-# can make text display in another order than it reads ("Trojan Source").
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _spelled(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def escape_control(text: str) -> str:
-    """`text` with every control character spelled out as `\\x1b`, `\\u202e`, ... Backslashes
-    are left as they are, so ordinary text (Windows paths) reads as typed; `--json` is the
-    exact form where it matters."""
-    return _CONTROL.sub(_spelled, text)
-
-
-def plain(value: object) -> Text:
-    """`value` as text for a Rich console or table cell: no markup, no control characters."""
-    return Text(escape_control(str(value)))
+# The consoles, `plain`, `escape_control`, `emit_json`, `settings` and `parse_time` live in
+# the typer-free `ledger.cli` (for `ledger.cli.history.run_plain`); every command takes them
+# from here.
+out = stdout_console()
+err = stderr_console()
 
 
 def markup_safe(value: object) -> str:
@@ -94,6 +67,23 @@ def warn_if_dev_phone_key(s: Settings) -> None:
         err.print(Text(DEV_KEY_WARNING), soft_wrap=True)
 
 
+def failed(exc: LedgerError | OSError) -> int:
+    """The error line for a command's failure, on stderr, and the exit status it means
+    (`ledger.errors`): every command's one handler, in `LedgerGroup` and in
+    `ledger.cli.history.run_plain`."""
+    if isinstance(exc, LedgerError):
+        report(str(exc))
+        return exc.exit_code
+    if isinstance(exc, BrokenPipeError):
+        # The reader left (`ledger history u-1 | head`): nothing to say, and nobody to
+        # say it to on stdout; the interpreter's last flush must not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    report(str(exc))
+    return EXIT_ERROR
+
+
 class LedgerGroup(TyperGroup):
     """A command group that turns every `LedgerError` (and OS errors such as a full disk)
     raised by its commands into the error line and exit status of `ledger.errors`, so no
@@ -102,18 +92,8 @@ class LedgerGroup(TyperGroup):
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
-        except LedgerError as exc:
-            report(str(exc))
-            raise typer.Exit(exc.exit_code) from None
-        except BrokenPipeError:
-            # The reader left (`ledger history u-1 | head`): nothing to say, and nobody to
-            # say it to on stdout; the interpreter's last flush must not fail again.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            raise typer.Exit(EXIT_ERROR) from None
-        except OSError as exc:
-            report(str(exc))
-            raise typer.Exit(EXIT_ERROR) from None
+        except (LedgerError, OSError) as exc:
+            raise typer.Exit(failed(exc)) from None
 
 
 def command_group(help: str, cls: type[LedgerGroup] = LedgerGroup) -> typer.Typer:
@@ -169,29 +149,6 @@ ResetPositionsOption = Annotated[
         "applied before are recognised by event id.",
     ),
 ]
-
-
-def settings(**flags: Any) -> Settings:
-    """The settings of one command: the environment, then the flags given (None = not
-    given). Flags for Kafka are named `kafka_<field>`, see `Settings.with_overrides`."""
-    return settings_from_env().with_overrides(**flags)
-
-
-def parse_time(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_instant(value, date_means_midnight_utc=True)
-    except ValueError as exc:
-        raise UsageError(f"{option} {value!r}: {exc}") from None
-
-
-def emit_json(obj: Any) -> None:
-    text = json.dumps(obj, ensure_ascii=False, indent=2)
-    # json escapes C0 controls but passes DEL, C1 controls (U+009B is CSI to some terminals)
-    # and bidi overrides through; they can only occur inside strings, where a \uXXXX escape
-    # leaves the JSON value exactly the same.
-    sys.stdout.write(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
 
 @contextmanager
@@ -250,6 +207,7 @@ def projector(s: Settings, policies: Path | None = None) -> Any:
         load_policies(policies),
         s.phone_key,
         cache_users=s.cache_users,
+        cache_bytes=s.cache_mb << 20,
         parse_workers=s.parse_workers,
     )
 

@@ -1,74 +1,70 @@
-"""Commands that ask the ledger: `current`, `history`, `explain`."""
+"""Commands that ask the ledger: `current`, `history`, `explain`.
+
+Plain functions, without typer: `ledger.cli.main` declares their arguments, options and
+help, and calls them; the console script calls them straight from a plain command line
+(`run_plain`), so `ledger history u-000042 --json` loads neither typer (and the pydantic it
+validates parameters with) nor SQLAlchemy, and reads a store already at the newest schema
+through the driver itself (`sqlite3`, psycopg). Anything else on the command line goes to
+typer.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.table import Table
-
-from ledger.cli.common import (
-    DbOption,
-    JsonOption,
-    emit_json,
-    escape_control,
-    out,
-    parse_time,
-    plain,
-    settings,
-)
+from ledger.cli import emit_json, escape_control, parse_time, plain, settings, stdout_console
 from ledger.domain.time import format_instant
+from ledger.errors import EXIT_OK, LedgerError
 
-UserArgument = Annotated[str, typer.Argument(help="User id, e.g. u-000042.")]
-AtOption = Annotated[
-    str | None,
-    typer.Option(
-        "--at",
-        help="Valid time to ask about: ISO 8601 (2026-04-01 or 2026-04-01T12:00:00+08:00). "
-        "Default: now.",
-        show_default=False,
-    ),
-]
-BelievedOption = Annotated[
-    str | None,
-    typer.Option(
-        "--believed-at",
-        help="Answer with what the ledger believed at this record time (before later-arriving "
-        "events corrected it). ISO 8601.",
-        show_default=False,
-    ),
-]
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from ledger.store.readonly import DriverReader
 
 
-def _engine(db: str | None):  # type: ignore[no-untyped-def]
-    from ledger.store.database import open_engine
+@contextmanager
+def _store(db: str | None) -> Iterator[Engine | DriverReader]:
+    """The configured store, to read: a read-only connection of the driver when the store is
+    at the newest schema (`connect_at_head`), else the engine every command opens (which
+    creates, migrates or refuses the store, with the same errors as ever)."""
+    from ledger.store.readonly import connect_at_head
 
-    return open_engine(settings(db_url=db).db_url)
+    url = settings(db_url=db).db_url
+    direct = connect_at_head(url)
+    if direct is None:
+        from ledger.store.database import open_engine
+
+        yield open_engine(url)
+        return
+    try:
+        yield direct
+    finally:
+        direct.close()
 
 
 def current(
-    user: UserArgument,
-    at: AtOption = None,
-    believed_at: BelievedOption = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
+    user: str,
+    at: str | None = None,
+    believed_at: str | None = None,
+    db: str | None = None,
+    as_json: bool = False,
 ) -> None:
-    """Which rulebook governs USER at a time, since when, and why.
-
-    Shows the assignment at a valid time (default now), the policy and rule that decided
-    it, the rulebook's age rule, content focus and data residency, and the user's age
-    status at that time. With --believed-at: as the ledger believed it then."""
     from ledger.queries.history import current as query_current
 
     when = parse_time(at, "--at") or datetime.now(UTC)
     believed = parse_time(believed_at, "--believed-at")
-    result = query_current(_engine(db), user, when, believed_at=believed)
+    with _store(db) as store:
+        result = query_current(store, user, when, believed_at=believed)
     data = result.as_json()
     if as_json:
         emit_json(data)
         return
+    from rich.table import Table
+
     # Every cell is plain(): user ids and stored values are data, never markup.
     t = Table(
         show_header=False, title=plain(f"{user} at {format_instant(when)}"), title_justify="left"
@@ -84,32 +80,27 @@ def current(
             if key != "id":
                 t.add_row(key.replace("_", " "), plain(value))
     t.add_row("age status", plain(data["age_status"]))
-    out.print(t)
+    stdout_console().print(t)
 
 
 def history(
-    user: UserArgument,
-    show_all: Annotated[
-        bool, typer.Option("--all", help="Include superseded rows (record-time history).")
-    ] = False,
-    believed_at: BelievedOption = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
+    user: str,
+    show_all: bool = False,
+    believed_at: str | None = None,
+    db: str | None = None,
+    as_json: bool = False,
 ) -> None:
-    """USER's assignment history: one row per period, with policy, rule and reason.
-
-    Rows tile valid time from signup. --json adds the facts each rule read and the events
-    they came from. --all adds the rows the ledger once believed and later superseded
-    (superseded_at = when a later-arriving event replaced them); --believed-at shows the
-    history as the ledger believed it at that record time."""
     from ledger.queries.history import history as query_history
     from ledger.queries.history import row_json
 
     believed = parse_time(believed_at, "--believed-at")
-    rows = query_history(_engine(db), user, include_superseded=show_all, believed_at=believed)
+    with _store(db) as store:
+        rows = query_history(store, user, include_superseded=show_all, believed_at=believed)
     if as_json:
         emit_json({"user_id": user, "entries": [row_json(r) for r in rows]})
         return
+    from rich.table import Table
+
     t = Table(title=plain(f"history of {user}"), title_justify="left")
     for col in ("valid from", "valid to", "assignment", "policy", "rule", "recorded at"):
         t.add_column(col)
@@ -127,26 +118,100 @@ def history(
         if show_all:
             cells.append(format_instant(r.superseded_at) or "—")
         t.add_row(*[plain(c or "") for c in cells], style="dim" if r.superseded_at else None)
-    out.print(t)
+    stdout_console().print(t)
 
 
 def explain(
-    user: UserArgument,
-    at: AtOption = None,
-    believed_at: BelievedOption = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
+    user: str,
+    at: str | None = None,
+    believed_at: str | None = None,
+    db: str | None = None,
+    as_json: bool = False,
 ) -> None:
-    """A plain-language statement of which rulebook governs USER and why.
-
-    Written for the user themself or an auditor: since when, the reason, the facts and
-    events it rests on, what the rulebook means, and the age status."""
     from ledger.queries.history import explain as query_explain
 
     when = parse_time(at, "--at") or datetime.now(UTC)
     believed = parse_time(believed_at, "--believed-at")
-    text = query_explain(_engine(db), user, when, believed_at=believed)
+    with _store(db) as store:
+        text = query_explain(store, user, when, believed_at=believed)
     if as_json:
         emit_json({"user_id": user, "at": format_instant(when), "explanation": text})
     else:
         sys.stdout.write(escape_control(text) + "\n")  # prose: let the terminal wrap it
+
+
+# --- a plain command line, without typer ------------------------------------------------
+
+
+COMMANDS: Mapping[str, Callable[..., None]] = {
+    "current": current,
+    "history": history,
+    "explain": explain,
+}
+# Each command's flags and options taking a value, by parameter, spelled as
+# `ledger.cli.main` declares them (a test holds the two together).
+FLAGS: Mapping[str, Mapping[str, str]] = {
+    "current": {"--json": "as_json"},
+    "history": {"--all": "show_all", "--json": "as_json"},
+    "explain": {"--json": "as_json"},
+}
+VALUED: Mapping[str, Mapping[str, str]] = {
+    "current": {"--at": "at", "--believed-at": "believed_at", "--db": "db"},
+    "history": {"--believed-at": "believed_at", "--db": "db"},
+    "explain": {"--at": "at", "--believed-at": "believed_at", "--db": "db"},
+}
+
+
+def plain_call(args: Sequence[str]) -> tuple[Callable[..., None], dict[str, Any]] | None:
+    """The command and arguments that `args` (the command line after `ledger`) asks for,
+    if it is a plain call of a command above: one user id, and each of the command's
+    options at most once (`--db URL` or `--db=URL`), none with a value that looks like an
+    option. None for anything else, which typer then parses and answers as it always has:
+    help, a misspelt, repeated or abbreviated option, `--`, a missing user."""
+    if not args or args[0] not in COMMANDS:
+        return None
+    flags, valued = FLAGS[args[0]], VALUED[args[0]]
+    params: dict[str, Any] = {}
+    rest = iter(args[1:])
+    for arg in rest:
+        if not arg.startswith("-"):
+            if "user" in params:
+                return None
+            params["user"] = arg
+            continue
+        option, has_value, value = arg.partition("=")
+        given: str | bool | None
+        if option in flags and not has_value:
+            name, given = flags[option], True
+        elif option in valued and has_value:
+            name, given = valued[option], value
+        elif option in valued:
+            name, given = valued[option], next(rest, None)
+            if given is None or given.startswith("-"):
+                return None
+        else:
+            return None
+        if name in params:
+            return None
+        params[name] = given
+    if "user" not in params:
+        return None
+    return COMMANDS[args[0]], params
+
+
+def run_plain(args: Sequence[str]) -> int | None:
+    """Runs a plain call (`plain_call`) and returns its exit status; None, having done
+    nothing, for any other command line. Failures are reported by the handler every
+    command has (`ledger.cli.common.failed`)."""
+    call = plain_call(args)
+    if call is None:
+        return None
+    command, params = call
+    try:
+        command(**params)
+    except (LedgerError, OSError) as exc:
+        # Only now typer and rich: the error line is printed as for any command.
+        from ledger.cli.common import failed
+
+        return failed(exc)
+    return EXIT_OK

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 import typer.main
 
-from ledger.cli import admin, dead_letters, generate, history, ingest
+from ledger.cli import admin, dead_letters, generate, ingest
 from ledger.cli import audit as audit_commands
+from ledger.cli import history as history_commands
 from ledger.cli import impact as impact_commands
 from ledger.cli import policy as policy_commands
 from ledger.cli import serve as serve_commands
-from ledger.cli.common import LedgerGroup, command_group
+from ledger.cli.common import DbOption, JsonOption, LedgerGroup, command_group
 
 PLUGIN_GROUP = "jurisdiction_ledger.commands"
 
@@ -53,6 +54,79 @@ class RootGroup(LedgerGroup):
         single.command(cmd_name)(loaded)
         return typer.main.get_command(single)
 
+
+# --- the commands that ask the ledger --------------------------------------------------
+# Declared here, not beside their code: `ledger.cli.history` stays free of typer, so that
+# the console script can run a plain `ledger history USER` without it (see there).
+
+UserArgument = Annotated[str, typer.Argument(help="User id, e.g. u-000042.")]
+AtOption = Annotated[
+    str | None,
+    typer.Option(
+        "--at",
+        help="Valid time to ask about: ISO 8601 (2026-04-01 or 2026-04-01T12:00:00+08:00). "
+        "Default: now.",
+        show_default=False,
+    ),
+]
+BelievedOption = Annotated[
+    str | None,
+    typer.Option(
+        "--believed-at",
+        help="Answer with what the ledger believed at this record time (before later-arriving "
+        "events corrected it). ISO 8601.",
+        show_default=False,
+    ),
+]
+
+
+def current(
+    user: UserArgument,
+    at: AtOption = None,
+    believed_at: BelievedOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Which rulebook governs USER at a time, since when, and why.
+
+    Shows the assignment at a valid time (default now), the policy and rule that decided
+    it, the rulebook's age rule, content focus and data residency, and the user's age
+    status at that time. With --believed-at: as the ledger believed it then."""
+    history_commands.current(user, at, believed_at, db, as_json)
+
+
+def history(
+    user: UserArgument,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Include superseded rows (record-time history).")
+    ] = False,
+    believed_at: BelievedOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """USER's assignment history: one row per period, with policy, rule and reason.
+
+    Rows tile valid time from signup. --json adds the facts each rule read and the events
+    they came from. --all adds the rows the ledger once believed and later superseded
+    (superseded_at = when a later-arriving event replaced them); --believed-at shows the
+    history as the ledger believed it at that record time."""
+    history_commands.history(user, show_all, believed_at, db, as_json)
+
+
+def explain(
+    user: UserArgument,
+    at: AtOption = None,
+    believed_at: BelievedOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A plain-language statement of which rulebook governs USER and why.
+
+    Written for the user themself or an auditor: since when, the reason, the facts and
+    events it rests on, what the rulebook means, and the age status."""
+    history_commands.explain(user, at, believed_at, db, as_json)
+
+
 app = command_group(
     "Jurisdiction ledger: which rulebook (Xiaohongshu domestic or Rednote international) "
     "governs each user, since when, and why.\n\n"
@@ -69,9 +143,9 @@ app.command()(generate.generate)
 app.command()(ingest.replay)
 app.command()(ingest.publish)
 app.command()(ingest.export)
-app.command()(history.current)
-app.command()(history.history)
-app.command()(history.explain)
+app.command()(current)
+app.command()(history)
+app.command()(explain)
 app.command()(serve_commands.serve)
 app.command()(serve_commands.timeline)
 app.add_typer(admin.db_app, name="db")

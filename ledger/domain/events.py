@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal, assert_never, cast, get_args
 
-import pycountry
-
 from ledger.domain import limits
 from ledger.domain.limits import quote
 from ledger.domain.time import parse_instant, truncate_ms
@@ -162,6 +160,10 @@ def _event_id(value: str) -> str:
 
 
 def _country(value: str) -> str:
+    # Imported on first use: a `ledger history` process reads no events and should not pay
+    # for pycountry's database at start (a third of its 150 ms budget).
+    import pycountry
+
     if len(value) != 2 or not value.isupper() or pycountry.countries.get(alpha_2=value) is None:
         raise EventError(f"country {quote(value)} is not an ISO 3166-1 alpha-2 code")
     return value

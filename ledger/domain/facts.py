@@ -11,8 +11,6 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, assert_never
 
-import phonenumbers
-
 from ledger.domain.events import Event, EventType, PhoneChanged, Relocated, SignedUp, TermsAccepted
 from ledger.domain.time import format_instant
 
@@ -34,6 +32,9 @@ ParsedPhone = tuple[str | None, bool, str]
 
 @lru_cache(maxsize=65536)
 def _parse_phone(raw: str) -> ParsedPhone:
+    # Imported on first use, as pycountry in `events`: readers of the store never parse one.
+    import phonenumbers
+
     try:
         number = phonenumbers.parse(raw, None)
     except phonenumbers.NumberParseException:

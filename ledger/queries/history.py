@@ -1,21 +1,32 @@
 """Reading the ledger: history (believed, all, or as believed at a past record time),
-the assignment at a valid time, and plain-language explanations."""
+the assignment at a valid time, and plain-language explanations.
+
+The statements are plain SQL in the driver's own paramstyle, run through a
+`ledger.store.readonly.SqlReader`: an engine's pool for the HTTP API, one connection of
+the driver (`sqlite3`, psycopg) for the CLI. Nothing here imports SQLAlchemy: `ledger
+history` as a process spends its time on the answer, not on loading a statement compiler
+it would not use.
+Values are read back as `ledger.store.schema` stores them (its `UTCDateTime`, `JSON` and
+`Date` columns): ISO text on SQLite, native types on PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
-
-from sqlalchemy import Engine, bindparam, select
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
 from ledger.domain.projection import HistoryRow
 from ledger.domain.rulebooks import RULEBOOKS, AgeStatus, age_status
 from ledger.domain.time import format_instant
 from ledger.domain.timeline import Entry, entry_at, entry_json
 from ledger.errors import LedgerError
-from ledger.store.schema import assignment_history, users
-from ledger.store.sql import history_row_from_row
+from ledger.store.readonly import SqlReader, reader
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 class UnknownUser(LedgerError, LookupError):
@@ -31,27 +42,74 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
     }
 
 
-# Built once: constructing a statement costs more than running it on an indexed key, and
-# the HTTP API asks these per request.
-_USER = select(users).where(users.c.user_id == bindparam("user_id"))
-_ALL_ROWS = (
-    select(assignment_history)
-    .where(assignment_history.c.user_id == bindparam("user_id"))
-    .order_by(assignment_history.c.valid_from, assignment_history.c.recorded_at)
+# Both by the (user_id, ...) index of their table. `{p}` is the driver's placeholder.
+_USER_SQL = "SELECT birth_date, signup_at FROM users WHERE user_id = {p}"
+_ROWS_SQL = (
+    "SELECT valid_from, valid_to, assignment, policy, rule, reason, facts, evidence, "
+    "recorded_at, superseded_at FROM assignment_history WHERE user_id = {p}{believed} "
+    "ORDER BY valid_from, recorded_at"
 )
-_BELIEVED_ROWS = _ALL_ROWS.where(assignment_history.c.superseded_at.is_(None))
+_STATEMENTS = {
+    (p, name): sql.format(p=p, believed=believed)
+    for p in ("?", "%s")
+    for name, sql, believed in (
+        ("user", _USER_SQL, ""),
+        ("all", _ROWS_SQL, ""),
+        ("believed", _ROWS_SQL, " AND superseded_at IS NULL"),
+    )
+}
 
 
-def _user_row(engine: Engine, user_id: str) -> Any:
-    with engine.connect() as conn:
-        row = conn.execute(_USER, {"user_id": user_id}).first()
-    if row is None:
+def _instant(value: Any) -> datetime:
+    # As `UTCDateTime.process_result_value`: "2026-01-10 09:00:00.000000" on SQLite.
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _optional_instant(value: Any) -> datetime | None:
+    return None if value is None else _instant(value)
+
+
+def _date(value: Any) -> date | None:
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+def _json(value: Any) -> Any:
+    # SQLite keeps JSON as text; psycopg hands json columns over decoded.
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _fetch(r: SqlReader, name: str, user_id: str) -> Sequence[Sequence[Any]]:
+    return r.rows(_STATEMENTS[r.placeholder, name], (user_id,))
+
+
+def _history_row(row: Sequence[Any]) -> HistoryRow:
+    valid_from, valid_to, assignment, policy, rule, reason, facts, evidence, rec, sup = row
+    entry = Entry(
+        valid_from=_instant(valid_from),
+        valid_to=_optional_instant(valid_to),
+        assignment=assignment,
+        policy=policy,
+        rule=rule,
+        reason=reason,
+        facts=tuple(sorted(_json(facts).items())),
+        evidence=tuple(_json(evidence)),
+    )
+    return HistoryRow(entry, _instant(rec), _optional_instant(sup))
+
+
+def _user_row(r: SqlReader, user_id: str) -> tuple[date | None, datetime | None]:
+    """The user's (birth date, signup time)."""
+    found = _fetch(r, "user", user_id)
+    if not found:
         raise UnknownUser(f"unknown user {user_id!r}: no events for this user in the ledger")
-    return row
+    birth_date, signup_at = found[0]
+    return _date(birth_date), _optional_instant(signup_at)
 
 
 def history(
-    engine: Engine,
+    engine: Engine | SqlReader,
     user_id: str,
     *,
     include_superseded: bool = False,
@@ -59,18 +117,18 @@ def history(
 ) -> list[HistoryRow]:
     """The user's history, ordered by valid time. Default: what the ledger believes now;
     `believed_at`: what it believed at that record time; `include_superseded`: every row."""
-    rows = _history_rows(engine, user_id, include_superseded, believed_at)
+    r = reader(engine)
+    rows = _history_rows(r, user_id, include_superseded, believed_at)
     if not rows:  # a known user has rows; one query, not two, on the hot path (HTTP API)
-        _user_row(engine, user_id)
+        _user_row(r, user_id)
     return rows
 
 
 def _history_rows(
-    engine: Engine, user_id: str, include_superseded: bool, believed_at: datetime | None
+    r: SqlReader, user_id: str, include_superseded: bool, believed_at: datetime | None
 ) -> list[HistoryRow]:
-    q = _BELIEVED_ROWS if not include_superseded and believed_at is None else _ALL_ROWS
-    with engine.connect() as conn:
-        rows = [history_row_from_row(r) for r in conn.execute(q, {"user_id": user_id})]
+    name = "believed" if not include_superseded and believed_at is None else "all"
+    rows = [_history_row(row) for row in _fetch(r, name, user_id)]
     if believed_at is not None and not include_superseded:
         rows = [r for r in rows if r.believed_at(believed_at)]
     return rows
@@ -117,17 +175,20 @@ class Current:
 
 
 def current(
-    engine: Engine, user_id: str, at: datetime, *, believed_at: datetime | None = None
+    engine: Engine | SqlReader,
+    user_id: str,
+    at: datetime,
+    *,
+    believed_at: datetime | None = None,
 ) -> Current:
-    user = _user_row(engine, user_id)
-    entries = [r.entry for r in _history_rows(engine, user_id, False, believed_at)]
+    r = reader(engine)
+    birth_date, signup_at = _user_row(r, user_id)
+    entries = [row.entry for row in _history_rows(r, user_id, False, believed_at)]
     entry = entry_at(entries, at)
     i = entries.index(entry) if entry else 0
     previous = entries[i - 1] if i > 0 else None
-    status: AgeStatus = (
-        age_status(entry.assignment, user.birth_date, at.date()) if entry else "unknown"
-    )
-    return Current(user_id, at, entry, previous, user.birth_date, status, user.signup_at)
+    status: AgeStatus = age_status(entry.assignment, birth_date, at.date()) if entry else "unknown"
+    return Current(user_id, at, entry, previous, birth_date, status, signup_at)
 
 
 def _day(value: datetime) -> str:
@@ -135,7 +196,11 @@ def _day(value: datetime) -> str:
 
 
 def explain(
-    engine: Engine, user_id: str, at: datetime, *, believed_at: datetime | None = None
+    engine: Engine | SqlReader,
+    user_id: str,
+    at: datetime,
+    *,
+    believed_at: datetime | None = None,
 ) -> str:
     """A statement the user or an auditor can read."""
     cur = current(engine, user_id, at, believed_at=believed_at)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from typing import TYPE_CHECKING, Any
 
 from ledger.errors import LedgerError
+
+# SQLAlchemy is imported where it is used: `HEAD_REVISION` and `StoreError` serve the
+# driver-level reader (`ledger.store.readonly.connect_at_head`) of a `ledger history` that
+# must not spend a third of a second importing it.
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Kept here so that a command on a current store never imports
@@ -55,6 +57,10 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 
 def open_engine(url: str, *, migrate: bool = True) -> Engine:
     """An engine on `url`, migrated to the newest schema unless `migrate` is false."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -94,6 +100,8 @@ def head_revision() -> str | None:
 
 def current_revision(conn: Connection) -> str | None:
     """The store's schema revision (None: no schema yet), read as Alembic keeps it."""
+    from sqlalchemy import inspect, text
+
     if not inspect(conn).has_table("alembic_version"):
         return None
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -104,6 +112,8 @@ _MIGRATION_LOCK = 0x4C454447  # "LEDG"
 
 
 def _upgrade(conn) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
     at_head = current_revision(conn) == head_revision()
     conn.rollback()
     if at_head:
@@ -127,6 +137,8 @@ def _upgrade(conn) -> None:  # type: ignore[no-untyped-def]
 
 def upgrade(url: str) -> tuple[str | None, str | None]:
     """Migrate to head; returns (revision before, revision after)."""
+    from sqlalchemy.exc import OperationalError
+
     engine = open_engine(url, migrate=False)
     try:
         with engine.connect() as conn:
