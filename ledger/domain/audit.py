@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from ledger.domain.facts import OBSERVED_FIELDS
 from ledger.domain.limits import quote
 from ledger.domain.policy import Policy
 from ledger.domain.time import parse_instant, truncate_ms
@@ -56,14 +57,7 @@ EVENT_CHAIN_FIELDS: tuple[str, ...] = (
     "occurred_at",
     "recorded_at",
     "type",
-    "phone_region",
-    "phone_valid",
-    "phone_hash",
-    "channel",
-    "birth_date",
-    "country",
-    "evidence",
-    "tos_version",
+    *OBSERVED_FIELDS,
     "seq",
 )
 

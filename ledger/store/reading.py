@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select
 
 from ledger.app.impact import UserHistory
-from ledger.domain.facts import Observation
+from ledger.domain.facts import OBSERVED_FIELDS, Observation
 from ledger.store.schema import assignment_history, events, users
 from ledger.store.sql import observation_from_row, translated_errors
 
@@ -24,20 +24,7 @@ CHUNK_USERS = 2000
 # Only what the fold reads: record times, sources and positions are not needed.
 _EVENT_COLUMNS = [
     events.c[name]
-    for name in (
-        "event_id",
-        "user_id",
-        "occurred_at",
-        "type",
-        "phone_region",
-        "phone_valid",
-        "phone_hash",
-        "channel",
-        "birth_date",
-        "country",
-        "evidence",
-        "tos_version",
-    )
+    for name in ("event_id", "user_id", "occurred_at", "type", *OBSERVED_FIELDS)
 ]
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import (
 
 from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
 from ledger.app.ports import PolicyChanged, StoreConflict, StoreRefused, StoreUnavailable
-from ledger.domain.audit import GENESIS
+from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS
 from ledger.domain.events import Relocated, TermsAccepted
 from ledger.domain.facts import (
     Observation,
@@ -228,26 +228,9 @@ class _Rows:
             self.conn.exec_driver_sql(sql.replace("?", mark), rows)
 
 
-EVENT_COLUMNS = (
-    "event_id",
-    "user_id",
-    "occurred_at",
-    "recorded_at",
-    "type",
-    "phone_region",
-    "phone_valid",
-    "phone_hash",
-    "channel",
-    "birth_date",
-    "country",
-    "evidence",
-    "tos_version",
-    "source",
-    "position",
-    "seq",
-    "app_seq",
-    "link",
-)
+# The chained fields (ledger.domain.audit), then where the event came from and its place
+# in the store's audit trail.
+EVENT_COLUMNS = (*EVENT_CHAIN_FIELDS, "source", "position", "app_seq", "link")
 
 
 def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ...]:
@@ -267,9 +250,9 @@ def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ..
         country,
         evidence,
         tos,
+        applied.seq,
         applied.source,
         applied.position,
-        applied.seq,
         app_seq,
         applied.link,
     )
