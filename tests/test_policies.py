@@ -94,3 +94,30 @@ def test_ambiguous_version_order_is_reported(tmp_path: Path) -> None:
     )
     with pytest.raises(PolicyError, match=r"b\.toml: unknown version ordering"):
         load_policies(tmp_path)
+
+
+def test_a_toml_datetime_without_offset_in_a_condition_is_a_problem_not_a_crash() -> None:
+    import tomllib
+
+    from ledger.domain.policy import parse_policy
+
+    data = tomllib.loads(
+        """
+version = "tos-x"
+effective_from = "2026-01-01T00:00:00Z"
+title = "x"
+[[rules]]
+id = "R1"
+assign = "undetermined"
+reason = "early sign-ups"
+when = [{ fact = "signup_at", before = 2026-03-01T00:00:00 }]
+[[rules]]
+id = "R2"
+when = []
+assign = "undetermined"
+reason = "everyone else"
+"""
+    )
+    problems: list[str] = []
+    parse_policy(data, "x.toml", problems)
+    assert any("no UTC offset" in p for p in problems), problems

@@ -131,7 +131,9 @@ def _coerce(fact: str, op: str, raw: Any, where: str, problems: list[str]) -> An
         return raw
     if kind is datetime:
         try:
-            return parse_instant(raw) if not isinstance(raw, datetime) else raw
+            # A TOML datetime arrives parsed, and without an offset it is naive: comparing it
+            # with the facts' aware instants would fail at classification, not here.
+            return parse_instant(raw.isoformat() if isinstance(raw, datetime) else raw)
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
             return raw
