@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
-from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS, canonical_event, next_link
 from sqlalchemy.schema import CreateSequence, DropSequence
 
+from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS, canonical_event, next_link
 from ledger.store.schema import UTCDateTime, events
 
 revision = "0003"
@@ -114,9 +114,8 @@ def _chain_stored_events(bind: sa.Connection) -> None:
 
 
 def _hash_stored_policies(bind: sa.Connection, pins: sa.Table) -> None:
-    from ledger.domain.audit import policy_hash
-
     from ledger.codecs.policy_files import load_policies
+    from ledger.domain.audit import policy_hash
 
     shipped = load_policies()
     history = sa.table("assignment_history", sa.column("policy"), sa.column("policy_hash"))
