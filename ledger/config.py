@@ -274,8 +274,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
     key = _env(env, "LEDGER_PHONE_KEY")
     return Settings(
         db_url=_env(env, "LEDGER_DB") or DEFAULT_DB,
-        # surrogateescape: a variable holding bytes that are not UTF-8 is kept as its bytes.
-        phone_key=key.encode("utf-8", "surrogateescape") if key else DEV_PHONE_KEY,
+        phone_key=_key_bytes("LEDGER_PHONE_KEY", key) if key else DEV_PHONE_KEY,
         kafka=KafkaSettings(
             bootstrap=_env(env, "LEDGER_BOOTSTRAP"),
             topic=_env(env, "LEDGER_TOPIC") or DEFAULT_TOPIC,
@@ -288,11 +287,21 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         parse_workers=_count(env, "LEDGER_PARSE_WORKERS", Settings.parse_workers),
         cache_mb=_positive_int(env, "LEDGER_CACHE_MB", Settings.cache_mb),
         audit_key=(
-            audit.encode("utf-8", "surrogateescape")
+            _key_bytes("LEDGER_AUDIT_KEY", audit)
             if (audit := _env(env, "LEDGER_AUDIT_KEY"))
             else None
         ),
     )
+
+
+def _key_bytes(name: str, value: str) -> bytes:
+    # surrogateescape: a variable holding bytes that are not UTF-8 is kept as those bytes
+    # (os.environ decodes them so); any other lone surrogate cannot come from a process's
+    # environment but is refused all the same.
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UsageError(f"{name} holds text that is not a key (a lone surrogate)") from None
 
 
 def _count(environ: Mapping[str, str], name: str, default: int) -> int:

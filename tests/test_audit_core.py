@@ -539,7 +539,7 @@ def test_policy_hash_treats_membership_lists_as_sets() -> None:
     assert policy_hash(policy(["CN"])) != same
 
 
-def test_policy_hash_reads_native_toml_datetimes_at_full_precision() -> None:
+def test_policy_hash_reads_native_toml_datetimes_as_their_text() -> None:
     import tomllib
 
     def hashed(instant: str) -> str:
@@ -559,9 +559,13 @@ def test_policy_hash_reads_native_toml_datetimes_at_full_precision() -> None:
         """
         return policy_hash(parsed(tomllib.loads(text)))
 
-    fine = hashed("2025-12-08T00:00:00.000001Z")
-    assert hashed("2025-12-08T08:00:00.000001+08:00") == fine
-    assert hashed("2025-12-08T00:00:00.000002Z") != fine
+    # A native TOML datetime means what the same text in quotes means: the same instant, in
+    # milliseconds as every instant of the ledger, whatever the offset it is written in.
+    fine = hashed("2025-12-08T00:00:00.001Z")
+    assert hashed("2025-12-08T08:00:00.001+08:00") == fine
+    assert hashed('"2025-12-08T00:00:00.001Z"') == fine
+    assert hashed("2025-12-08T00:00:00.002Z") != fine
+    assert hashed("2025-12-08T00:00:00.001999Z") == fine
     assert hashed("2025-12-08T00:00:00Z") == hashed('"2025-12-08T08:00:00+08:00"')
 
 
