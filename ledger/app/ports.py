@@ -47,6 +47,13 @@ class PolicyChanged(LedgerError):
         )
         self.changed = changed
 
+    @classmethod
+    def check(cls, pins: Mapping[str, str], hashes: Mapping[str, str]) -> None:
+        """Raise if a version in `hashes` (version -> content hash) is pinned otherwise."""
+        changed = [(v, pins[v], h) for v, h in sorted(hashes.items()) if pins.get(v, h) != h]
+        if changed:
+            raise cls(changed)
+
 
 class BatchTransaction(Protocol):
     """One batch's reads and writes; committed when the transaction's block ends without an
@@ -91,9 +98,9 @@ class BatchStore(Protocol):
         """The incarnation the source's stored positions belong to (None: not recorded)."""
         ...
 
-    def check_policies(self, hashes: Mapping[str, str]) -> None:
-        """Raise PolicyChanged if a version in `hashes` (version -> content hash) is pinned
-        in the store under another hash. Versions are pinned when first used (`write`)."""
+    def policy_pins(self) -> dict[str, str]:
+        """version -> content hash of every policy version the store has decided with
+        (pinned when first used, by `write`)."""
         ...
 
     def reset_positions(self, source: str) -> int:

@@ -27,7 +27,13 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
 from ledger.app.plan import BatchResult, plan_batch, plan_refusal, policy_hashes, screen
-from ledger.app.ports import BatchStore, BatchTransaction, StoreConflict, StoreRefused
+from ledger.app.ports import (
+    BatchStore,
+    BatchTransaction,
+    PolicyChanged,
+    StoreConflict,
+    StoreRefused,
+)
 from ledger.domain.events import EventError
 from ledger.domain.facts import ParsedPhone, event_phones, parse_phones
 from ledger.domain.policy import PolicySet
@@ -95,7 +101,7 @@ class Projector:
         self._cache: OrderedDict[str, UserProjection] = OrderedDict()
         # Refused before anything is applied: decisions under an edited policy would
         # contradict the ones the store already holds under the same version.
-        store.check_policies(policy_hashes(policies))
+        PolicyChanged.check(store.policy_pins(), policy_hashes(policies))
 
     def forget(self) -> None:
         """Drop cached state (another writer may have changed these users)."""

@@ -9,14 +9,14 @@ serialises transactions (as SQLite's single writer).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.app.ports import PolicyChanged, StoreConflict
+from ledger.app.ports import StoreConflict
 from ledger.domain.audit import GENESIS
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
@@ -123,11 +123,8 @@ class MemoryStore:
     def source_identity(self, source: str) -> SourceIdentity | None:
         return self._state.identities.get(source)
 
-    def check_policies(self, hashes: Mapping[str, str]) -> None:
-        pins = self._state.pins
-        changed = [(v, pins[v], h) for v, h in sorted(hashes.items()) if pins.get(v, h) != h]
-        if changed:
-            raise PolicyChanged(changed)
+    def policy_pins(self) -> dict[str, str]:
+        return dict(self._state.pins)
 
     def reset_positions(self, source: str) -> int:
         with self._lock:

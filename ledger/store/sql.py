@@ -19,7 +19,7 @@ from sqlalchemy.exc import (
 )
 
 from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.app.ports import PolicyChanged, StoreConflict, StoreRefused, StoreUnavailable
+from ledger.app.ports import StoreConflict, StoreRefused, StoreUnavailable
 from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS
 from ledger.domain.events import Relocated, TermsAccepted
 from ledger.domain.facts import (
@@ -527,12 +527,9 @@ class SqlStore:
             row = conn.execute(q).first()
         return SourceIdentity(row.topic_id, row.partition_count) if row else None
 
-    def check_policies(self, hashes: Mapping[str, str]) -> None:
+    def policy_pins(self) -> dict[str, str]:
         with translated_errors(), self.engine.connect() as conn:
-            pins = dict(conn.execute(select(policy_pins.c.version, policy_pins.c.hash)).all())
-        changed = [(v, pins[v], h) for v, h in sorted(hashes.items()) if pins.get(v, h) != h]
-        if changed:
-            raise PolicyChanged(changed)
+            return dict(conn.execute(select(policy_pins.c.version, policy_pins.c.hash)).all())
 
     def reset_positions(self, source: str) -> int:
         with translated_errors(), self.engine.begin() as conn:
