@@ -189,3 +189,35 @@ def test_decisions_export(db: str, events: Path, tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) >= 1
     run("decisions", "export", "-o", str(out), "--since", "soon", "--db", db, code=2)
     run("decisions", "export", "--db", db, code=2)  # no -o
+
+
+def test_replay_with_hostile_policy_directories(db: str, events: Path, tmp_path: Path) -> None:
+    """A --policies that is missing, empty, not TOML or a file is refused before anything
+    is applied; the same events then apply with the shipped policies."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.toml").write_bytes(b"version = [\x00\n")
+    for policies, code in ((tmp_path / "nope", 1), (empty, 1), (bad, 1), (events, 2)):
+        args = ["replay", str(events), "--policies", str(policies), "--db", db, "--json"]
+        result = CliRunner().invoke(app, args, env=ENV, catch_exceptions=False)
+        # Invalid policy files: one line, then one indented line per problem.
+        assert result.exit_code == code and not result.stdout, (policies, result.stderr)
+    assert json.loads(run("replay", str(events), "--db", db, "--json", code=0).stdout)[
+        "applied"
+    ] == 1
+
+
+def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"root": 1}')
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 30_000 + "]" * 30_000)
+    huge = tmp_path / "huge.json"
+    huge.write_text(" " * (1 << 20) + "{}")
+    for path in (garbage, partial, deep, huge):
+        assert "ledger: error:" in run("verify", "--digest", str(path), "--db", db, code=1).stderr

@@ -67,6 +67,9 @@ def _source(engine: Any) -> Any:
     return SqlAuditSource(engine)
 
 
+DIGEST_BYTES = 64 << 10
+
+
 def _read_bytes(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -80,10 +83,15 @@ def _load_digest(path: Path, hmac_key: bytes | None, public_key: Path | None) ->
     from ledger.domain.audit import DigestError
 
     raw = _read_bytes(path, "digest")
+    # A digest is a few hundred bytes; anything far larger is not one, and is not parsed.
+    if len(raw) > DIGEST_BYTES:
+        raise LedgerError(f"{path}: not a digest ({len(raw):,} bytes, a digest is under 64 KiB)")
     try:
         document = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise LedgerError(f"{path}: not a digest (not UTF-8 text)") from None
+    except RecursionError:
+        raise LedgerError(f"{path}: not a digest (JSON nested too deep)") from None
     except json.JSONDecodeError as exc:
         raise LedgerError(
             f"{path}: not a digest (not JSON: {exc.msg} at line {exc.lineno})"
