@@ -1,9 +1,10 @@
 """The projector service: a Kafka consumer-group member that keeps the read model current.
 
 Exactly-once effect: each batch's projection changes and the partitions' next offsets
-commit in one store transaction (`ledger.app.projector.Projector.apply_batch`). On every partition
-assignment the consumer seeks to the stored offsets (the beginning where none is stored),
-so Kafka's own committed offsets, written after each batch, only serve lag monitoring.
+commit in one store transaction (`ledger.app.ingest.projector.Projector.apply_batch`). On
+every partition assignment the consumer seeks to the stored offsets (the beginning where
+none is stored), so Kafka's own committed offsets, written after each batch, only serve lag
+monitoring.
 A crash between the database commit and the Kafka commit costs nothing: the next owner
 seeks to the database's positions.
 
@@ -26,8 +27,8 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
+from ledger.app.ingest.projector import Projector
 from ledger.app.ports import StoreConflict, StoreUnavailable
-from ledger.app.projector import Projector
 from ledger.codecs.avro import AvroCodec
 from ledger.config import Settings
 from ledger.domain.time import truncate_ms

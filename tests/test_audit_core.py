@@ -1,5 +1,5 @@
 """The audit trail's pure building blocks (ledger.domain.audit) and the digest signatures
-(ledger.app.digest_signing): canonical bytes, hash chains, the Merkle root, policy hashes,
+(ledger.app.audit.signing): canonical bytes, hash chains, the Merkle root, policy hashes,
 decision ids and the digest document."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.app.digest_signing import check, sign, signature_alg
+from ledger.app.audit.signing import check, sign, signature_alg
 from ledger.codecs.policy_files import load_policies
 from ledger.domain.audit import (
     EMPTY_ROOT,

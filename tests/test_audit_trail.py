@@ -23,12 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ledger.app.decisions import export_decisions
-from ledger.app.digest import take_digest
-from ledger.app.digest_signing import sign
-from ledger.app.projector import Projector
-from ledger.app.replay import replay_files
-from ledger.app.verify import Problem, VerifyReport, verify
+from ledger.app.audit.decisions import export_decisions
+from ledger.app.audit.digest import take_digest
+from ledger.app.audit.signing import sign
+from ledger.app.audit.verify import Problem, VerifyReport, verify
+from ledger.app.ingest.projector import Projector
+from ledger.app.ingest.replay import replay_files
 from ledger.cli import audit as audit_commands
 from ledger.cli import ingest
 from ledger.cli.common import command_group

@@ -11,7 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 
-from ledger.app.projector import Projector
+from ledger.app.ingest.projector import Projector
 from ledger.codecs.policy_files import load_policies
 from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS, canonical_event, next_link
 from ledger.generate import generate_events, write_events

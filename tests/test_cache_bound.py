@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ledger.app.projector import Projector, cached_bytes
+from ledger.app.ingest.projector import Projector, cached_bytes
 from ledger.codecs.policy_files import load_policies
 from ledger.generate import generate_events, write_events
 from ledger.sources.files import read_records, source_key

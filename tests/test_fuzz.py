@@ -40,8 +40,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from kafka.consumer.fetcher import ConsumerRecord
 
-from ledger.app.plan import BatchResult
-from ledger.app.projector import Projector
+from ledger.app.ingest.plan import BatchResult
+from ledger.app.ingest.projector import Projector
 from ledger.codecs.avro import SINGLE_OBJECT_MAGIC, AvroCodec
 from ledger.codecs.jsonl import event_from_json_line, event_to_json_obj
 from ledger.codecs.policy_files import load_policies
@@ -596,7 +596,7 @@ _JSON = st.recursive(
 
 
 def _digest_document() -> dict[str, Any]:
-    from ledger.app.digest_signing import sign
+    from ledger.app.audit.signing import sign
     from ledger.domain.audit import Digest
 
     digest = Digest(
@@ -617,7 +617,7 @@ def test_mutated_digest_documents_are_refused_in_one_line(
 ) -> None:
     """A digest document with any field replaced or removed is either still the same valid
     digest or refused with a DigestError of one line; nothing else escapes `check`."""
-    from ledger.app.digest_signing import check
+    from ledger.app.audit.signing import check
     from ledger.domain.audit import DigestError
 
     document = _digest_document()
@@ -637,7 +637,7 @@ def test_mutated_digest_documents_are_refused_in_one_line(
 @fuzz(EXAMPLES)
 @given(_JSON)
 def test_any_json_is_a_digest_or_a_digest_error(value: Any) -> None:
-    from ledger.app.digest_signing import check
+    from ledger.app.audit.signing import check
     from ledger.domain.audit import DigestError
 
     for key in (None, b"audit-key"):

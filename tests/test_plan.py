@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ledger.app.plan import plan_batch, screen
+from ledger.app.ingest.plan import plan_batch, screen
 from ledger.codecs.jsonl import event_from_json_line
 from ledger.codecs.policy_files import load_policies
 from ledger.domain.events import EventError

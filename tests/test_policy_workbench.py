@@ -12,7 +12,7 @@ from typing import Any
 import phonenumbers
 import pytest
 
-from ledger.app.projector import Projector
+from ledger.app.ingest.projector import Projector
 from ledger.cli.policy import policy_cases
 from ledger.codecs.policy_files import load_policy_paths, read_policy_paths
 from ledger.domain.policy import PolicySet, parse_policy

@@ -12,7 +12,7 @@ from itertools import pairwise
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.app.projector import Projector
+from ledger.app.ingest.projector import Projector
 from ledger.codecs.policy_files import load_policies
 from ledger.domain.events import Event, PhoneChanged, Relocated
 from ledger.domain.facts import observe

@@ -115,7 +115,7 @@ def test_memory_and_sql_stores_build_identical_histories(db_url: str) -> None:
     assignment count agrees."""
     from datetime import timedelta
 
-    from ledger.app.projector import Projector
+    from ledger.app.ingest.projector import Projector
     from ledger.codecs.policy_files import load_policies
     from ledger.domain.events import EventError
     from ledger.domain.time import parse_instant

@@ -1,16 +1,30 @@
-"""What the application needs from a store, as protocols. `ledger.store` implements them
-twice: on SQL databases (SQLite, PostgreSQL) and in memory (what-if runs, tests)."""
+"""Every port of the application: the protocols the stores implement and the row types they
+return. `ledger.store` implements them on SQL databases (SQLite, PostgreSQL) and in memory
+(what-if runs, tests); the use cases under `ledger.app` depend only on this module.
+
+- writing batches: `BatchStore`, `BatchTransaction` and the three ways a write fails;
+- the audit trail's reads: `AuditSource`, `AuditSnapshot` and the `Stored*` rows;
+- retrying dead letters: `Rejected`, `RetryLedger`;
+- the policy workbench: `UserHistory` (what-if input), `ReadableStore` (policy tests).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 
-from ledger.app.plan import BatchPlan, PositionKey
-from ledger.domain.projection import UserProjection
+from ledger.app.ingest.plan import BatchPlan, PositionKey
+from ledger.domain.facts import Observation
+from ledger.domain.projection import HistoryRow, UserProjection
 from ledger.errors import LedgerError
 from ledger.sources.records import SourceIdentity
+
+Decided = tuple[str, str, str]  # (assignment, policy, rule)
+
+# --- how a write fails ------------------------------------------------------------------
 
 
 class StoreConflict(LedgerError):
@@ -53,6 +67,9 @@ class PolicyChanged(LedgerError):
         changed = [(v, pins[v], h) for v, h in sorted(hashes.items()) if pins.get(v, h) != h]
         if changed:
             raise cls(changed)
+
+
+# --- writing batches --------------------------------------------------------------------
 
 
 class BatchTransaction(Protocol):
@@ -105,4 +122,131 @@ class BatchStore(Protocol):
 
     def reset_positions(self, source: str) -> int:
         """Forget a source's stored positions; returns how many partitions had one."""
+        ...
+
+
+# --- the audit trail's reads ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    user_id: str
+    events: int  # the chain's length as the users row says
+    chain_head: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    user_id: str
+    seq: int
+    app_seq: int
+    link: bytes
+    event_id: str
+    recorded_at: datetime
+    fields: Mapping[str, Any]  # the EVENT_CHAIN_FIELDS as stored
+    observation: Observation | None  # None: the row cannot be read back as an event
+    problem: str | None = None  # why not
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHistory:
+    id: int
+    user_id: str
+    valid_from: datetime
+    recorded_at: datetime
+    policy: str
+    policy_hash: str
+    row: HistoryRow | None  # None: the row cannot be read back (facts not an object, ...)
+    problem: str | None = None
+
+
+class AuditSnapshot(Protocol):
+    """Reads of one consistent snapshot. Every stream is sorted by user id in code-point
+    order (Python's string order), events by (user_id, seq), history rows by (user_id, id).
+    Streams are generators: the reader closes those it leaves unfinished before the
+    snapshot ends."""
+
+    def users(self, user: str | None = None) -> Generator[StoredUser, None, None]: ...
+
+    def events(self, user: str | None = None) -> Generator[StoredEvent, None, None]: ...
+
+    def history(self, user: str | None = None) -> Generator[StoredHistory, None, None]: ...
+
+    def decisions(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> Generator[StoredHistory, None, None]:
+        """History rows recorded in [since, until), by record time, then row id."""
+        ...
+
+    def event_sequences(self, event_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """event_id -> (app_seq, seq) of the stored ones among `event_ids`."""
+        ...
+
+    def pins(self) -> dict[str, str]:
+        """Pinned policy versions: version -> hex content hash."""
+        ...
+
+    def max_app_seq(self) -> int:
+        """The highest application sequence number (0 for an empty store)."""
+        ...
+
+
+class AuditSource(Protocol):
+    def snapshot(self, *, wait_for_writers: bool = False) -> AbstractContextManager[AuditSnapshot]:
+        """One read-only snapshot. `wait_for_writers`: one in which no application number
+        below the highest visible is still uncommitted (what a digest needs)."""
+        ...
+
+
+# --- retrying dead letters --------------------------------------------------------------
+
+
+class Rejected(Protocol):
+    """A stored dead letter, as much of it as a retry run reads."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def position(self) -> str: ...
+    @property
+    def raw(self) -> bytes | None: ...
+    @property
+    def raw_size(self) -> int: ...
+    @property
+    def resolved_at(self) -> datetime | None: ...
+    @property
+    def resolution(self) -> str | None: ...
+
+
+class RetryLedger(Protocol):
+    """The dead-letter table, as a retry run writes it."""
+
+    def resolve(self, dead_letter_id: int, resolved_at: datetime, resolution: str) -> bool:
+        """Mark an unresolved dead letter; False if another run settled it first."""
+        ...
+
+    def dead_letter_at(self, source: str, partition: int, offset: int) -> int | None:
+        """The id of the dead letter recorded for this source position."""
+        ...
+
+
+# --- the policy workbench ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserHistory:
+    """One user as the what-if reads them: the stored observations (any order) and the
+    assignment the ledger believes at the time compared (None: not signed up then)."""
+
+    user_id: str
+    observations: Sequence[Observation]
+    current: Decided | None
+
+
+class ReadableStore(BatchStore, Protocol):
+    def history_rows(self) -> list[tuple[Any, ...]]:
+        """Every history row, believed and superseded, as (user_id, valid_from, ...,
+        recorded_at, superseded_at)."""
         ...

@@ -79,7 +79,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
 
 def _load_digest(path: Path, hmac_key: bytes | None, public_key: Path | None) -> Any:
     """The digest in the file, its signature checked with the keys given."""
-    from ledger.app.digest_signing import ALG_NONE, check, signature_alg
+    from ledger.app.audit.signing import ALG_NONE, check, signature_alg
     from ledger.domain.audit import DigestError
 
     raw = _read_bytes(path, "digest")
@@ -161,7 +161,7 @@ def verify(
     Exit status: 0 when everything matches; 1 when anything does not (each problem is
     listed: user, kind, event seq or history row, detail), or on errors; 2 on usage errors.
     """
-    from ledger.app.verify import verify as run_verify
+    from ledger.app.audit.verify import verify as run_verify
     from ledger.codecs.policy_files import load_policies
 
     if user is not None and digest_file is not None:
@@ -271,8 +271,8 @@ def digest(
     it: `ledger verify --digest FILE` later proves that no event it covers has changed.
     On PostgreSQL, writers pause for the moment it takes to see them all committed.
     """
-    from ledger.app.digest import take_digest
-    from ledger.app.digest_signing import sign
+    from ledger.app.audit.digest import take_digest
+    from ledger.app.audit.signing import sign
     from ledger.domain.audit import DigestError
 
     pem = _read_bytes(private_key, "private key") if private_key is not None else None
@@ -366,7 +366,7 @@ def export_decisions_command(
     read) and evidence (event ids with their seq and user_seq). No raw phone number is in
     it; facts such as the birth date are, so the file is created readable by its owner
     only."""
-    from ledger.app.decisions import export_decisions
+    from ledger.app.audit.decisions import export_decisions
 
     start = parse_time(since, "--since")
     end = parse_time(until, "--until")

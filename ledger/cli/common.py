@@ -196,7 +196,7 @@ PoliciesOption = Annotated[
 def projector(s: Settings, policies: Path | None = None) -> Any:
     """A projector over the configured store, with the shipped policies (or those in the
     directory `policies`)."""
-    from ledger.app.projector import Projector
+    from ledger.app.ingest.projector import Projector
     from ledger.codecs.policy_files import load_policies
 
     if policies is not None and not policies.is_dir():

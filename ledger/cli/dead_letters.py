@@ -330,7 +330,7 @@ def retry_command(
 
     Exit status: 0; 3 when something is still dead-lettered afterwards; 1 on errors
     (unknown id); 2 on usage errors."""
-    from ledger.app.redrive import redrive
+    from ledger.app.ingest.retry import retry_dead_letters
     from ledger.store import dead_letters as dl
 
     if ids and reason is not None:
@@ -351,7 +351,7 @@ def retry_command(
         warn_if_dev_phone_key(s)  # about to store phone hashes
     shown, advance = count_progress(len(chosen), "retry")
     with shown:
-        summary = redrive(
+        summary = retry_dead_letters(
             wired,
             dl.iter_with_raw(engine, chosen),
             dl.SqlDeadLetters(engine),

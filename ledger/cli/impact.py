@@ -213,9 +213,9 @@ def impact(
     Exit status: 0; 1 on errors (unknown user or version, invalid policies, no ledger);
     2 on usage errors.
     """
-    from ledger.app.impact import explain as explain_user
-    from ledger.app.impact import impact as run_impact
-    from ledger.app.impact import what_if
+    from ledger.app.workbench.impact import explain as explain_user
+    from ledger.app.workbench.impact import impact as run_impact
+    from ledger.app.workbench.impact import what_if
     from ledger.codecs.policy_files import load_policy_paths
 
     if not 0 <= samples <= 100:

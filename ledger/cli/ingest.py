@@ -120,7 +120,7 @@ def replay(
     goes on. Exit status: 0; 3 when anything was dead-lettered; 1 on errors; 2 on usage
     errors.
     """
-    from ledger.app.replay import replay_files, replay_topic
+    from ledger.app.ingest.replay import replay_files, replay_topic
     from ledger.sources.files import check_paths
     from ledger.sources.kafka import StartAt
 
@@ -185,7 +185,7 @@ def publish(
     events stay in order. An exported event's recorded_at becomes its record timestamp.
     Exit status: 0; 3 when some lines were invalid; 1 on errors; 2 on usage errors.
     """
-    from ledger.app.publish import publish_files
+    from ledger.app.ingest.publish import publish_files
     from ledger.codecs.policy_files import load_policies
     from ledger.sources.files import check_paths
     from ledger.sources.kafka import make_producer
@@ -229,7 +229,7 @@ def export(
     `ledger replay ARCHIVE` builds exactly the history `ledger replay --from-kafka` does.
     Undecodable records are skipped and reported (they belong to the dead-letter topic).
     """
-    from ledger.app.export import export_topic
+    from ledger.app.ingest.export import export_topic
     if output.suffix != ".avro":
         raise UsageError(f"{output}: exports are Avro container files; name it *.avro")
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)

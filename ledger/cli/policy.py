@@ -104,7 +104,7 @@ def check(paths: PathsArgument = None, as_json: JsonOption = False) -> None:
 
 def _options(max_examples: int, seed: int | None, derandomize: bool, out_dir: Path) -> Any:
     try:
-        from ledger.app.policy_tests import TestOptions
+        from ledger.app.workbench.policy_tests import TestOptions
     except ModuleNotFoundError as exc:
         if exc.name != "hypothesis":
             raise
@@ -132,7 +132,7 @@ def policy_cases(
     """The checks of `ledger policy test PATHS` as `PolicyCase`s for a pytest suite: run
     each with `case.check()`, which raises AssertionError with the failure and the path of
     its counterexample. Derandomised by default, so a CI run is repeatable."""
-    from ledger.app.policy_tests import policy_cases as cases
+    from ledger.app.workbench.policy_tests import policy_cases as cases
     from ledger.codecs.policy_files import load_policy_paths
     from ledger.store.memory import MemoryStore
 
@@ -200,7 +200,7 @@ def test(
     Lines file that `ledger replay` accepts, with the commands that show it in a store.
     Exit status: 0 all passed; 1 a check failed or the files are invalid; 2 usage."""
     options = _options(max_examples, seed, derandomize, out_dir)
-    from ledger.app.policy_tests import run_policy_tests
+    from ledger.app.workbench.policy_tests import run_policy_tests
     from ledger.codecs.policy_files import load_policy_paths
     from ledger.store.memory import MemoryStore
 

@@ -3,7 +3,7 @@ stored events, per-user hash chains, a Merkle root over the users' chain heads, 
 content hashes, stable decision ids and the digest document.
 
 Pure: no I/O, no clock. The store and the CLI feed these with stored rows and write the
-results; signing the digest is `ledger.app.digest_signing`.
+results; signing the digest is `ledger.app.audit.signing`.
 
 Canonical JSON is the standard library's with every option fixed (sorted keys, no
 whitespace, UTF-8, no NaN), extended with timestamps and dates.
@@ -367,7 +367,7 @@ class Digest:
     """What `ledger digest` attests: the Merkle root over every user's (user_id, chain
     head, chain length), the highest global application `seq` it covers, how many users
     and events that is, when it was taken, and the hash of every policy version in use.
-    The signature is not part of it: it is over `body_bytes` (`ledger.app.digest_signing`).
+    The signature is not part of it: it is over `body_bytes` (`ledger.app.audit.signing`).
     """
 
     root: str  # hex of the Merkle root
@@ -422,7 +422,7 @@ class Digest:
     def from_json(cls, data: Any) -> Digest:
         """The digest in a parsed document. Strict: a missing, unknown or wrongly typed field
         is a DigestError naming it. A `signature` key is the signed document's envelope and
-        is ignored here (`ledger.app.digest_signing.check` checks it)."""
+        is ignored here (`ledger.app.audit.signing.check` checks it)."""
         if not isinstance(data, dict):
             raise DigestError(f"a digest is a JSON object, got {type(data).__name__}")
         names = ("format", "root", "seq", "users", "events", "recorded_at", "policies")

@@ -1,6 +1,6 @@
-"""One consistent, read-only view of a SQL store for the audit trail (AUDIT.md): what
-`ledger.app.verify`, `ledger.app.digest` and `ledger.app.decisions` read, as the stored
-rows turned into their `ledger.app.verify` records.
+"""One consistent, read-only view of a SQL store for the audit trail (docs/audit.md): what
+`ledger.app.audit` (verify, digest, decisions) reads, as the stored rows turned into the
+records of `ledger.app.ports`.
 
 Everything is read inside ONE transaction while writers go on: on SQLite a read
 transaction (the database is in WAL mode, so the writer is not held up and the snapshot
@@ -29,8 +29,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement, Select
 
-from ledger.app.ports import StoreUnavailable
-from ledger.app.verify import StoredEvent, StoredHistory, StoredUser
+from ledger.app.ports import StoredEvent, StoredHistory, StoredUser, StoreUnavailable
 from ledger.domain.audit import EVENT_CHAIN_FIELDS
 from ledger.errors import LedgerError
 from ledger.store.schema import assignment_history, events, policy_pins, users
@@ -50,7 +49,7 @@ _CHAINED = len(EVENT_CHAIN_FIELDS)
 
 
 class SqlAuditSource:
-    """The audit port (`ledger.app.verify.AuditSource`) on a SQL store. Given an engine,
+    """The audit port (`ledger.app.ports.AuditSource`) on a SQL store. Given an engine,
     each snapshot opens a connection of its own; given a connection, the snapshot is its
     transaction: begun here, or the caller's own if one is open (used as it is)."""
 
@@ -151,7 +150,7 @@ def _snapshot_literal(snapshot_id: str) -> str:
 
 
 class SqlAuditSnapshot:
-    """Reads of one snapshot; `ledger.app.verify.AuditSnapshot` on SQL."""
+    """Reads of one snapshot; `ledger.app.ports.AuditSnapshot` on SQL."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn

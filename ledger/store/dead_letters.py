@@ -1,5 +1,5 @@
 """The `dead_letters` table for the people who repair it: listing, reading one, marking the
-ones a redrive settled, and deleting old ones (retention).
+ones a retry run settled, and deleting old ones (retention).
 
 The projector only ever appends dead letters (`ledger.store.sql.write_plan`); this module
 is the operator's side. Listing never reads the `raw` column: raw input may contain
@@ -56,7 +56,7 @@ class Selection:
     source: str | None = None  # prefix of the source key: file:..., kafka:..., redrive:...
     since: datetime | None = None  # recorded at or after
     before: datetime | None = None  # recorded strictly before
-    unresolved: bool = True  # only those no redrive has settled
+    unresolved: bool = True  # only those no retry run has settled
     ids: Sequence[int] | None = None
 
 
@@ -136,8 +136,8 @@ def get(engine: Engine, dead_letter_id: int) -> DeadLetterRow | None:
 
 
 def ids(engine: Engine, sel: Selection) -> list[int]:
-    """The ids of the matching dead letters, oldest first: fixed before a redrive starts, so
-    the dead letters the redrive itself writes are not picked up by the same run."""
+    """The ids of the matching dead letters, oldest first: fixed before a retry run starts, so
+    the dead letters the retry run itself writes are not picked up by the same run."""
     with _errors(), engine.connect() as conn:
         return list(conn.execute(_where(select(_dl.id), sel).order_by(_dl.id)).scalars())
 
@@ -154,7 +154,7 @@ def iter_with_raw(engine: Engine, dead_letter_ids: Sequence[int]) -> Iterator[De
 
 def resolve(engine: Engine, dead_letter_id: int, resolved_at: datetime, resolution: str) -> bool:
     """Mark an unresolved dead letter as settled; False when it was settled already (by a
-    concurrent redrive, say), whose resolution then stands."""
+    concurrent retry run, say), whose resolution then stands."""
     q = (
         update(dead_letters)
         .where(_dl.id == dead_letter_id)
@@ -184,7 +184,7 @@ def purge(engine: Engine, before: datetime) -> int:
 
 
 class SqlDeadLetters:
-    """What a redrive (`ledger.app.redrive.RedriveLedger`) needs, on one engine."""
+    """What a retry run (`ledger.app.ports.RetryLedger`) needs, on one engine."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

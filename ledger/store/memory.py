@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
+from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
 from ledger.app.ports import StoreConflict
 from ledger.domain.audit import GENESIS
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
-from ledger.app.impact import UserHistory
+from ledger.app.ports import UserHistory
 from ledger.domain.facts import OBSERVED_FIELDS, Observation
 from ledger.store.schema import assignment_history, events, users
 from ledger.store.sql import observation_from_row, translated_errors

@@ -196,9 +196,9 @@ dead_letters = Table(
     Column("event_id", String(limits.EVENT_ID_CHARS)),
     Column("user_id", String(limits.USER_ID_CHARS)),
     Column("recorded_at", UTCDateTime(), nullable=False),
-    Column("partition", Integer),  # the source position, for a redrive
+    Column("partition", Integer),  # the source position, for a retry run
     Column("offset", BigInteger),
-    Column("resolved_at", UTCDateTime()),  # set when a redrive applied (or settled) it
+    Column("resolved_at", UTCDateTime()),  # set when a retry run applied (or settled) it
     Column("resolution", Text),
     Index("ix_dead_letters_recorded", "recorded_at"),
 )

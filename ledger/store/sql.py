@@ -18,7 +18,7 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
-from ledger.app.plan import AppliedEvent, BatchPlan, PositionKey
+from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
 from ledger.app.ports import StoreConflict, StoreRefused, StoreUnavailable
 from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS
 from ledger.domain.events import Relocated, TermsAccepted

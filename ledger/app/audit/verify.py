@@ -15,7 +15,7 @@ links) over the events the digest covers (`app_seq <= digest.seq`) and the Merkl
 all users must be the digest's: an event applied before the digest and changed since is
 caught even when every link after it was rewritten to match.
 
-The store is read through a port (`AuditSource`, implemented on SQL by
+The store is read through a port (`ledger.app.ports.AuditSource`, implemented on SQL by
 `ledger.store.audit_snapshot`), so this module stays on the application's side of the
 layering: it decides, the store only reads.
 """
@@ -24,109 +24,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, closing
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from ledger.app.plan import policy_hashes
+from ledger.app.ingest.plan import policy_hashes
+from ledger.app.ports import AuditSource, StoredEvent, StoredHistory, StoredUser
 from ledger.domain.audit import GENESIS, Digest, MerkleBuilder, canonical_event, next_link
-from ledger.domain.facts import Observation
 from ledger.domain.policy import PolicySet
 from ledger.domain.projection import HistoryRow, UserChanges, UserProjection
 from ledger.domain.time import format_instant
 from ledger.errors import LedgerError, UsageError
 
-__all__ = [
-    "AuditSnapshot",
-    "AuditSource",
-    "DigestCheck",
-    "Problem",
-    "StoredEvent",
-    "StoredHistory",
-    "StoredUser",
-    "VerifyReport",
-    "verify",
-]
+__all__ = ["DigestCheck", "Problem", "VerifyReport", "verify"]
 
 # Problems kept in a report; more are counted, not kept, so a store damaged everywhere
 # (or verified with the wrong policies) cannot exhaust memory.
 MAX_PROBLEMS = 10_000
-
-
-# --- what the store hands over ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredUser:
-    user_id: str
-    events: int  # the chain's length as the users row says
-    chain_head: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    user_id: str
-    seq: int
-    app_seq: int
-    link: bytes
-    event_id: str
-    recorded_at: datetime
-    fields: Mapping[str, Any]  # the EVENT_CHAIN_FIELDS as stored
-    observation: Observation | None  # None: the row cannot be read back as an event
-    problem: str | None = None  # why not
-
-
-@dataclass(frozen=True, slots=True)
-class StoredHistory:
-    id: int
-    user_id: str
-    valid_from: datetime
-    recorded_at: datetime
-    policy: str
-    policy_hash: str
-    row: HistoryRow | None  # None: the row cannot be read back (facts not an object, ...)
-    problem: str | None = None
-
-
-class AuditSnapshot(Protocol):
-    """Reads of one consistent snapshot. Every stream is sorted by user id in code-point
-    order (Python's string order), events by (user_id, seq), history rows by (user_id, id).
-    Streams are generators: the reader closes those it leaves unfinished before the
-    snapshot ends."""
-
-    def users(self, user: str | None = None) -> Generator[StoredUser, None, None]: ...
-
-    def events(self, user: str | None = None) -> Generator[StoredEvent, None, None]: ...
-
-    def history(self, user: str | None = None) -> Generator[StoredHistory, None, None]: ...
-
-    def decisions(
-        self, since: datetime | None = None, until: datetime | None = None
-    ) -> Generator[StoredHistory, None, None]:
-        """History rows recorded in [since, until), by record time, then row id."""
-        ...
-
-    def event_sequences(self, event_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """event_id -> (app_seq, seq) of the stored ones among `event_ids`."""
-        ...
-
-    def pins(self) -> dict[str, str]:
-        """Pinned policy versions: version -> hex content hash."""
-        ...
-
-    def max_app_seq(self) -> int:
-        """The highest application sequence number (0 for an empty store)."""
-        ...
-
-
-class AuditSource(Protocol):
-    def snapshot(self, *, wait_for_writers: bool = False) -> AbstractContextManager[AuditSnapshot]:
-        """One read-only snapshot. `wait_for_writers`: one in which no application number
-        below the highest visible is still uncommitted (what a digest needs)."""
-        ...
 
 
 # --- the report ------------------------------------------------------------------------

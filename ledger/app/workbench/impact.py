@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ledger.app.ports import Decided, UserHistory
 from ledger.domain.events import TermsAccepted
 from ledger.domain.facts import Observation, ObservedSignup
 from ledger.domain.policy import PolicySet
@@ -32,21 +33,10 @@ from ledger.domain.timeline import Entry, Timeline, compute_timeline, entry_at, 
 from ledger.errors import LedgerError, UsageError
 
 NOT_SIGNED_UP = "not signed up"
-Decided = tuple[str, str, str]  # (assignment, policy, rule)
 
 
 class UnknownVersion(LedgerError, LookupError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class UserHistory:
-    """One user as the what-if reads them: the stored observations (any order) and the
-    assignment the ledger believes at the time compared (None: not signed up then)."""
-
-    user_id: str
-    observations: Sequence[Observation]
-    current: Decided | None
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from hypothesis import HealthCheck, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 
-from ledger.app.ports import BatchStore
-from ledger.app.projector import Projector
+from ledger.app.ingest.projector import Projector
+from ledger.app.ports import ReadableStore
 from ledger.codecs.policy_files import PolicyFiles
 from ledger.domain.events import Event
 from ledger.domain.facts import FACT_TYPES, observe
@@ -62,13 +62,6 @@ from ledger.testing import (
 PHONE_KEY = b"ledger-policy-test"
 # Record times of built-in checks: after every valid time drawn, one millisecond apart.
 RECORD_T0 = DEFAULT_MAX + timedelta(days=1)
-
-
-class ReadableStore(BatchStore, Protocol):
-    def history_rows(self) -> list[tuple[Any, ...]]:
-        """Every history row, believed and superseded, as (user_id, valid_from, ...,
-        recorded_at, superseded_at)."""
-        ...
 
 
 StoreFactory = Callable[[], ReadableStore]

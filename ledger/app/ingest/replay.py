@@ -11,8 +11,8 @@ from typing import TypeVar
 
 from kafka import KafkaConsumer
 
-from ledger.app.plan import BatchResult
-from ledger.app.projector import Projector
+from ledger.app.ingest.plan import BatchResult
+from ledger.app.ingest.projector import Projector
 from ledger.codecs.avro import AvroCodec
 from ledger.domain.time import truncate_ms
 from ledger.sources.files import check_paths, read_records, source_key

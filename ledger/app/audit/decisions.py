@@ -18,7 +18,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, TextIO
 
-from ledger.app.verify import AuditSource, StoredHistory
+from ledger.app.ports import AuditSource, StoredHistory
 from ledger.domain.audit import decision_id
 from ledger.domain.time import format_instant
 from ledger.errors import LedgerError

@@ -24,51 +24,23 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
-from ledger.app.projector import Projector
+from ledger.app.ingest.projector import Projector
+from ledger.app.ports import Rejected, RetryLedger
 from ledger.codecs.avro import SINGLE_OBJECT_MAGIC, AvroCodec
 from ledger.codecs.jsonl import event_from_json_line
 from ledger.domain.events import Event, EventError
 from ledger.errors import LedgerError
 from ledger.sources.records import SourceRecord
 
-REDRIVE_PREFIX = "redrive:"
+# The source key of a retry run; the word predates the command's name and stays, because
+# stored dead letters and positions (and the filters people wrote) carry it.
+RETRY_SOURCE_PREFIX = "redrive:"
 # `ledger.sources.kafka.source_key`: a topic's records are Avro single-object messages.
 KAFKA_PREFIX = "kafka:"
 
 Status = Literal["applied", "duplicate", "dead-lettered", "not-retryable", "already-resolved"]
-
-
-class Rejected(Protocol):
-    """A stored dead letter, as much of it as a redrive reads."""
-
-    @property
-    def id(self) -> int: ...
-    @property
-    def source(self) -> str: ...
-    @property
-    def position(self) -> str: ...
-    @property
-    def raw(self) -> bytes | None: ...
-    @property
-    def raw_size(self) -> int: ...
-    @property
-    def resolved_at(self) -> datetime | None: ...
-    @property
-    def resolution(self) -> str | None: ...
-
-
-class RedriveLedger(Protocol):
-    """The dead-letter table, as a redrive writes it."""
-
-    def resolve(self, dead_letter_id: int, resolved_at: datetime, resolution: str) -> bool:
-        """Mark an unresolved dead letter; False if another run settled it first."""
-        ...
-
-    def dead_letter_at(self, source: str, partition: int, offset: int) -> int | None:
-        """The id of the dead letter recorded for this source position."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +64,7 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class RedriveSummary:
+class RetrySummary:
     run: str  # the run's source key
     outcomes: list[Outcome] = field(default_factory=list)
 
@@ -145,19 +117,19 @@ def not_retryable(letter: Rejected) -> str | None:
     return None
 
 
-def redrive(
+def retry_dead_letters(
     projector: Projector,
     letters: Iterable[Rejected],
-    ledger: RedriveLedger,
+    ledger: RetryLedger,
     *,
     now: datetime,
     run: str | None = None,
     codec: AvroCodec | None = None,
     progress: Callable[[int], None] | None = None,
-) -> RedriveSummary:
+) -> RetrySummary:
     """Retry `letters` in order with record time `now`; see the module docstring. Dead
     letters already resolved are reported and left alone."""
-    summary = RedriveSummary(run or f"{REDRIVE_PREFIX}{uuid.uuid4()}")
+    summary = RetrySummary(run or f"{RETRY_SOURCE_PREFIX}{uuid.uuid4()}")
     codec = codec or AvroCodec()
     offset = 0
     for letter in letters:
@@ -172,7 +144,7 @@ def redrive(
 def _retry(
     projector: Projector,
     letter: Rejected,
-    ledger: RedriveLedger,
+    ledger: RetryLedger,
     now: datetime,
     run: str,
     offset: int,
@@ -204,7 +176,7 @@ def _retry(
     else:
         # Only a record below its source's stored position is neither: the run key was used
         # before, which a fresh uuid rules out.
-        raise LedgerError(f"redrive source {run} was used before; start a new run")
+        raise LedgerError(f"retry source {run} was used before; start a new run")
     detail = resolution
     if not ledger.resolve(letter.id, now, resolution):
         detail += " (another run had resolved this dead letter meanwhile)"

@@ -3,7 +3,7 @@
 The Merkle root over every user's (user_id, chain head, chain length), sorted by user id,
 the highest application `seq` it covers, the numbers of users and events, the record time,
 and the pinned policy hashes. Kept out of the operator's reach (signed, see
-`ledger.app.digest_signing`), it lets `ledger verify --digest` prove later that no event
+`ledger.app.audit.signing`), it lets `ledger verify --digest` prove later that no event
 applied before it has changed, whatever the store says by then.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from contextlib import closing
 from datetime import datetime
 
-from ledger.app.verify import AuditSource
+from ledger.app.ports import AuditSource
 from ledger.domain.audit import Digest, MerkleBuilder
 from ledger.errors import LedgerError
 

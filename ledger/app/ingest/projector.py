@@ -3,7 +3,7 @@ topic replay and the Kafka consumer.
 
 One store transaction per batch holds the projection changes *and* the source positions,
 so a batch is applied entirely or not at all, and a restarted reader resumes exactly after
-the last applied record. The decisions are made by the pure planner (`ledger.app.plan`);
+the last applied record. The decisions are made by the pure planner (`ledger.app.ingest.plan`);
 this module only moves data between it, the store and the user cache, and decides what to
 do when the store says no:
 
@@ -26,7 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
-from ledger.app.plan import BatchResult, plan_batch, plan_refusal, policy_hashes, screen
+from ledger.app.ingest.plan import BatchResult, plan_batch, plan_refusal, policy_hashes, screen
 from ledger.app.ports import (
     BatchStore,
     BatchTransaction,
