@@ -1,6 +1,7 @@
-"""The library's imports point only inward, as the README's layout section says: every
-module under ledger/ is read with `ast` (imports inside functions included) and each
-import is checked against the layer order."""
+"""The library's imports point only inward, as docs/architecture.md says: every module under
+ledger/ is read with `ast` (imports inside functions included) and each import is checked
+against the layer order. The deployable parts beside the library (consumers/, infra/) may
+import the library, never each other, and the library never imports them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-LEDGER = Path(__file__).resolve().parents[1] / "ledger"
+ROOT = Path(__file__).resolve().parents[1]
+LEDGER = ROOT / "ledger"
 
 # Inner to outer; a module may import its own layer and the layers before it.
 LAYERS = [
@@ -21,8 +23,12 @@ LAYERS = [
     ("app", "generate", "testing"),
     ("store",),
     ("queries",),
-    ("cli", "http"),
+    ("render",),
+    ("http",),
+    ("cli",),
 ]
+# The one way the command line reaches into the HTTP edge: `ledger serve` starts the server.
+CLI_STARTS_THE_SERVER = {"cli/serve.py": {"ledger.http.app", "ledger.http.auth"}}
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # What the pure core may import besides the standard library's computation modules.
 DOMAIN_THIRD_PARTY = {"phonenumbers", "pycountry"}
@@ -37,10 +43,10 @@ def layer_of(path: Path) -> str:
     return path.relative_to(LEDGER).parts[0].removesuffix(".py")
 
 
-def imports(path: Path) -> list[str]:
+def imports(path: Path, root: Path = ROOT) -> list[str]:
     """Every module name `path` imports, resolved to absolute names."""
     tree = ast.parse(path.read_text(), str(path))
-    package = ".".join(("ledger", *path.relative_to(LEDGER).parent.parts))
+    package = ".".join(path.relative_to(root).parent.parts)
     names: list[str] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -70,6 +76,30 @@ def test_imports_point_inward(path: Path) -> None:
             continue
         layer = name.split(".")[1]
         assert RANK[layer] <= own, f"{layer_of(path)} imports the outer layer {name}"
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in modules() if layer_of(p) == "cli"], ids=lambda p: p.name
+)
+def test_the_command_line_imports_the_http_edge_only_to_start_the_server(path: Path) -> None:
+    allowed = CLI_STARTS_THE_SERVER.get(str(path.relative_to(LEDGER)), set())
+    for name in imports(path):
+        if name == "ledger.http" or name.startswith("ledger.http."):
+            assert name in allowed, f"{path.name} imports the HTTP edge: {name}"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted([*(ROOT / "consumers").rglob("*.py"), *(ROOT / "infra").rglob("*.py")]),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_the_deployable_parts_import_the_library_never_each_other(path: Path) -> None:
+    own = path.relative_to(ROOT).parts[0]
+    other = {"consumers": "infra", "infra": "consumers"}[own]
+    for name in imports(path):
+        top = name.split(".")[0]
+        assert top != other, f"{path.relative_to(ROOT)} imports {name}"
+        assert top != "tests", f"{path.relative_to(ROOT)} imports the tests: {name}"
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,6 @@ and `ledger.cli.common` hands it on to every command.
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from datetime import datetime
 from functools import cache
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ledger.config import Settings, settings_from_env
 from ledger.domain.time import parse_instant
 from ledger.errors import UsageError
+from ledger.render.text import escape_control, json_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,29 +64,10 @@ def stderr_console() -> Console:
 
 
 # --- printing what users and input supplied ----------------------------------------------
-# User ids, reasons, positions and error messages quote input that anyone upstream wrote.
-# Printed to a terminal, an ESC sequence in it could clear the screen, retitle the window
-# or forge output, and Rich markup in it (`[bold red]`, `[/]`) would be styled or raise
-# MarkupError. So such text is printed as `plain(...)`: a Rich Text (never parsed as markup
-# or emoji codes) with control characters spelled out. `--json` prints the exact text: JSON
+# Such text is printed as `plain(...)`: a Rich Text (never parsed as markup or emoji codes,
+# so `[bold red]` in a user id is not styled and cannot raise MarkupError) with control
+# characters spelled out (`ledger.render.text`). `--json` prints the exact text: JSON
 # escapes control characters itself.
-
-# C0 and C1 controls, DEL, line/paragraph separators, and the bidirectional overrides that
-# can make text display in another order than it reads ("Trojan Source").
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def _spelled(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def escape_control(text: str) -> str:
-    """`text` with every control character spelled out as `\\x1b`, `\\u202e`, ... Backslashes
-    are left as they are, so ordinary text (Windows paths) reads as typed; `--json` is the
-    exact form where it matters."""
-    return _CONTROL.sub(_spelled, text)
 
 
 def plain(value: object) -> Text:
@@ -98,11 +78,7 @@ def plain(value: object) -> Text:
 
 
 def emit_json(obj: Any) -> None:
-    text = json.dumps(obj, ensure_ascii=False, indent=2)
-    # json escapes C0 controls but passes DEL, C1 controls (U+009B is CSI to some terminals)
-    # and bidi overrides through; they can only occur inside strings, where a \uXXXX escape
-    # leaves the JSON value exactly the same.
-    sys.stdout.write(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
+    sys.stdout.write(json_text(obj) + "\n")
 
 
 # --- settings and values -----------------------------------------------------------------

@@ -4,7 +4,6 @@ dead-letter table. Listing never shows raw input (it may contain personal data);
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -129,41 +128,6 @@ def _selection(
     )
 
 
-def _listed_json(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "recorded_at": format_instant(row.recorded_at),
-        "source": row.source,
-        "position": row.position,
-        "partition": row.partition,
-        "offset": row.offset,
-        "reason": row.reason,
-        "raw_size": row.raw_size,
-        "event_id": row.event_id,
-        "user_id": row.user_id,
-        "resolved_at": format_instant(row.resolved_at),
-        "resolution": row.resolution,
-    }
-
-
-def _raw_json(raw: bytes) -> dict[str, Any]:
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    return {"raw_base64": base64.b64encode(raw).decode("ascii"), "raw_text": text}
-
-
-def _full_json(row: Any) -> dict[str, Any]:
-    raw = row.raw or b""
-    return {
-        **_listed_json(row),
-        "raw_kept": len(raw),
-        "raw_truncated": row.truncated,
-        **_raw_json(raw),
-    }
-
-
 @dead_letters_app.command("list")
 def list_command(
     reason: ReasonOption = None,
@@ -186,7 +150,9 @@ def list_command(
     rows = dl.list_dead_letters(engine, sel, limit)
     total, _ = dl.count(engine, sel)
     if as_json:
-        emit_json({"total": total, "dead_letters": [_listed_json(r) for r in rows]})
+        from ledger.queries.dead_letters import listed_json
+
+        emit_json({"total": total, "dead_letters": [listed_json(r) for r in rows]})
         return
     what = "unresolved dead letters" if unresolved else "dead letters"
     if not rows:
@@ -235,7 +201,9 @@ def show_command(
     if row is None:
         raise LedgerError(f"no dead letter #{wanted}")
     if as_json:
-        emit_json(_full_json(row))
+        from ledger.queries.dead_letters import full_json
+
+        emit_json(full_json(row))
         return
     raw = row.raw or b""
     t = Table(show_header=False, title=f"dead letter #{row.id}", title_justify="left")
@@ -281,6 +249,7 @@ def export_command(
     """Write dead letters WITH THEIR RAW INPUT (may contain personal data) to a JSON Lines
     file: one object per dead letter with every column, the raw bytes as raw_base64, and as
     raw_text when they are UTF-8 text."""
+    from ledger.queries.dead_letters import full_json
     from ledger.store import dead_letters as dl
 
     if output.suffix != ".jsonl":
@@ -294,7 +263,7 @@ def export_command(
     with open(fd, "w", encoding="utf-8", newline="\n") as fo:
         for row in dl.iter_with_raw(engine, chosen):
             # ASCII-only JSON: safe to `cat`, whatever bytes the raw input holds.
-            fo.write(json.dumps(_full_json(row)) + "\n")
+            fo.write(json.dumps(full_json(row)) + "\n")
             written += 1
     if as_json:
         emit_json({"path": str(output), "written": written})

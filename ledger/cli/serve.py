@@ -236,8 +236,8 @@ def timeline(
     superseded_at, coloured by rulebook and labelled with policy and rule; a belief a
     late event corrected shows under the one that replaced it. Events are ticks on the
     valid-time axis; sign-up and terms bindings are marked. The file is self-contained."""
-    from ledger.http.timeline import render_html, render_svg
     from ledger.queries.timeline import timeline as query_timeline
+    from ledger.render.timeline import render_html, render_svg
     from ledger.store.database import open_engine
 
     suffix = output.suffix.lower()

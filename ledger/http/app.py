@@ -24,18 +24,18 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
-from ledger.cli.dead_letters import _full_json as dead_letter_json
 from ledger.domain.limits import USER_ID_CHARS
 from ledger.domain.time import format_instant, parse_instant
 from ledger.http import models
 from ledger.http.auth import Access, bearer, requirement
 from ledger.http.metrics import HttpMetrics, MetricsMiddleware
 from ledger.http.problems import PROBLEM, ApiProblem, Problem, install, unavailable
-from ledger.http.timeline import render_html, render_svg
 from ledger.queries import history as queries
+from ledger.queries.dead_letters import full_json
 from ledger.queries.dead_letters import page as dead_letter_page
 from ledger.queries.stats import stats as query_stats
 from ledger.queries.timeline import timeline as query_timeline
+from ledger.render.timeline import render_html, render_svg
 from ledger.store.readonly import readiness
 
 API_VERSION = "1.0.0"
@@ -328,7 +328,7 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
             raw_budget=DEAD_LETTER_PAGE_BYTES,
         )
         return JSONResponse(
-            {"items": [dead_letter_json(r) for r in rows], "next_after": next_after},
+            {"items": [full_json(r) for r in rows], "next_after": next_after},
             headers={"Cache-Control": "no-store"},
         )
 

@@ -1,11 +1,15 @@
-"""Dead letters a page at a time, with their raw input (for the admin HTTP endpoint)."""
+"""Dead letters for people: a page at a time with their raw input (the admin HTTP endpoint),
+and their JSON forms, one for every edge."""
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, select
 
+from ledger.domain.time import format_instant
 from ledger.store.dead_letters import DeadLetterRow, iter_with_raw
 from ledger.store.schema import dead_letters
 
@@ -41,3 +45,40 @@ def page(
     rows = list(iter_with_raw(engine, chosen))
     more = len(chosen) < len(found)
     return rows, (chosen[-1] if more and chosen else None)
+
+
+def listed_json(row: DeadLetterRow) -> dict[str, Any]:
+    """A dead letter as `dead-letters list --json` and the API list it: never its raw input."""
+    return {
+        "id": row.id,
+        "recorded_at": format_instant(row.recorded_at),
+        "source": row.source,
+        "position": row.position,
+        "partition": row.partition,
+        "offset": row.offset,
+        "reason": row.reason,
+        "raw_size": row.raw_size,
+        "event_id": row.event_id,
+        "user_id": row.user_id,
+        "resolved_at": format_instant(row.resolved_at),
+        "resolution": row.resolution,
+    }
+
+
+def _raw_json(raw: bytes) -> dict[str, Any]:
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return {"raw_base64": base64.b64encode(raw).decode("ascii"), "raw_text": text}
+
+
+def full_json(row: DeadLetterRow) -> dict[str, Any]:
+    """A dead letter with its raw input, as base64 and (when it is UTF-8) as text."""
+    raw = row.raw or b""
+    return {
+        **listed_json(row),
+        "raw_kept": len(raw),
+        "raw_truncated": row.truncated,
+        **_raw_json(raw),
+    }

@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import NamedTuple
 
-from ledger.cli.common import escape_control
 from ledger.domain.projection import HistoryRow
 from ledger.domain.time import format_instant
 from ledger.queries.timeline import TimelineData
+from ledger.render.text import escape_control
 
 COLOURS = {
     "xhs-domestic": "#c8463d",
