@@ -119,7 +119,7 @@ def broker_start(
     _quiet_kafka()
     info = launcher.start(port=port, data_url=data, state_dir=state_dir, timeout=timeout)
     if as_json:
-        _print_json(info.to_dict())
+        _print_json(info.to_json())
         return
     console = _console()
     # Paths and the storage URL come from the command line: printed as data, never markup.
@@ -179,7 +179,7 @@ def broker_status(
     """List the brokers recorded in the state dir and whether each is alive right now."""
     infos = launcher.status(state_dir)
     if as_json:
-        _print_json([info.to_dict() for info in infos])
+        _print_json([info.to_json() for info in infos])
         return
     console = _console()
     if not infos:

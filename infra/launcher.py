@@ -78,7 +78,7 @@ class BrokerInfo:
     binary: str | None = None
     storage: str | None = None
 
-    def to_dict(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         data = asdict(self)
         data["log_path"] = str(self.log_path)
         data["pid_path"] = str(self.pid_path) if self.pid_path else None

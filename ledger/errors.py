@@ -31,3 +31,34 @@ class UsageError(LedgerError):
     """The command line is wrong: conflicting or missing options, malformed values."""
 
     exit_code = EXIT_USAGE
+
+
+# --- what a store reports ---------------------------------------------------------------
+# One exception per meaning, raised by every store (`ledger.store.errors` translates the
+# database's own errors into these) and caught by the use cases through `ledger.app.ports`.
+
+
+class StoreConflict(LedgerError):
+    """Another writer changed what this transaction read (it appended a user's next event,
+    or recorded the same event id) first; nothing was written. Reload and apply again."""
+
+
+class StoreRefused(LedgerError):
+    """The store refused the data of this transaction (a value it cannot hold); nothing was
+    written. Retrying the same data cannot succeed: isolate the record instead."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the database refused the batch: {reason}")
+        self.reason = reason
+
+
+class StoreUnavailable(LedgerError):
+    """The store cannot be used: a URL that names no store, a database that does not answer
+    or failed (connection lost, server down). Nothing was written; once the cause is gone
+    the same work may succeed."""
+
+
+class StoreCorrupt(LedgerError):
+    """A stored row cannot be read back as the ledger writes it: someone wrote it outside
+    the ledger."""
+

@@ -27,7 +27,7 @@ from ledger.app.audit.decisions import export_decisions
 from ledger.app.audit.digest import take_digest
 from ledger.app.audit.signing import sign
 from ledger.app.audit.verify import Problem, VerifyReport, verify
-from ledger.app.ingest.projector import Projector
+from ledger.app.ingest.projector import Projector, apply_deliveries
 from ledger.app.ingest.replay import replay_files
 from ledger.cli import audit as audit_commands
 from ledger.cli import ingest
@@ -37,7 +37,6 @@ from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS, canonical_event, de
 from ledger.domain.time import parse_instant
 from ledger.generate import generate_events, write_events
 from ledger.resources import policies_dir
-from ledger.sources.records import SourceRecord
 from ledger.store.audit_snapshot import SqlAuditSource
 from ledger.store.database import open_engine
 from ledger.store.schema import assignment_history, events, metadata, users
@@ -486,14 +485,8 @@ def fresh_sqlite(path: Path) -> sa.Engine:
 
 def apply(engine: sa.Engine, batches: list[list[Any]]) -> None:
     projector = Projector(SqlStore(engine), POLICIES, b"audit-property-key", cache_users=0)
-    offset = 0
-    for batch in batches:
-        records = [
-            SourceRecord("prop", 0, offset + i, f"#{offset + i}", b"", (e, rt))
-            for i, (e, rt) in enumerate(batch)
-        ]
-        offset += len(records)
-        assert projector.apply_batch(records, T0).dead_letters == []
+    for result in apply_deliveries(projector, batches, T0, source="prop"):
+        assert result.dead_letters == []
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))

@@ -289,8 +289,8 @@ def test_a_plain_read_on_postgresql_uses_psycopg_alone(pg_url: str, tmp_path: Pa
         assert [(r.entry, r.recorded_at, r.superseded_at) for r in a] == [
             (r.entry, r.recorded_at, r.superseded_at) for r in b
         ]
-        assert queries.current(engine, user, at).as_json() == (
-            queries.current(direct, user, at).as_json()
+        assert queries.current(engine, user, at).to_json() == (
+            queries.current(direct, user, at).to_json()
         )
     direct.close()
     engine.dispose()
@@ -372,8 +372,8 @@ def test_both_readers_read_the_same(store: str) -> None:
             assert [(r.entry, r.recorded_at, r.superseded_at) for r in a] == [
                 (r.entry, r.recorded_at, r.superseded_at) for r in b
             ]
-        assert queries.current(engine, user, at).as_json() == (
-            queries.current(direct, user, at).as_json()
+        assert queries.current(engine, user, at).to_json() == (
+            queries.current(direct, user, at).to_json()
         )
         assert queries.explain(engine, user, at, believed_at=believed) == queries.explain(
             direct, user, at, believed_at=believed

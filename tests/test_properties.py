@@ -12,14 +12,13 @@ from itertools import pairwise
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.app.ingest.projector import Projector
+from ledger.app.ingest.projector import Delivery, Projector, apply_deliveries
 from ledger.codecs.policy_files import load_policies
 from ledger.domain.events import Event, PhoneChanged, Relocated
 from ledger.domain.facts import observe
 from ledger.domain.projection import UserChanges, UserProjection
 from ledger.domain.time import parse_instant
 from ledger.domain.timeline import compute_timeline
-from ledger.sources.records import SourceRecord
 from ledger.store.memory import MemoryStore
 from ledger.testing import batch_splits, event_streams, streams_with_duplicates, user_events
 
@@ -28,7 +27,7 @@ KEY = b"property-test-key"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-Delivery = tuple[Event, datetime]  # an event and its record time
+
 
 
 def at_positions(stream: Sequence[Event]) -> list[Delivery]:
@@ -48,24 +47,14 @@ def project(batches: Sequence[Sequence[Delivery]], *, cache_users: int = 1000) -
     """Every history row (believed and superseded) after applying `batches` in order."""
     store = MemoryStore()
     projector = Projector(store, POLICIES, KEY, cache_users=cache_users)
-    offset = 0
-    for batch in batches:
-        records = [
-            SourceRecord("prop", 0, offset + i, f"#{offset + i}", b"", (e, rt))
-            for i, (e, rt) in enumerate(batch)
-        ]
-        offset += len(records)
-        result = projector.apply_batch(records, T0)
+    for result in apply_deliveries(projector, batches, T0, source="prop"):
         assert result.dead_letters == []
     return sorted(store.history_rows(), key=repr)
 
 
 def believed(rows: list[tuple]) -> list[tuple]:
     """Drop record time: (user, valid_from, valid_to, assignment, policy, rule, ...)."""
-    return sorted(
-        (r[:9] for r in rows if r[10] is None),  # superseded_at is None
-        key=repr,
-    )
+    return sorted((r.believed_entry() for r in rows if r.superseded_at is None), key=repr)
 
 
 def entries_of(events: Sequence[Event]) -> tuple:

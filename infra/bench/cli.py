@@ -291,7 +291,7 @@ def _report(measures: dict[str, suite.Measure], extra: dict[str, Any]) -> dict[s
     if big and small and small.rate:
         extra["large_vs_small_throughput"] = round(big.rate / small.rate, 3)
     return {
-        "contenders": [m.as_json() for m in measures.values()],
+        "contenders": [m.to_json() for m in measures.values()],
         "ratios": ratios,
         **extra,
     }

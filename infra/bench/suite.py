@@ -60,7 +60,7 @@ class Measure:
         rates = [c / s for c, s in zip(self.counted, self.runs, strict=True) if s > 0]
         return statistics.median(rates) if rates else 0.0
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(seconds=round(self.seconds, 4), events_per_second=round(self.rate, 1))
         return data

@@ -14,36 +14,24 @@ from collections.abc import Collection, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ledger.app.ingest.plan import BatchPlan, PositionKey
 from ledger.domain.facts import Observation
 from ledger.domain.projection import HistoryRow, UserProjection
 from ledger.errors import LedgerError
+
+# How a store fails is part of every port here; the classes live with the other errors,
+# light enough for the fast read path, which never imports this module.
+from ledger.errors import StoreConflict as StoreConflict
+from ledger.errors import StoreCorrupt as StoreCorrupt
+from ledger.errors import StoreRefused as StoreRefused
+from ledger.errors import StoreUnavailable as StoreUnavailable
 from ledger.sources.records import SourceIdentity
 
 Decided = tuple[str, str, str]  # (assignment, policy, rule)
 
-# --- how a write fails ------------------------------------------------------------------
-
-
-class StoreConflict(LedgerError):
-    """Another writer changed what this transaction read (it appended a user's next event,
-    or recorded the same event id) first; nothing was written. Reload and apply again."""
-
-
-class StoreRefused(LedgerError):
-    """The store refused the data of this transaction (a value it cannot hold); nothing was
-    written. Retrying the same data cannot succeed: isolate the record instead."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"the database refused the batch: {reason}")
-        self.reason = reason
-
-
-class StoreUnavailable(LedgerError):
-    """The store itself failed (connection lost, server down); nothing was written. The same
-    transaction may succeed later."""
+# --- policy pinning ---------------------------------------------------------------------
 
 
 class PolicyChanged(LedgerError):
@@ -245,8 +233,40 @@ class UserHistory:
     current: Decided | None
 
 
+class HistoryTableRow(NamedTuple):
+    """One history row as the SQL table holds it, without its surrogate id: what a store
+    returns when every row is compared (memory against SQL, one run against another)."""
+
+    user_id: str
+    valid_from: datetime
+    valid_to: datetime | None
+    assignment: str
+    policy: str
+    rule: str
+    reason: str
+    facts: dict[str, Any]
+    evidence: list[str]
+    recorded_at: datetime
+    superseded_at: datetime | None
+    policy_hash: str
+
+    def believed_entry(self) -> tuple[Any, ...]:
+        """The row without its record times and policy hash: what two runs must agree on
+        whatever the record times they ran at."""
+        return (
+            self.user_id,
+            self.valid_from,
+            self.valid_to,
+            self.assignment,
+            self.policy,
+            self.rule,
+            self.reason,
+            self.facts,
+            self.evidence,
+        )
+
+
 class ReadableStore(BatchStore, Protocol):
-    def history_rows(self) -> list[tuple[Any, ...]]:
-        """Every history row, believed and superseded, as (user_id, valid_from, ...,
-        recorded_at, superseded_at)."""
+    def history_rows(self) -> list[HistoryTableRow]:
+        """Every history row, believed and superseded."""
         ...

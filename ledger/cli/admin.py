@@ -124,7 +124,7 @@ def topics_create(
         reason = str(exc) or type(exc).__name__
         raise LedgerError(f"cannot create topics on {server}: {reason}") from None
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(result.to_json())
         return
     for spec in specs:
         state = "created" if spec.name in result.created else "already existed"

@@ -44,21 +44,10 @@ UNSIGNED_WARNING = (
 def _reader(db: str | None) -> tuple[Any, Any]:
     """The settings and a read-only engine on an existing store at the newest schema: an
     audit never creates, migrates or writes the store it checks."""
-    from ledger.store.readonly import open_reader, readiness
+    from ledger.store.readonly import open_at_head
 
     s = settings(db_url=db)
-    engine = open_reader(s.db_url, pool_size=2)
-    ready = readiness(engine)
-    if not ready.ready:
-        engine.dispose()
-        problem = ready.problem or "the store cannot be read"
-        if problem.startswith("the schema is at"):
-            problem = (
-                f"the store's schema is at {ready.revision or 'no ledger schema'}, this ledger "
-                f"reads {ready.head}: run `ledger db upgrade` (or replay events into it first)"
-            )
-        raise LedgerError(problem)
-    return s, engine
+    return s, open_at_head(s.db_url)
 
 
 def _source(engine: Any) -> Any:

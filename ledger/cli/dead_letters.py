@@ -328,7 +328,7 @@ def retry_command(
             progress=advance,
         )
     if as_json:
-        emit_json(summary.as_json())
+        emit_json(summary.to_json())
     else:
         _render_retry(summary)
     if summary.still_dead:
@@ -347,7 +347,7 @@ def _render_retry(summary: Any) -> None:
             plain(o.dead_letter_id), plain(o.position), plain(o.detail), plain(o.reason or "")
         )
     out.print(t)
-    counts = summary.as_json()
+    counts = summary.to_json()
     out.print(
         f"{counts['applied']:,} applied, {counts['duplicates']:,} duplicates, "
         f"{counts['dead_lettered_again']:,} dead-lettered again, "

@@ -59,7 +59,7 @@ def current(
     believed = parse_time(believed_at, "--believed-at")
     with _store(db) as store:
         result = query_current(store, user, when, believed_at=believed)
-    data = result.as_json()
+    data = result.to_json()
     if as_json:
         emit_json(data)
         return

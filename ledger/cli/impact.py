@@ -37,33 +37,6 @@ PoliciesOption = Annotated[
 ]
 
 
-def _read_only_engine(url: str) -> Any:
-    """An engine on an existing ledger at the newest schema; never creates or migrates."""
-    from sqlalchemy.engine import make_url
-
-    from ledger.store.database import StoreError, current_revision, head_revision, open_engine
-
-    try:
-        parsed = make_url(url)
-    except Exception:
-        raise StoreError(f"not a database URL: {url!r} (e.g. sqlite:///ledger.db)") from None
-    database = parsed.database if parsed.get_backend_name() == "sqlite" else None
-    # Connecting would create a missing SQLite file: a typo must not leave one behind.
-    if database not in (None, "", ":memory:") and not Path(database).expanduser().is_file():
-        raise StoreError(f"no ledger database at {url}: replay events into it first")
-    engine = open_engine(url, migrate=False)
-    with engine.connect() as conn:
-        revision = current_revision(conn)
-    if revision != head_revision():
-        engine.dispose()
-        raise StoreError(
-            f"the database at {parsed.render_as_string()} is not a ledger at the newest schema "
-            f"(revision {revision or 'none'}); impact never migrates: run `ledger db upgrade` "
-            "or replay events into it first"
-        )
-    return engine
-
-
 def _pct(share: float) -> str:
     return f"{share:.1%}" if share else "0%"
 
@@ -223,7 +196,9 @@ def impact(
     when = parse_time(at, "--at") or datetime.now(UTC)
     candidate = load_policy_paths(policies).require()
     w = what_if(candidate, when, accept=accept, only=only)
-    engine = _read_only_engine(settings(db_url=db).db_url)
+    from ledger.store.readonly import open_at_head
+
+    engine = open_at_head(settings(db_url=db).db_url)
     try:
         if explain is not None:
             from ledger.queries.history import history
@@ -232,7 +207,7 @@ def impact(
             believed = [r.entry for r in history(engine, explain)]
             ex = explain_user(explain, read_observations(engine, explain), believed, w)
             if as_json:
-                emit_json(ex.as_json())
+                emit_json(ex.to_json())
             else:
                 _render_explanation(ex)
             return
@@ -247,7 +222,7 @@ def impact(
     finally:
         engine.dispose()
     if as_json:
-        emit_json(report.as_json())
+        emit_json(report.to_json())
     else:
         _render_report(report)
 

@@ -165,7 +165,7 @@ def replay(
                 progress=advance,
             )
     if as_json:
-        emit_json(summary.as_json())
+        emit_json(summary.to_json())
     else:
         render_summary(summary, "replay")
     if summary.dead_lettered:
@@ -203,7 +203,7 @@ def publish(
         finally:
             producer.close(timeout=30)
     if as_json:
-        emit_json(summary.as_json())
+        emit_json(summary.to_json())
     else:
         out.print(
             plain(
@@ -242,7 +242,7 @@ def export(
             progress=advance,
         )
     if as_json:
-        emit_json(summary.as_json())
+        emit_json(summary.to_json())
     else:
         out.print(
             plain(

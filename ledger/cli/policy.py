@@ -84,7 +84,7 @@ def check(paths: PathsArgument = None, as_json: JsonOption = False) -> None:
                 "policies": [{"version": v, "file": files.sources.get(v)} for v in files.given],
                 "errors": n_errors,
                 "warnings": n_warnings,
-                "findings": [f.as_json() for f in findings],
+                "findings": [f.to_json() for f in findings],
             }
         )
     else:
@@ -227,7 +227,7 @@ def test(
                 "passed": len(results) - len(failed),
                 "failed": len(failed),
                 "results": [
-                    {**r.as_json(), "reproduce": reproduce(r, paths) or None} for r in results
+                    {**r.to_json(), "reproduce": reproduce(r, paths) or None} for r in results
                 ],
             }
         )

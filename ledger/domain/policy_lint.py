@@ -49,7 +49,7 @@ class Finding:
     def text(self) -> str:
         return ": ".join(part for part in (self.source, self.subject, self.message) if part)
 
-    def as_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str]:
         return {
             "severity": self.severity,
             "file": self.source,

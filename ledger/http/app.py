@@ -191,7 +191,7 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
         when = _time(at, "at") or datetime.now(UTC)
         believed = _time(believed_at, "believed_at")
         result = queries.current(engine, _user(user_id), when, believed_at=believed)
-        return JSONResponse(result.as_json())
+        return JSONResponse(result.to_json())
 
     @app.get(
         "/v1/users/{user_id:path}/history",

@@ -15,9 +15,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StoreUnavailable
 from ledger.queries.history import UnknownUser
-from ledger.store.database import StoreError
 
 PROBLEM = "application/problem+json"
 # tag: URIs name the problem kinds without pretending there is a page behind them
@@ -134,8 +133,8 @@ def install(app: FastAPI) -> None:
             request, exc.status_code, phrase, detail, headers=getattr(exc, "headers", None)
         )
 
-    @app.exception_handler(StoreError)
-    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+    @app.exception_handler(StoreUnavailable)
+    async def _store(request: Request, exc: StoreUnavailable) -> JSONResponse:
         return unavailable(request, str(exc))
 
     @app.exception_handler(SQLAlchemyError)

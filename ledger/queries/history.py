@@ -12,10 +12,9 @@ Values are read back as `ledger.store.schema` stores them (its `UTCDateTime`, `J
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from ledger.domain.projection import HistoryRow
@@ -24,6 +23,7 @@ from ledger.domain.time import format_instant
 from ledger.domain.timeline import Entry, entry_at, entry_json
 from ledger.errors import LedgerError
 from ledger.store.readonly import SqlReader, reader
+from ledger.store.rows import HISTORY_COLUMNS, day, history_row, optional_instant
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -45,9 +45,8 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
 # Both by the (user_id, ...) index of their table. `{p}` is the driver's placeholder.
 _USER_SQL = "SELECT birth_date, signup_at FROM users WHERE user_id = {p}"
 _ROWS_SQL = (
-    "SELECT valid_from, valid_to, assignment, policy, rule, reason, facts, evidence, "
-    "recorded_at, superseded_at FROM assignment_history WHERE user_id = {p}{believed} "
-    "ORDER BY valid_from, recorded_at"
+    f"SELECT {', '.join(HISTORY_COLUMNS)} FROM assignment_history "
+    "WHERE user_id = {p}{believed} ORDER BY valid_from, recorded_at"
 )
 _STATEMENTS = {
     (p, name): sql.format(p=p, believed=believed)
@@ -60,43 +59,8 @@ _STATEMENTS = {
 }
 
 
-def _instant(value: Any) -> datetime:
-    # As `UTCDateTime.process_result_value`: "2026-01-10 09:00:00.000000" on SQLite.
-    if isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _optional_instant(value: Any) -> datetime | None:
-    return None if value is None else _instant(value)
-
-
-def _date(value: Any) -> date | None:
-    return date.fromisoformat(value) if isinstance(value, str) else value
-
-
-def _json(value: Any) -> Any:
-    # SQLite keeps JSON as text; psycopg hands json columns over decoded.
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _fetch(r: SqlReader, name: str, user_id: str) -> Sequence[Sequence[Any]]:
     return r.rows(_STATEMENTS[r.placeholder, name], (user_id,))
-
-
-def _history_row(row: Sequence[Any]) -> HistoryRow:
-    valid_from, valid_to, assignment, policy, rule, reason, facts, evidence, rec, sup = row
-    entry = Entry(
-        valid_from=_instant(valid_from),
-        valid_to=_optional_instant(valid_to),
-        assignment=assignment,
-        policy=policy,
-        rule=rule,
-        reason=reason,
-        facts=tuple(sorted(_json(facts).items())),
-        evidence=tuple(_json(evidence)),
-    )
-    return HistoryRow(entry, _instant(rec), _optional_instant(sup))
 
 
 def _user_row(r: SqlReader, user_id: str) -> tuple[date | None, datetime | None]:
@@ -105,7 +69,7 @@ def _user_row(r: SqlReader, user_id: str) -> tuple[date | None, datetime | None]
     if not found:
         raise UnknownUser(f"unknown user {user_id!r}: no events for this user in the ledger")
     birth_date, signup_at = found[0]
-    return _date(birth_date), _optional_instant(signup_at)
+    return day(birth_date), optional_instant(signup_at)
 
 
 def history(
@@ -128,7 +92,7 @@ def _history_rows(
     r: SqlReader, user_id: str, include_superseded: bool, believed_at: datetime | None
 ) -> list[HistoryRow]:
     name = "believed" if not include_superseded and believed_at is None else "all"
-    rows = [_history_row(row) for row in _fetch(r, name, user_id)]
+    rows = [history_row(row, driver=True) for row in _fetch(r, name, user_id)]
     if believed_at is not None and not include_superseded:
         rows = [r for r in rows if r.believed_at(believed_at)]
     return rows
@@ -144,7 +108,7 @@ class Current:
     age_status: AgeStatus
     signup_at: datetime | None
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         rb = RULEBOOKS.get(self.entry.assignment) if self.entry else None
         # An entry's facts are (name, value) pairs; JSON shows them as an object.
         return {

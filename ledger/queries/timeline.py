@@ -44,7 +44,7 @@ class TimelineData:
     signup_at: datetime | None
     bindings: list[Binding]  # from the believed rows: signup's binding, then each rebinding
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "user_id": self.user_id,
             "signup_at": format_instant(self.signup_at),

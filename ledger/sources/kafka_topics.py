@@ -73,7 +73,7 @@ class TopicsResult:
             if spec.name in self.partitions and self.partitions[spec.name] != spec.partitions
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "created": self.created,
             "existing": self.existing,

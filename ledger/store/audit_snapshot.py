@@ -26,14 +26,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.sql import ColumnElement, Select
 
-from ledger.app.ports import StoredEvent, StoredHistory, StoredUser, StoreUnavailable
+from ledger.app.ports import StoredEvent, StoredHistory, StoredUser
 from ledger.domain.audit import EVENT_CHAIN_FIELDS
-from ledger.errors import LedgerError
+from ledger.store.errors import translated_errors
+from ledger.store.rows import history_row_from_row, observation_from_row
 from ledger.store.schema import assignment_history, events, policy_pins, users
-from ledger.store.sql import history_row_from_row, observation_from_row
 
 __all__ = ["SqlAuditSnapshot", "SqlAuditSource"]
 
@@ -67,7 +66,7 @@ class SqlAuditSource:
             with self._transaction(self.bind, wait_for_writers) as snap:
                 yield snap
             return
-        with reading_errors():
+        with translated_errors(reading=True):
             conn = self.bind.connect()
         with conn, self._transaction(conn, wait_for_writers) as snap:
             yield snap
@@ -76,7 +75,7 @@ class SqlAuditSource:
     def _transaction(self, conn: Connection, wait_for_writers: bool) -> Iterator[SqlAuditSnapshot]:
         # Only the store's own work is translated into ledger errors here: whatever the
         # caller raises inside the block passes through as it is.
-        with reading_errors():
+        with translated_errors(reading=True):
             postgres = conn.dialect.name == "postgresql"
             if postgres:
                 conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
@@ -90,30 +89,8 @@ class SqlAuditSource:
             yield SqlAuditSnapshot(conn)
         finally:
             # Nothing was written: ending the read transaction is all that is left.
-            with reading_errors():
+            with translated_errors(reading=True):
                 trans.rollback()
-
-
-@contextmanager
-def reading_errors() -> Iterator[None]:
-    """The database's errors, and rows that cannot be read back, as one-line ledger errors."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        raise StoreUnavailable(f"the database failed: {_reason(exc)}") from exc
-    except (ValueError, UnicodeError, OverflowError) as exc:
-        # A column type could not convert a stored value (a timestamp that is not one):
-        # nothing the ledger writes, so someone wrote it outside the ledger.
-        raise LedgerError(
-            f"a stored row cannot be read ({type(exc).__name__}: {exc}): it was written "
-            "outside the ledger"
-        ) from exc
-
-
-def _reason(exc: BaseException) -> str:
-    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = str(orig).strip().splitlines()
-    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
 
 
 def _begin_sqlite_read(conn: Connection) -> None:
@@ -165,7 +142,7 @@ class SqlAuditSnapshot:
         return column.collate("C") if self.postgres else column
 
     def _stream(self, query: Select[Any]) -> Iterator[Any]:
-        with reading_errors():
+        with translated_errors(reading=True):
             result = self.conn.execute(
                 query, execution_options={"stream_results": True, "yield_per": FETCH_ROWS}
             )
@@ -218,17 +195,17 @@ class SqlAuditSnapshot:
         ids = sorted(set(event_ids))
         for i in range(0, len(ids), LOOKUP_IDS):
             q = select(e.event_id, e.app_seq, e.seq).where(e.event_id.in_(ids[i : i + LOOKUP_IDS]))
-            with reading_errors():
+            with translated_errors(reading=True):
                 found.update({r.event_id: (r.app_seq, r.seq) for r in self.conn.execute(q)})
         return found
 
     def pins(self) -> dict[str, str]:
         q = select(policy_pins.c.version, policy_pins.c.hash)
-        with reading_errors():
+        with translated_errors(reading=True):
             return {r.version: r.hash for r in self.conn.execute(q)}
 
     def max_app_seq(self) -> int:
-        with reading_errors():
+        with translated_errors(reading=True):
             return int(self.conn.execute(select(func.max(events.c.app_seq))).scalar() or 0)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ledger.errors import LedgerError
+from ledger.errors import StoreUnavailable
 
-# SQLAlchemy is imported where it is used: `HEAD_REVISION` and `StoreError` serve the
+# SQLAlchemy is imported where it is used: `HEAD_REVISION` serves the
 # driver-level reader (`ledger.store.readonly.connect_at_head`) of a `ledger history` that
 # must not spend a third of a second importing it.
 if TYPE_CHECKING:
@@ -17,10 +17,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Kept here so that a command on a current store never imports
 # Alembic (a tenth of a second); a test checks it against Alembic's own head.
 HEAD_REVISION = "0003"
-
-
-class StoreError(LedgerError):
-    """The database cannot be used; the message is one line for the user."""
 
 
 def _alembic_config() -> Any:
@@ -64,11 +60,11 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StoreError(f"not a database URL: {url!r} (e.g. sqlite:///ledger.db)") from None
+        raise StoreUnavailable(f"not a database URL: {url!r} (e.g. sqlite:///ledger.db)") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         parent = Path(parsed.database).expanduser().resolve().parent
         if not parent.is_dir():
-            raise StoreError(f"cannot open database {url}: directory {parent} does not exist")
+            raise StoreUnavailable(f"cannot open database {url}: directory {parent} does not exist")
     sqlite = parsed.get_backend_name() == "sqlite"
     # A writer waits this long for another's SQLite write lock (a batch, or a migration of
     # a large store) before it counts as contention.
@@ -78,7 +74,7 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     try:
         engine = create_engine(parsed, future=True, connect_args=connect_args)
     except (ArgumentError, ImportError) as exc:
-        raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+        raise StoreUnavailable(f"cannot use database URL {url!r}: {exc}") from None
     if sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
@@ -88,9 +84,10 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
                 _upgrade(conn)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StoreError(f"cannot reach database {parsed.render_as_string()}: {reason}") from None
+        where = parsed.render_as_string()
+        raise StoreUnavailable(f"cannot reach database {where}: {reason}") from None
     except SQLAlchemyError as exc:
-        raise StoreError(f"database {parsed.render_as_string()} failed: {exc}") from None
+        raise StoreUnavailable(f"database {parsed.render_as_string()} failed: {exc}") from None
     return engine
 
 
@@ -146,6 +143,6 @@ def upgrade(url: str) -> tuple[str | None, str | None]:
             _upgrade(conn)
             return before, current_revision(conn)
     except OperationalError as exc:
-        raise StoreError(f"cannot reach database: {exc.orig}") from None
+        raise StoreUnavailable(f"cannot reach database: {exc.orig}") from None
     finally:
         engine.dispose()

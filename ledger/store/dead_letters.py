@@ -10,15 +10,13 @@ hand it out.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Select, delete, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from ledger.store.database import StoreError
+from ledger.store.errors import translated_errors
 from ledger.store.schema import dead_letters
 
 _dl = dead_letters.c
@@ -63,18 +61,6 @@ class Selection:
 _LISTED = [c for c in dead_letters.c if c.name != "raw"]
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    # A database that fails mid-command is one error line, like one that cannot be opened.
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        orig = getattr(exc, "orig", None) or exc
-        lines = str(orig).strip().splitlines()
-        reason = lines[0] if lines else type(orig).__name__
-        raise StoreError(f"the database failed: {reason}") from None
-
-
 def _row(row: Any, with_raw: bool) -> DeadLetterRow:
     return DeadLetterRow(
         id=row.id,
@@ -116,21 +102,21 @@ def list_dead_letters(
     q = _where(select(*_LISTED), sel).order_by(_dl.id)
     if limit is not None:
         q = q.limit(limit)
-    with _errors(), engine.connect() as conn:
+    with translated_errors(), engine.connect() as conn:
         return [_row(r, with_raw=False) for r in conn.execute(q)]
 
 
 def count(engine: Engine, sel: Selection) -> tuple[int, int]:
     """(matching dead letters, of which unresolved)."""
     q = _where(select(func.count(), func.count().filter(_dl.resolved_at.is_(None))), sel)
-    with _errors(), engine.connect() as conn:
+    with translated_errors(), engine.connect() as conn:
         total, unresolved = conn.execute(q).one()
     return int(total), int(unresolved)
 
 
 def get(engine: Engine, dead_letter_id: int) -> DeadLetterRow | None:
     """One dead letter with its raw input."""
-    with _errors(), engine.connect() as conn:
+    with translated_errors(), engine.connect() as conn:
         row = conn.execute(select(dead_letters).where(_dl.id == dead_letter_id)).first()
     return _row(row, with_raw=True) if row is not None else None
 
@@ -138,7 +124,7 @@ def get(engine: Engine, dead_letter_id: int) -> DeadLetterRow | None:
 def ids(engine: Engine, sel: Selection) -> list[int]:
     """The ids of the matching dead letters, oldest first: fixed before a retry run starts, so
     the dead letters the retry run itself writes are not picked up by the same run."""
-    with _errors(), engine.connect() as conn:
+    with translated_errors(), engine.connect() as conn:
         return list(conn.execute(_where(select(_dl.id), sel).order_by(_dl.id)).scalars())
 
 
@@ -146,7 +132,7 @@ def iter_with_raw(engine: Engine, dead_letter_ids: Sequence[int]) -> Iterator[De
     """These dead letters with their raw input, in the order given, a few rows at a time."""
     for i in range(0, len(dead_letter_ids), _RAW_CHUNK):
         chunk = list(dead_letter_ids[i : i + _RAW_CHUNK])
-        with _errors(), engine.connect() as conn:
+        with translated_errors(), engine.connect() as conn:
             rows = {r.id: r for r in conn.execute(select(dead_letters).where(_dl.id.in_(chunk)))}
         # A row purged meanwhile is simply gone.
         yield from (_row(rows[n], with_raw=True) for n in chunk if n in rows)
@@ -161,7 +147,7 @@ def resolve(engine: Engine, dead_letter_id: int, resolved_at: datetime, resoluti
         .where(_dl.resolved_at.is_(None))
         .values(resolved_at=resolved_at, resolution=resolution)
     )
-    with _errors(), engine.begin() as conn:
+    with translated_errors(), engine.begin() as conn:
         return conn.execute(q).rowcount == 1
 
 
@@ -173,13 +159,13 @@ def at_position(engine: Engine, source: str, partition: int, offset: int) -> int
         .where(_dl.partition == partition)
         .where(_dl.offset == offset)
     )
-    with _errors(), engine.connect() as conn:
+    with translated_errors(), engine.connect() as conn:
         return conn.execute(q).scalar()
 
 
 def purge(engine: Engine, before: datetime) -> int:
     """Delete every dead letter recorded before `before`; returns how many."""
-    with _errors(), engine.begin() as conn:
+    with translated_errors(), engine.begin() as conn:
         return conn.execute(delete(dead_letters).where(_dl.recorded_at < before)).rowcount
 
 

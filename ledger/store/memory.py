@@ -13,10 +13,9 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.app.ports import StoreConflict
+from ledger.app.ports import HistoryTableRow, StoreConflict
 from ledger.domain.audit import GENESIS
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
@@ -143,12 +142,11 @@ class MemoryStore:
     def user_ids(self) -> list[str]:
         return sorted(self._state.users)
 
-    def history_rows(self) -> list[tuple[Any, ...]]:
-        """Every history row as the SQL table's columns without its surrogate id (user_id,
-        valid_from, valid_to, assignment, policy, rule, reason, facts, evidence,
-        recorded_at, superseded_at, policy_hash), so the two stores compare directly."""
+    def history_rows(self) -> list[HistoryTableRow]:
+        """Every history row as the SQL table's columns without its surrogate id, so the
+        two stores compare directly."""
         return [
-            (
+            HistoryTableRow(
                 user_id,
                 r.entry.valid_from,
                 r.entry.valid_to,

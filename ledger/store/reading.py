@@ -16,8 +16,9 @@ from sqlalchemy import Engine, func, select
 
 from ledger.app.ports import UserHistory
 from ledger.domain.facts import OBSERVED_FIELDS, Observation
+from ledger.store.errors import translated_errors
+from ledger.store.rows import observation_from_row
 from ledger.store.schema import assignment_history, events, users
-from ledger.store.sql import observation_from_row, translated_errors
 
 CHUNK_USERS = 2000
 

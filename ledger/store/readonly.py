@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ledger.store.database import HEAD_REVISION, StoreError, current_revision, head_revision
+from ledger.errors import StoreUnavailable
+from ledger.store.database import HEAD_REVISION, current_revision, head_revision
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -158,7 +159,7 @@ def _sqlite_reader(dbapi_connection, _record) -> None:  # type: ignore[no-untype
 
 
 def open_reader(url: str, *, pool_size: int = 8) -> Engine:
-    """An engine that reads `url`; raises StoreError for a URL that cannot name a store (a
+    """An engine that reads `url`; raises StoreUnavailable for a URL that cannot name a store (a
     missing SQLite file included: opening it would create an empty database)."""
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
@@ -167,14 +168,16 @@ def open_reader(url: str, *, pool_size: int = 8) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StoreError(f"not a database URL: {url!r} (e.g. sqlite:///ledger.db)") from None
+        raise StoreUnavailable(f"not a database URL: {url!r} (e.g. sqlite:///ledger.db)") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
-            raise StoreError("an in-memory SQLite database has nothing to serve")
+            raise StoreUnavailable("an in-memory SQLite database has nothing to serve")
         path = Path(parsed.database).expanduser()
         if not path.is_file():
-            raise StoreError(f"cannot open database {url}: no such file {path}")
+            raise StoreUnavailable(
+                f"no ledger database at {url}: no such file {path} (replay events into it first)"
+            )
         # A reader in WAL mode waits for a writer's lock only around checkpoints.
         args: dict[str, object] = {"timeout": 5.0, "check_same_thread": False}
         kwargs: dict[str, object] = {}
@@ -188,7 +191,7 @@ def open_reader(url: str, *, pool_size: int = 8) -> Engine:
         # A database restarted under the server leaves dead pooled connections: ping first.
         kwargs = {"pool_pre_ping": True}
     else:
-        raise StoreError(f"cannot use database URL {url!r}: only SQLite and PostgreSQL")
+        raise StoreUnavailable(f"cannot use database URL {url!r}: only SQLite and PostgreSQL")
     try:
         engine = create_engine(
             parsed,
@@ -199,7 +202,7 @@ def open_reader(url: str, *, pool_size: int = 8) -> Engine:
             **kwargs,
         )
     except (ArgumentError, ImportError) as exc:
-        raise StoreError(f"cannot use database URL {url!r}: {exc}") from None
+        raise StoreUnavailable(f"cannot use database URL {url!r}: {exc}") from None
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_reader)
     return engine
@@ -237,3 +240,20 @@ def readiness(engine: Engine) -> Readiness:
             f"the schema is at {found}, this server reads {head}: run `ledger db upgrade`",
         )
     return Readiness(True, revision, head, None)
+
+
+def open_at_head(url: str, *, pool_size: int = 2) -> Engine:
+    """A read-only engine on an existing store at the newest schema, for commands that read
+    a whole store (audit, what-if): they never create, migrate or write what they read."""
+    engine = open_reader(url, pool_size=pool_size)
+    ready = readiness(engine)
+    if not ready.ready:
+        engine.dispose()
+        problem = ready.problem or "the store cannot be read"
+        if ready.problem is not None and ready.problem.startswith("the schema is at"):
+            problem = (
+                f"the store's schema is at {ready.revision or 'no ledger schema'}, this ledger "
+                f"reads {ready.head}: run `ledger db upgrade` (or replay events into it first)"
+            )
+        raise StoreUnavailable(problem)
+    return engine

@@ -10,29 +10,17 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, func, select
-from sqlalchemy.exc import (
-    DataError,
-    DBAPIError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-)
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.app.ports import StoreConflict, StoreRefused, StoreUnavailable
 from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS
-from ledger.domain.events import Relocated, TermsAccepted
 from ledger.domain.facts import (
     Observation,
-    ObservedPayload,
-    ObservedPhoneChange,
-    ObservedSignup,
-    PhoneFacts,
     observed_fields,
 )
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
-from ledger.domain.timeline import Entry
 from ledger.sources.records import SourceIdentity
+from ledger.store.errors import translated_errors
+from ledger.store.rows import history_row_from_row, observation_from_row
 from ledger.store.schema import (
     assignment_history,
     dead_letters,
@@ -50,45 +38,6 @@ _CHUNK = 5000
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
-
-
-def _observed_payload(row: Any) -> ObservedPayload:
-    """The payload of a stored event row; the row's `type` column names its kind."""
-    phone = (
-        PhoneFacts(row.phone_region, bool(row.phone_valid), row.phone_hash)
-        if row.phone_hash is not None
-        else None
-    )
-    if row.type == "SignedUp" and phone is not None:
-        return ObservedSignup(phone, row.channel, row.birth_date)
-    if row.type == "PhoneChanged" and phone is not None:
-        return ObservedPhoneChange(phone)
-    if row.type == "Relocated":
-        return Relocated(row.country, row.evidence)
-    if row.type == "TermsAccepted":
-        return TermsAccepted(row.tos_version)
-    raise ValueError(f"stored event {row.event_id} has an unreadable type {row.type!r}")
-
-
-def observation_from_row(row: Any) -> Observation:
-    return Observation(row.event_id, row.user_id, row.occurred_at, _observed_payload(row))
-
-
-def entry_from_row(row: Any) -> Entry:
-    return Entry(
-        valid_from=row.valid_from,
-        valid_to=row.valid_to,
-        assignment=row.assignment,
-        policy=row.policy,
-        rule=row.rule,
-        reason=row.reason,
-        facts=tuple(sorted(row.facts.items())),
-        evidence=tuple(row.evidence),
-    )
-
-
-def history_row_from_row(row: Any) -> HistoryRow:
-    return HistoryRow(entry_from_row(row), row.recorded_at, row.superseded_at)
 
 
 def known_event_users(conn: Connection, event_ids: Sequence[str]) -> dict[str, str]:
@@ -535,44 +484,3 @@ class SqlStore:
         with translated_errors(), self.engine.begin() as conn:
             q = delete(source_positions).where(source_positions.c.source == source)
             return conn.execute(q).rowcount
-
-
-@contextmanager
-def translated_errors() -> Iterator[None]:
-    """SQLAlchemy's errors as the port's three kinds (`ledger.app.ports`)."""
-    try:
-        yield
-    except IntegrityError as exc:
-        # The planner never writes one event id or one (user, seq) twice, so a violated
-        # unique key means another writer committed them first; any other integrity
-        # error (a check, a trigger) is the database refusing the data.
-        if _unique_violation(exc):
-            raise StoreConflict(f"another writer got there first: {_reason(exc)}") from exc
-        raise StoreRefused(_reason(exc)) from exc
-    except OperationalError as exc:
-        if _contention(exc):
-            raise StoreConflict(f"another writer holds the rows: {_reason(exc)}") from exc
-        raise StoreUnavailable(f"the database failed: {_reason(exc)}") from exc
-    except InterfaceError as exc:
-        raise StoreUnavailable(f"the database failed: {_reason(exc)}") from exc
-    except (DataError, UnicodeError, ValueError, OverflowError) as exc:
-        raise StoreRefused(_reason(exc)) from exc
-
-
-def _reason(exc: BaseException) -> str:
-    """The database's own words, one line."""
-    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    lines = str(orig).strip().splitlines()
-    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
-
-
-def _unique_violation(exc: IntegrityError) -> bool:
-    code = getattr(exc.orig, "sqlstate", None)
-    return code == "23505" or "UNIQUE constraint failed" in str(exc.orig)
-
-
-def _contention(exc: OperationalError) -> bool:
-    """Lost a race with another writer rather than lost the database: SQLite's busy lock
-    (after its timeout), PostgreSQL's deadlock and serialization failures."""
-    code = getattr(exc.orig, "sqlstate", None)
-    return code in ("40P01", "40001") or "database is locked" in str(exc.orig)

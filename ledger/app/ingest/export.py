@@ -25,7 +25,7 @@ class ExportSummary:
     seconds: float = 0.0
     skipped_samples: list[str] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
             "path": self.path,
             "written": self.written,

@@ -34,7 +34,7 @@ from ledger.app.ports import (
     StoreConflict,
     StoreRefused,
 )
-from ledger.domain.events import EventError
+from ledger.domain.events import Event, EventError
 from ledger.domain.facts import ParsedPhone, event_phones, parse_phones
 from ledger.domain.policy import PolicySet
 from ledger.domain.projection import UserProjection
@@ -296,3 +296,28 @@ class Projector:
             raise
         self._remember(projections)
         return plan.result()
+
+
+Delivery = tuple[Event, datetime]  # an event and the record time it arrives with
+
+
+def apply_deliveries(
+    projector: Projector,
+    batches: Iterable[Sequence[Delivery]],
+    now: datetime,
+    *,
+    source: str = "deliveries",
+) -> list[BatchResult]:
+    """Apply events already decoded, batch by batch, as records of one partition of
+    `source` numbered from 0: how the policy tests and the property tests drive the
+    projector's one code path without a file or a topic."""
+    results: list[BatchResult] = []
+    offset = 0
+    for batch in batches:
+        records = [
+            SourceRecord(source, 0, offset + i, f"#{offset + i}", b"", (event, recorded_at))
+            for i, (event, recorded_at) in enumerate(batch)
+        ]
+        offset += len(records)
+        results.append(projector.apply_batch(records, now))
+    return results

@@ -31,7 +31,7 @@ class PublishSummary:
     def events_per_second(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
-    def as_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
             "sent": self.sent,
             "invalid": self.invalid,

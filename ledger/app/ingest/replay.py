@@ -54,7 +54,7 @@ class ReplaySummary:
             if len(self.dead_letter_samples) < 10:
                 self.dead_letter_samples.append(f"{d.record.position}: {d.reason}")
 
-    def as_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
             "applied": self.applied,
             "duplicates": self.duplicates,

@@ -52,7 +52,7 @@ class Outcome:
     new_id: int | None = None  # dead-lettered again: the new dead letter's id
     reason: str | None = None  # dead-lettered again: why, this time
 
-    def as_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
             "id": self.dead_letter_id,
             "position": self.position,
@@ -76,7 +76,7 @@ class RetrySummary:
         """Dead letters this run was asked to retry that remain unapplied."""
         return self.count("dead-lettered") + self.count("not-retryable")
 
-    def as_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, object]:
         return {
             "run": self.run,
             "applied": self.count("applied"),
@@ -84,7 +84,7 @@ class RetrySummary:
             "dead_lettered_again": self.count("dead-lettered"),
             "not_retryable": self.count("not-retryable"),
             "already_resolved": self.count("already-resolved"),
-            "results": [o.as_json() for o in self.outcomes],
+            "results": [o.to_json() for o in self.outcomes],
         }
 
 

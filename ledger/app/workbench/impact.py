@@ -145,7 +145,7 @@ class ImpactReport:
     def share(self, n: int) -> float:
         return n / self.users if self.users else 0.0
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         def rule(key: tuple[str, str]) -> dict[str, str] | None:
             return {"policy": key[0], "rule": key[1]} if key[0] else None
 
@@ -243,7 +243,7 @@ class Explanation:
             for t, end in zip(bounds, [*bounds[1:], None], strict=True)
         ]
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         def entry(e: Entry | None) -> dict[str, Any] | None:
             return None if e is None else entry_json(e)
 

@@ -31,8 +31,8 @@ from typing import Any
 from hypothesis import HealthCheck, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 
-from ledger.app.ingest.projector import Projector
-from ledger.app.ports import ReadableStore
+from ledger.app.ingest.projector import Delivery, Projector, apply_deliveries
+from ledger.app.ports import HistoryTableRow, ReadableStore
 from ledger.codecs.policy_files import PolicyFiles
 from ledger.domain.events import Event
 from ledger.domain.facts import FACT_TYPES, observe
@@ -48,7 +48,6 @@ from ledger.domain.policy_checks import (
 from ledger.domain.time import format_instant
 from ledger.domain.timeline import compute_timeline, entry_at
 from ledger.sources.files import write_event_file
-from ledger.sources.records import SourceRecord
 from ledger.testing import (
     DEFAULT_MAX,
     DEFAULT_MIN,
@@ -90,7 +89,7 @@ class CheckResult:
     only: str | None = None  # `impact --only` this version to see the history as tested
     at: datetime | None = None  # an example's time
 
-    def as_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "kind": self.kind,
@@ -343,24 +342,17 @@ def _one_assignment(events: list[Event], policies: PolicySet, label: str) -> str
 
 
 def _project(
-    factory: StoreFactory, policies: PolicySet, batches: Sequence[Sequence[tuple[Event, datetime]]]
-) -> list[tuple[Any, ...]]:
+    factory: StoreFactory, policies: PolicySet, batches: Sequence[Sequence[Delivery]]
+) -> list[HistoryTableRow]:
     """Every history row after the projector applied `batches` in order to a fresh store."""
     store = factory()
     projector = Projector(store, policies, PHONE_KEY, cache_users=1000)
-    offset = 0
-    for batch in batches:
-        records = [
-            SourceRecord("policy-test", 0, offset + i, f"#{offset + i}", b"", (e, rt))
-            for i, (e, rt) in enumerate(batch)
-        ]
-        offset += len(records)
-        projector.apply_batch(records, RECORD_T0)
+    apply_deliveries(projector, batches, RECORD_T0, source="policy-test")
     return sorted(store.history_rows(), key=repr)
 
 
-def _believed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    return sorted((r[:9] for r in rows if r[10] is None), key=repr)
+def _believed(rows: list[HistoryTableRow]) -> list[tuple[Any, ...]]:
+    return sorted((r.believed_entry() for r in rows if r.superseded_at is None), key=repr)
 
 
 def _at_positions(stream: Sequence[Event]) -> list[tuple[Event, datetime]]:
