@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from ledger.app.audit.decisions import export_decisions
 from ledger.app.audit.digest import take_digest
 from ledger.app.audit.signing import sign
-from ledger.app.audit.verify import Problem, VerifyReport, verify
+from ledger.app.audit.verify import Finding, VerifyReport, verify
 from ledger.app.ingest.projector import Projector, apply_deliveries
 from ledger.app.ingest.replay import replay_files
 from ledger.cli import audit as audit_commands
@@ -103,11 +103,11 @@ def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
     engine.dispose()
 
 
-def problems_of(report: VerifyReport, kind: str) -> list[Problem]:
+def problems_of(report: VerifyReport, kind: str) -> list[Finding]:
     return [p for p in report.problems if p.kind == kind]
 
 
-def assert_flagged(report: VerifyReport, user: str | None, kind: str) -> Problem:
+def assert_flagged(report: VerifyReport, user: str | None, kind: str) -> Finding:
     assert not report.ok
     found = [p for p in problems_of(report, kind) if p.user == user]
     assert found, f"no {kind} problem for {user}: {[str(p) for p in report.problems]}"

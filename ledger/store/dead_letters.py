@@ -1,7 +1,7 @@
 """The `dead_letters` table for the people who repair it: listing, reading one, marking the
 ones a retry run settled, and deleting old ones (retention).
 
-The projector only ever appends dead letters (`ledger.store.sql.write_plan`); this module
+The projector only ever appends dead letters (`ledger.store.batch_writer.write_plan`); this module
 is the operator's side. Listing never reads the `raw` column: raw input may contain
 personal data, and only `get` and `iter_with_raw` (for `dead-letters show` and `export`)
 hand it out.
