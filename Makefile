@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint faults bench clean
+.PHONY: demo test lint faults bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,docs]'
 	touch $(STAMP)
 
 DEMO_USERS ?= 100000
@@ -31,6 +31,10 @@ FAULTS_SCALE ?= 1
 
 faults: $(STAMP)
 	LEDGER_REQUIRE_POSTGRES=1 $(BIN)/python -m tests.faults --scale $(FAULTS_SCALE)
+
+# The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests
