@@ -5,7 +5,7 @@ ascending `occurred_at` across all users, with about 1% delivered late (days to 
 later events) and about 0.5% delivered twice (same `event_id`). The same arguments always
 give the same events; `write_events` turns them into byte-identical `.jsonl` or `.avro` files.
 
-Shape of the population (the rules it exercises are in RULES.md):
+Shape of the population (the rules it exercises are in docs/rules.md):
 - signups from 2024-01-01 to 2026-10-31, growing over time with a spike in January 2025 (the
   wave of US users who moved over when TikTok faced a ban), so users bind to each of
   `tos-2023-legacy`, `tos-2025-12-cutover` and `tos-2026-03-residency`;

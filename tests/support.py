@@ -67,7 +67,7 @@ def history_rows(url: str) -> list[tuple]:
 
 
 def chain_heads(url: str) -> dict[str, tuple[bytes, int]]:
-    """user -> (hash chain head, chain length), as stored (AUDIT.md)."""
+    """user -> (hash chain head, chain length), as stored (docs/audit.md)."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT user_id, chain_head, events FROM users")).all()

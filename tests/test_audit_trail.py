@@ -1,4 +1,4 @@
-"""The audit trail (AUDIT.md) end to end, on SQLite and the real PostgreSQL: a replayed store
+"""The audit trail (docs/audit.md) end to end, on SQLite and the real PostgreSQL: a replayed store
 verifies; every kind of tampering (events, history rows, policies) is named with its user
 and kind; digests catch changes to the past even when the chains were rewritten to match;
 the decision log holds every history row once and no phone number."""

@@ -1,4 +1,4 @@
-"""The synthetic stream: deterministic, parseable, and shaped as RULES.md scenarios need."""
+"""The synthetic stream: deterministic, parseable, and shaped as docs/rules.md scenarios need."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def by_user(stream: list[Event]) -> dict[str, list[Event]]:
 
 
 def _region(phone: str) -> str | None:
-    """Region the ledger would read from the phone, None when not valid (RULES.md)."""
+    """Region the ledger would read from the phone, None when not valid (docs/rules.md)."""
     try:
         number = phonenumbers.parse(phone)
     except phonenumbers.NumberParseException:
@@ -221,7 +221,7 @@ def test_mostly_ascending_with_some_late_events(stream: list[Event]) -> None:
 
 
 def _assignment(version: str, facts: dict[str, object]) -> str:
-    """The default policies of RULES.md, reduced to the outcome (test oracle only)."""
+    """The default policies of docs/rules.md, reduced to the outcome (test oracle only)."""
     if version == "tos-2023-legacy":
         return "domestic"
     if version == "tos-2025-12-cutover":

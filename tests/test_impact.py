@@ -62,7 +62,7 @@ def believed_at(url: str, at: datetime) -> dict[str, str]:
 
 
 def wechat_by_hand(path: Path, at: datetime) -> dict[str, str]:
-    """user -> what the registration phone alone says at `at` (RULES.md, wechat-style),
+    """user -> what the registration phone alone says at `at` (docs/rules.md, wechat-style),
     read from the raw event file with phonenumbers, without the ledger's code."""
     signups: dict[str, tuple[datetime, str, str]] = {}
     for line in path.read_text().splitlines():

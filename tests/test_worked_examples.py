@@ -1,4 +1,4 @@
-"""Every worked example of RULES.md, end to end through the CLI, on SQLite and PostgreSQL."""
+"""Every worked example of docs/rules.md, end to end through the CLI, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

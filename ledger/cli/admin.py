@@ -27,7 +27,7 @@ topics_app = command_group(
     "Connection security comes from LEDGER_KAFKA_* environment variables "
     "(LEDGER_KAFKA_SECURITY_PROTOCOL, LEDGER_KAFKA_SASL_MECHANISM, "
     "LEDGER_KAFKA_SASL_USERNAME, LEDGER_KAFKA_SASL_PASSWORD, LEDGER_KAFKA_SSL_CAFILE, "
-    "LEDGER_KAFKA_SSL_CERTFILE, LEDGER_KAFKA_SSL_KEYFILE, ...); see the README."
+    "LEDGER_KAFKA_SSL_CERTFILE, LEDGER_KAFKA_SSL_KEYFILE, ...); see docs/kafka.md."
 )
 
 

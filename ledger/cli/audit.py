@@ -1,4 +1,4 @@
-"""`ledger verify`, `ledger digest`, `ledger decisions export`: the audit trail of AUDIT.md
+"""`ledger verify`, `ledger digest`, `ledger decisions export`: the audit trail of docs/audit.md
 from the command line. All three only read the store, through read-only sessions, and
 never migrate it."""
 

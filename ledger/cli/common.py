@@ -126,7 +126,7 @@ BootstrapOption = Annotated[
     typer.Option(
         "--bootstrap",
         help="Kafka bootstrap servers, host:port[,host:port] (default: $LEDGER_BOOTSTRAP). "
-        "SASL/TLS settings come from LEDGER_KAFKA_* variables (see README).",
+        "SASL/TLS settings come from LEDGER_KAFKA_* variables (see docs/kafka.md).",
         show_default=False,
     ),
 ]

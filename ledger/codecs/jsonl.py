@@ -1,4 +1,4 @@
-"""The JSON form of events (RULES.md, "Event JSON form"): one object per line, payload
+"""The JSON form of events (docs/rules.md, "Event JSON form"): one object per line, payload
 fields flat beside the envelope, an optional `recorded_at` on exported events.
 
 Decoding never raises anything but `EventError`; callers add the source position. The

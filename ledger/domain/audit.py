@@ -1,4 +1,4 @@
-"""The pure building blocks of the tamper-evident audit trail (AUDIT.md): canonical bytes of
+"""The pure building blocks of the tamper-evident audit trail (docs/audit.md): canonical bytes of
 stored events, per-user hash chains, a Merkle root over the users' chain heads, policy
 content hashes, stable decision ids and the digest document.
 

@@ -1,4 +1,4 @@
-"""The typed event model (RULES.md, "Events"): payload classes, validation of flat fields
+"""The typed event model (docs/rules.md, "Events"): payload classes, validation of flat fields
 into an `Event`, and the flat fields of a payload. The JSON and Avro forms are codecs
 (`ledger.codecs`) built on `build_event` and `payload_fields`.
 
@@ -80,7 +80,7 @@ class Event:
 
     @property
     def order_key(self) -> tuple[datetime, str]:
-        """Valid-time order of one user's events (RULES.md): occurred_at, then event_id."""
+        """Valid-time order of one user's events (docs/rules.md): occurred_at, then event_id."""
         return (self.occurred_at, self.event_id)
 
 

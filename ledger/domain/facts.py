@@ -1,4 +1,4 @@
-"""The facts the fold derives per user (RULES.md, "Facts"), and the PII-reduced form of
+"""The facts the fold derives per user (docs/rules.md, "Facts"), and the PII-reduced form of
 events the fold reads ("observations"). Pure: phone parsing is a library call, no I/O."""
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class UserSummary:
     current_phone_hash: str | None
     latest: Entry | None
     events: int
-    chain_head: bytes  # the link of the user's last applied event (AUDIT.md)
+    chain_head: bytes  # the link of the user's last applied event (docs/audit.md)
 
 
 @dataclass(slots=True)

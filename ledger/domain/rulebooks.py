@@ -1,4 +1,4 @@
-"""The two rulebooks of RULES.md and the age status each implies."""
+"""The two rulebooks of docs/rules.md and the age status each implies."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The valid-time history of one user, computed from their observations (RULES.md,
+"""The valid-time history of one user, computed from their observations (docs/rules.md,
 "Which terms version governs a user" and "History entries"). Pure.
 
 The whole history is recomputed from the user's observations every time: a user has a

@@ -79,7 +79,7 @@ def _detail(row: Any) -> str | None:
 
 def bindings(rows: list[HistoryRow]) -> list[Binding]:
     """When each terms version began to govern, in the believed history. Each policy is the
-    policy of one terms version and a rebinding always starts a new entry (RULES.md), so the
+    policy of one terms version and a rebinding always starts a new entry (docs/rules.md), so the
     moments are the first believed entry and every entry whose policy differs from the one
     before it."""
     believed = sorted(

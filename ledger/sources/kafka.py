@@ -158,7 +158,7 @@ def make_consumer(kafka: KafkaSettings, **extra: Any) -> KafkaConsumer:
 def to_source_record(
     msg: ConsumerRecord, codec: AvroCodec, *, limits: Limits | None = None
 ) -> SourceRecord:
-    """Record time is the Kafka record timestamp (RULES.md), so two replays of one topic
+    """Record time is the Kafka record timestamp (docs/rules.md), so two replays of one topic
     build the same bitemporal history. Never raises: a value over `limits.event_bytes`, an
     undecodable value or a timestamp that is no record time (Kafka's -1 "none", or outside
     the range `check_recorded_at` keeps) is a record whose `decoded` is the EventError."""

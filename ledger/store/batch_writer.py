@@ -102,7 +102,7 @@ class _Rows:
             self.conn.exec_driver_sql(sql, rows)
 
     def app_seqs(self, n: int) -> list[int]:
-        """The next `n` application sequence numbers (AUDIT.md), in order."""
+        """The next `n` application sequence numbers (docs/audit.md), in order."""
         if not n:
             return []
         if self.sqlite:

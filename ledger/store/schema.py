@@ -100,7 +100,7 @@ events = Table(
     # both append a user's next event collide on this key: optimistic concurrency, as
     # eventsourcing's (originator_id, originator_version).
     Column("seq", Integer, nullable=False),
-    # The audit trail (AUDIT.md). app_seq: the store's application order across users (a
+    # The audit trail (docs/audit.md). app_seq: the store's application order across users (a
     # database sequence on PostgreSQL, so writers never contend for it); a digest covers
     # the events up to one app_seq. link: SHA-256 of the user's previous link and this
     # row's fields (ledger.domain.audit), 32 bytes.

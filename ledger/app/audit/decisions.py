@@ -1,4 +1,4 @@
-"""`ledger decisions export`: the decision log (AUDIT.md), one JSON object per history row
+"""`ledger decisions export`: the decision log (docs/audit.md), one JSON object per history row
 in record-time order, in the spirit of OPA decision logs.
 
 Each line names the decision (a stable id from user, valid_from and recorded_at), when it

@@ -1,4 +1,4 @@
-"""`ledger digest`: a small document that pins the store's past (AUDIT.md).
+"""`ledger digest`: a small document that pins the store's past (docs/audit.md).
 
 The Merkle root over every user's (user_id, chain head, chain length), sorted by user id,
 the highest application `seq` it covers, the numbers of users and events, the record time,

@@ -1,4 +1,4 @@
-"""Signing and checking the digest document of AUDIT.md.
+"""Signing and checking the digest document of docs/audit.md.
 
 A signed document is the digest's JSON with one more key, `signature`:
   {"alg": "HMAC-SHA256", "value": <64 hex>}

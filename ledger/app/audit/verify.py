@@ -1,4 +1,4 @@
-"""`ledger verify`: check a store against its own events and policies (AUDIT.md).
+"""`ledger verify`: check a store against its own events and policies (docs/audit.md).
 
 Three checks per user, on one consistent snapshot read while writers go on:
 - the hash chain: seq 1..n contiguous, every stored link equal to SHA-256(previous stored

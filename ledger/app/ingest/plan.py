@@ -88,7 +88,7 @@ class AppliedEvent:
     source: str
     position: str
     seq: int  # the user's applied events so far, this one included
-    link: bytes  # the user's hash chain after this event (AUDIT.md)
+    link: bytes  # the user's hash chain after this event (docs/audit.md)
 
 
 def chain_fields(obs: Observation, recorded_at: datetime, seq: int) -> dict[str, object]:
@@ -130,7 +130,7 @@ class BatchPlan:
     duplicates: int = 0
     already_applied: int = 0
     recorded_at: datetime | None = None  # of the batch: dead letters and positions
-    # version -> content hash of the policies deciding the batch (policy pinning, AUDIT.md)
+    # version -> content hash of the policies deciding the batch (policy pinning, docs/audit.md)
     policy_hashes: dict[str, str] = field(default_factory=dict)
 
     def result(self) -> BatchResult:

@@ -1,4 +1,4 @@
-"""The audit trail (AUDIT.md): a global application order and a per-user hash chain over
+"""The audit trail (docs/audit.md): a global application order and a per-user hash chain over
 the events, the chain head with each user, the content hash of the deciding policy on each
 history row, and the policies the store has used.
 
