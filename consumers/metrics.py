@@ -213,7 +213,7 @@ class MetricsServer:
 
     def __init__(self, metrics: ProjectorMetrics, host: str, port: int) -> None:
         handler = type("Handler", (_Handler,), {"metrics": metrics})
-        server = ThreadingHTTPServer
+        server: type[ThreadingHTTPServer] = ThreadingHTTPServer
         if ":" in host:  # an IPv6 address
             server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
         self.httpd = server((host, port), handler)

@@ -58,7 +58,7 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
 
 
-class _SeekToStored(ConsumerRebalanceListener):
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python has no types
     def __init__(self, service: ProjectorService) -> None:
         self.service = service
 

@@ -107,7 +107,7 @@ def create_time_from_boot_ticks(ticks: int) -> float:
         ticks_per_second = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError) as exc:
         raise ValueError(f"no clock tick rate on this system: {exc}") from exc
-    return ticks / ticks_per_second + psutil.boot_time()
+    return ticks / ticks_per_second + float(psutil.boot_time())
 
 
 def _reap_exited_children() -> None:
@@ -223,7 +223,7 @@ def _gone(proc: psutil.Process) -> bool:
     try:
         # Someone else's child that died stays a zombie until its parent (or init) reaps
         # it, which may be never in a container whose pid 1 does not reap: dead is dead.
-        return proc.status() == psutil.STATUS_ZOMBIE
+        return bool(proc.status() == psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return True
 

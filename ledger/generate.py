@@ -127,7 +127,7 @@ def _mobile_prefixes(region: str) -> tuple[int, int, tuple[str, ...]]:
     example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
     if example is None:
         example = phonenumbers.example_number_for_type(region, PhoneNumberType.FIXED_LINE_OR_MOBILE)
-    assert example is not None, region
+    assert example is not None and example.country_code is not None, region
     national = phonenumbers.national_significant_number(example)
     keep = 4 if example.country_code == 1 else 3  # NANP: area code + first exchange digit
     learner = random.Random(f"prefixes:{region}")

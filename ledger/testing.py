@@ -90,7 +90,7 @@ def _templates(region: str) -> tuple[tuple[int, str], ...]:
     out = []
     for kind in (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE):
         example = phonenumbers.example_number_for_type(region, kind)
-        if example is not None:
+        if example is not None and example.country_code is not None:
             out.append((example.country_code, phonenumbers.national_significant_number(example)))
     return tuple(dict.fromkeys(out))
 

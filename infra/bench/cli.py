@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
+import fastavro
 import sqlalchemy as sa
 import typer
 from rich.table import Table
@@ -27,8 +28,8 @@ from ledger.errors import LedgerError
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # Consumer-group sizes measured on PostgreSQL (at most the topic's 6 partitions), and how
 # often: one repetition keeps the default run within its budget of ten minutes.
-MEMBERS = (1, 2, 4)
-QUICK_MEMBERS = (1, 2)
+MEMBERS: tuple[int, ...] = (1, 2, 4)
+QUICK_MEMBERS: tuple[int, ...] = (1, 2)
 MEMBER_REPEAT = 1
 
 
@@ -135,7 +136,7 @@ def bench(
         archive = tmp / "events.avro"
         _log(f"generating {users:,} users")
         _sh(suite.LEDGER, "generate", "--users", str(users), "--seed", "8", "-o", str(archive))
-        events = sum(1 for _ in suite.fastavro.reader(archive.open("rb")))
+        events = sum(1 for _ in fastavro.reader(archive.open("rb")))
         extra["events"] = events
         info = stack.enter_context(launcher.running_broker(state_dir=tmp / "broker"))
         topic = "bench-events"
@@ -174,7 +175,7 @@ def bench(
             _log(f"generating {users * large:,} users for the large size")
             _sh(suite.LEDGER, "generate", "--users", str(users * large), "--seed", "9",
                 "-o", str(big))
-            big_events = sum(1 for _ in suite.fastavro.reader(big.open("rb")))
+            big_events = sum(1 for _ in fastavro.reader(big.open("rb")))
             with dbs.fresh("sqlite") as db:
                 add(f"ledger replay -> sqlite, {large}x size", suite.replay(db, big), big_events)
         if pg:

@@ -104,7 +104,7 @@ def check(paths: PathsArgument = None, as_json: JsonOption = False) -> None:
 
 def _options(max_examples: int, seed: int | None, derandomize: bool, out_dir: Path) -> Any:
     try:
-        from ledger.app.workbench.policy_tests import TestOptions
+        from ledger.app.workbench.cases import TestOptions
     except ModuleNotFoundError as exc:
         if exc.name != "hypothesis":
             raise

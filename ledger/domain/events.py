@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Literal, assert_never, cast, get_args
+from typing import Any, Literal, assert_never, get_args
 
 from ledger.domain import limits
 from ledger.domain.limits import quote
@@ -232,7 +232,7 @@ def build_event(fields: dict[str, Any]) -> Event:
         event_id=_event_id(_require_str(fields, "event_id")),
         user_id=_require_str(fields, "user_id", limits.USER_ID_CHARS),
         occurred_at=check_instant("occurred_at", fields.get("occurred_at")),
-        payload=_payload(cast(EventType, event_type), fields),
+        payload=_payload(event_type, fields),
     )
 
 

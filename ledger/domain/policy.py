@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 from ledger.domain.events import Event, TermsAccepted
 from ledger.domain.facts import FACT_TYPES, Facts
@@ -70,6 +70,10 @@ class Policy:
     title: str
     rules: tuple[Rule, ...]
     source: str = ""
+    # (conditions as (fact, test) pairs, decision) per rule, built once below.
+    _plan: tuple[tuple[tuple[tuple[str, Callable[[Any], bool]], ...], Decision], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # Each rule's decision never changes (the facts read are those of every rule up to
@@ -90,7 +94,7 @@ class Policy:
     def classify_values(self, values: Mapping[str, Any]) -> Decision:
         """`classify` on facts given by name (a missing name is an unset fact)."""
         get = values.get
-        for tests, decision in self._plan:  # type: ignore[attr-defined]
+        for tests, decision in self._plan:
             if all(test(get(fact)) for fact, test in tests):
                 return decision
         # Validation guarantees a catch-all, so this is a broken invariant, not bad input.
@@ -259,8 +263,10 @@ class PolicySet:
             self.by_version[p.version] = p
         self.bindable: tuple[Policy, ...] = tuple(
             sorted(
-                (p for p in self.by_version.values() if p.bindable), key=lambda p: p.effective_from
-            )  # type: ignore[arg-type,return-value]
+                # Validation gives every bindable policy an effective_from.
+                (p for p in self.by_version.values() if p.bindable),
+                key=lambda p: cast(datetime, p.effective_from),
+            )
         )
         for a, b in zip(self.bindable, self.bindable[1:], strict=False):
             if a.effective_from == b.effective_from:

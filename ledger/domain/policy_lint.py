@@ -117,8 +117,8 @@ def reachability(policy: Policy) -> dict[str, Reach] | None:
     read = _facts_read(policy)
     classes = [_classes(policy, f) for f in read]
     total = 1
-    for values in classes:
-        total *= len(values)
+    for options in classes:
+        total *= len(options)
     if total > MAX_CASES:
         return None
     base: dict[str, Any] = {name: None for name in FACT_NAMES}

@@ -168,7 +168,7 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
     app.state.access = access
     metrics = HttpMetrics()
     install(app)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     stats_cache = _Cached(STATS_TTL_S)
 
     auditor = [Depends(requirement("auditor"))]

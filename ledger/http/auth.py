@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -90,7 +90,7 @@ class Access:
         return role
 
 
-def requirement(needed: str) -> Callable[..., str]:
+def requirement(needed: str) -> Callable[..., Awaitable[str]]:
     """A FastAPI dependency that lets `needed` (or a higher role) through."""
 
     # async: a token check does no I/O, so it need not hop to the thread pool.

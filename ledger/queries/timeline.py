@@ -73,7 +73,7 @@ def _detail(row: Any) -> str | None:
     if row.type == "Relocated":
         return f"{row.country} ({row.evidence})"
     if row.type == "TermsAccepted":
-        return row.tos_version
+        return str(row.tos_version)
     return None
 
 
@@ -116,7 +116,8 @@ def timeline(engine: Engine, user_id: str) -> TimelineData:
         found = conn.execute(q.limit(MAX_EVENTS + 1)).all()
         total = len(found)
         if total > MAX_EVENTS:
-            total = conn.execute(select(users.c.events).where(users.c.user_id == user_id)).scalar()
+            stored = conn.execute(select(users.c.events).where(users.c.user_id == user_id))
+            total = int(stored.scalar() or total)
         signup_at = conn.execute(
             select(users.c.signup_at).where(users.c.user_id == user_id)
         ).scalar()

@@ -116,7 +116,7 @@ def ticks(lo: datetime, hi: datetime, most: int = 8) -> tuple[list[datetime], bo
             start = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
             while start < lo:
                 start += step
-            out = []
+            out: list[datetime] = []
             t = start
             while t <= hi and len(out) <= most:
                 out.append(t)
@@ -301,22 +301,22 @@ def render_svg(data: TimelineData, *, now: datetime | None = None) -> str:
     # neighbours), and a tick with its type on the valid-time axis.
     out.append('<g class="events">')
     lanes = _lanes((x(e.occurred_at) for e in data.events), 14)
-    for e, lane in zip(data.events, lanes, strict=True):
-        px, py = x(e.occurred_at), y(e.recorded_at)
+    for mark, lane in zip(data.events, lanes, strict=True):
+        px, py = x(mark.occurred_at), y(mark.recorded_at)
         tip = text(
-            f"{e.type} {e.event_id}: occurred {_fmt(e.occurred_at)}, recorded "
-            f"{_fmt(e.recorded_at)}" + (f"; {e.detail}" if e.detail else "")
+            f"{mark.type} {mark.event_id}: occurred {_fmt(mark.occurred_at)}, recorded "
+            f"{_fmt(mark.recorded_at)}" + (f"; {mark.detail}" if mark.detail else "")
         )
         ly = plot_b + 44 + 12 * (lane % 4)
         out.append(
-            f'<g class="event" data-type="{text(e.type)}" data-event-id="{text(e.event_id)}">'
+            f'<g class="event" data-type="{text(mark.type)}" data-event-id="{text(mark.event_id)}">'
             f"<title>{tip}</title>"
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.2" fill="#111" stroke="#fff" '
             'stroke-width="1"/>'
             f'<line x1="{px:.1f}" y1="{plot_b}" x2="{px:.1f}" y2="{plot_b + 8}" '
             'stroke="#111" stroke-width="2"/>'
             f'<text class="small" x="{px:.1f}" y="{ly}" '
-            f'transform="rotate(35 {px:.1f} {ly})">{text(e.type)}</text></g>'
+            f'transform="rotate(35 {px:.1f} {ly})">{text(mark.type)}</text></g>'
         )
     if data.events_total > len(data.events):
         out.append(

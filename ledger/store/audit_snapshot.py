@@ -135,7 +135,7 @@ class SqlAuditSnapshot:
 
     # --- ordering ------------------------------------------------------------------------
 
-    def _user_order(self, column: Any) -> ColumnElement[Any]:
+    def _user_order(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         # Python compares strings by code point, and the Merkle root needs that order.
         # SQLite's BINARY collation on UTF-8 is exactly that; PostgreSQL's default
         # collation may not be (en_US ignores punctuation), "C" is.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Select, delete, func, select, update
 
@@ -79,7 +79,11 @@ def _row(row: Any, with_raw: bool) -> DeadLetterRow:
     )
 
 
-def _where(q: Select[Any], sel: Selection) -> Select[Any]:
+# Any select of the table, whatever its columns (a list, a count).
+_S = TypeVar("_S", bound=Select)  # type: ignore[type-arg]
+
+
+def _where(q: _S, sel: Selection) -> _S:
     if sel.reason is not None:
         q = q.where(_dl.reason.icontains(sel.reason, autoescape=True))
     if sel.source is not None:

@@ -88,7 +88,7 @@ def history_row_from_row(row: Any) -> HistoryRow:
     return history_row([getattr(row, name) for name in HISTORY_COLUMNS])
 
 
-def instant(value: Any) -> datetime:
+def instant(value: str | datetime) -> datetime:
     # As `UTCDateTime.process_result_value`: "2026-01-10 09:00:00.000000" on SQLite.
     if isinstance(value, str):
         return datetime.fromisoformat(value).replace(tzinfo=UTC)

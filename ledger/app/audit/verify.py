@@ -23,7 +23,7 @@ layering: it decides, the store only reads.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import ExitStack, closing
 from itertools import groupby
 from typing import TypeVar
@@ -161,7 +161,7 @@ def _by_user(items: Iterable[T], what: str) -> Iterator[tuple[str, list[T]]]:
 
 def _merged(
     users: Iterable[StoredUser], events: Iterable[StoredEvent], history: Iterable[StoredHistory]
-) -> Iterator[tuple[str, StoredUser | None, list[StoredEvent], list[StoredHistory]]]:
+) -> Generator[tuple[str, StoredUser | None, list[StoredEvent], list[StoredHistory]], None, None]:
     """Each user id found in any of the three streams, with its rows from each, in order:
     one user's rows in memory at a time."""
     u_it, e_it, h_it = (
