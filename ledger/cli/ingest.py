@@ -113,8 +113,10 @@ def replay(
     ids), so a second replay of the same file applies nothing.
 
     --from-kafka: rebuilds (fresh database) or continues a projection from the topic and
-    stops when caught up with the high watermark seen at start. Without --from-* it
-    continues from the stored positions, which it shares with `ledger consume`.
+    stops when caught up with the end seen at start (the last stable offset: records of
+    producer transactions still open are left for later, see LEDGER_KAFKA_ISOLATION_LEVEL).
+    Without --from-* it continues from the stored positions, which it shares with
+    `ledger consume`.
 
     Bad lines or records are dead-lettered with their reason and position and the replay
     goes on. Exit status: 0; 3 when anything was dead-lettered; 1 on errors; 2 on usage
@@ -149,7 +151,8 @@ def replay(
             start = StartAt(offsets=parse_offsets(from_offset))
         elif from_time:
             start = StartAt(time=parse_time(from_time, "--from-time"))
-        s.kafka.require_bootstrap()  # a usage error before the store is opened
+        s.kafka.require_bootstrap()  # usage errors before the store is opened
+        _ = s.kafka.isolation  # a bad LEDGER_KAFKA_ISOLATION_LEVEL too
         wired = projector(s, policies)
         warn_if_dev_phone_key(s)  # once the command line and store are known good
         tune_gc_for_streaming()
