@@ -51,6 +51,8 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 # Readers skip the records of aborted transactions, and of open ones until they commit:
 # otherwise an event a producer took back would be applied for good.
 ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+# The record-batch codecs Kafka defines, as `ledger publish --compression` names them.
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 

@@ -29,7 +29,13 @@ from ledger.cli.common import (
     tune_gc_for_streaming,
     warn_if_dev_phone_key,
 )
+from ledger.config import COMPRESSION_TYPES
+from ledger.domain.limits import quote
 from ledger.errors import EXIT_DEAD_LETTERS, UsageError
+
+# Events are small Avro records, alike in shape: batches compress well, and the event
+# topic is kept forever (docs/producers.md has the measurements behind the choice).
+DEFAULT_COMPRESSION = "zstd"
 
 
 def render_summary(summary: Any, title: str) -> None:
@@ -179,6 +185,13 @@ def publish(
     files: Annotated[list[Path], typer.Argument(help="Event files (.jsonl or .avro).")],
     bootstrap: BootstrapOption = None,
     topic: TopicOption = None,
+    compression: Annotated[
+        str,
+        typer.Option(
+            "--compression",
+            help=f"Record-batch codec: {', '.join(COMPRESSION_TYPES)} (docs/producers.md).",
+        ),
+    ] = DEFAULT_COMPRESSION,
     as_json: JsonOption = False,
 ) -> None:
     """Send events from files to the topic (key = user_id, Avro single-object encoding).
@@ -193,12 +206,16 @@ def publish(
     from ledger.sources.files import check_paths
     from ledger.sources.kafka import make_producer
 
+    if compression not in COMPRESSION_TYPES:
+        raise UsageError(
+            f"--compression {quote(compression)}: expected one of {', '.join(COMPRESSION_TYPES)}"
+        )
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
     server = s.kafka.require_bootstrap()
     check_paths(files)
     rules = load_policies()
     with kafka_errors(server):
-        producer = make_producer(s.kafka)
+        producer = make_producer(s.kafka, compression=compression)
         shown, hook = file_progress(files)
         try:
             with shown:

@@ -22,15 +22,17 @@ from datetime import datetime
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import codec as kafka_codec
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
     MessageSizeTooLargeError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
+    UnsupportedCodecError,
 )
 
 from ledger.codecs.avro import AvroCodec
-from ledger.config import KafkaSettings, Limits
+from ledger.config import COMPRESSION_TYPES, KafkaSettings, Limits
 from ledger.domain.events import EventError, check_recorded_at
 from ledger.domain.time import from_millis, to_millis
 from ledger.sources.files import SourceError
@@ -128,19 +130,77 @@ def source_key(topic: str) -> str:
     return f"kafka:{topic}"
 
 
-def make_producer(kafka: KafkaSettings) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=kafka.require_bootstrap(),
-        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
-        acks="all",
-        # One request in flight per broker keeps a user's events in order across retries
-        # without relying on idempotent-producer support.
-        max_in_flight_requests_per_connection=1,
-        retries=10,
-        linger_ms=10,
-        batch_size=256 * 1024,
-        **kafka.client,
+# codec -> (kafka-python's check for the library that codec needs, the package providing
+# it). gzip is in the standard library. All three are dependencies of the ledger; an
+# installation without one (a trimmed image) must say which, not fail on every batch.
+CODEC_LIBRARIES: Mapping[str, tuple[Any, str]] = {
+    "snappy": (kafka_codec.has_snappy, "python-snappy"),
+    "lz4": (kafka_codec.has_lz4, "lz4"),
+    "zstd": (kafka_codec.has_zstd, "zstandard"),
+}
+
+
+class CodecUnavailable(KafkaSourceError):
+    """Record batches in a codec this installation cannot (de)compress: no record of such a
+    batch can be read or written until the package is installed, so nothing is skipped."""
+
+
+def _needs(codec: str) -> str | None:
+    """What is missing to use `codec`, as the end of a sentence; None when nothing is."""
+    check, package = CODEC_LIBRARIES.get(codec, (lambda: True, ""))
+    if check():
+        return None
+    return (
+        f"needs the Python package {package}, which is not installed (pip install {package}; "
+        "jurisdiction-ledger depends on it, so this installation is incomplete)"
     )
+
+
+def missing_codec(codec: str) -> CodecUnavailable | None:
+    """The error for writing with a codec whose library is not installed, else None."""
+    needs = _needs(codec)
+    return None if needs is None else CodecUnavailable(f"--compression {codec} {needs}")
+
+
+def codec_error(exc: UnsupportedCodecError) -> CodecUnavailable:
+    """kafka-python's UnsupportedCodecError, raised by `poll` for a batch it cannot
+    decompress, as the codec and the package that provides it."""
+    text = str(exc)
+    for codec in CODEC_LIBRARIES:
+        if f" {codec} " in text and (needs := _needs(codec)) is not None:
+            return CodecUnavailable(
+                f"a record batch is compressed with {codec}, and reading it {needs}"
+            )
+    return CodecUnavailable(
+        f"a record batch cannot be decompressed ({text}); Kafka defines the codecs "
+        f"{', '.join(c for c in COMPRESSION_TYPES if c != 'none')}"
+    )
+
+
+def make_producer(kafka: KafkaSettings, *, compression: str = "none") -> KafkaProducer:
+    """`compression`: one of COMPRESSION_TYPES. Dead letters keep the default, none: a
+    dead-letter topic is read by people with whatever tool is at hand."""
+    if compression not in COMPRESSION_TYPES:
+        raise ValueError(f"unknown compression {compression!r}")
+    if (missing := missing_codec(compression)) is not None:
+        raise missing
+    try:
+        return KafkaProducer(
+            bootstrap_servers=kafka.require_bootstrap(),
+            bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
+            acks="all",
+            # One request in flight per broker keeps a user's events in order across
+            # retries without relying on idempotent-producer support.
+            max_in_flight_requests_per_connection=1,
+            retries=10,
+            linger_ms=10,
+            batch_size=256 * 1024,
+            compression_type=None if compression == "none" else compression,
+            **kafka.client,
+        )
+    except ValueError as exc:
+        # kafka-python's word for a broker too old for the codec (zstd needs Kafka 2.1).
+        raise KafkaSourceError(f"cannot write {compression} batches: {exc}") from None
 
 
 def make_consumer(kafka: KafkaSettings, **extra: Any) -> KafkaConsumer:
