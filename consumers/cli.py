@@ -121,6 +121,7 @@ def consume(
         consumer_log_every_s=log_every,
     )
     server = s.kafka.require_bootstrap()
+    _ = s.kafka.isolation  # a bad LEDGER_KAFKA_ISOLATION_LEVEL before anything is changed
     # A service runs unattended: it stores nothing under a reversible key unless told to.
     if s.uses_dev_phone_key and not allow_dev_key:
         raise UsageError(

@@ -8,7 +8,7 @@ small HTTP server that exposes them with a liveness endpoint.
 | `ledger_dead_letters_total{reason_class}` | counter | records dead-lettered, by kind of reason |
 | `ledger_batches_total` | counter | batches committed |
 | `ledger_batch_apply_seconds` | histogram | time to apply and commit one batch |
-| `ledger_consumer_lag_records{partition}` | gauge | high watermark minus position |
+| `ledger_consumer_lag_records{partition}` | gauge | last stable offset minus position |
 | `ledger_last_applied_record_timestamp_seconds` | gauge | newest record time committed |
 | `ledger_database_retries_total` | counter | store operations that failed and will be retried |
 | `ledger_consumer_up` | gauge | 1 while the consume loop runs |
@@ -110,7 +110,8 @@ class ProjectorMetrics:
         )
         self.lag = Gauge(
             "ledger_consumer_lag_records",
-            "Records between the consumer's position and the high watermark, per partition.",
+            "Records between the consumer's position and the end it can read (the last "
+            "stable offset when read_committed), per partition.",
             ["partition"],
             registry=r,
         )

@@ -40,6 +40,7 @@ from ledger.sources.kafka import (
     check_not_truncated,
     make_consumer,
     make_producer,
+    readable_end,
     source_key,
     to_source_record,
     topic_identity,
@@ -189,6 +190,8 @@ class ProjectorService:
                 check_identity(topic, self.identity, now, {})
             for tp in self.consumer.assignment():
                 if tp not in self.unpositioned:
+                    # Against the high watermark, not the LSO: a position between them
+                    # is legal (`ledger.sources.kafka.readable_end`).
                     check_not_truncated(
                         topic, tp.partition, self.consumer.position(tp), self.consumer.highwater(tp)
                     )
@@ -293,12 +296,14 @@ class ProjectorService:
 
     # -- reporting ---------------------------------------------------------------------------
     def lag(self) -> dict[int, int]:
+        """Records this consumer can read but has not, per partition: up to the last stable
+        offset when read_committed, so an open transaction is not counted as lag."""
         assert self.consumer is not None
         out = {}
         for tp in self.consumer.assignment():
-            hw = self.consumer.highwater(tp)
-            if hw is not None:
-                out[tp.partition] = max(0, hw - self.consumer.position(tp))
+            end = readable_end(self.consumer, tp)
+            if end is not None:
+                out[tp.partition] = max(0, end - self.consumer.position(tp))
         return dict(sorted(out.items()))
 
     def _maybe_log(self, force: bool = False) -> None:

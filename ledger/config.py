@@ -9,6 +9,7 @@ passed down. This is the only module that reads the environment.
 | `LEDGER_TOPIC` | `KafkaSettings.topic` (default `account-events`) |
 | `LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS` | `KafkaSettings.bootstrap_timeout_ms` (default 10000) |
 | `LEDGER_KAFKA_*` | kafka-python client options (`KAFKA_ENV` below): SASL, TLS, client id |
+| `LEDGER_KAFKA_ISOLATION_LEVEL` | `KafkaSettings.isolation_level`: `read_committed` (default) |
 | `LEDGER_API_TOKENS` | `ApiSettings.tokens`: `role:token` pairs, comma separated (`serve`) |
 | `LEDGER_API_TOKENS_FILE` | `ApiSettings.tokens_file`: a file of `role:token` lines |
 | `LEDGER_API_METRICS` | `ApiSettings.metrics_access`: `token` (default) or `open` for `/metrics` |
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ledger.domain.limits import quote
 from ledger.errors import UsageError
 
 DEFAULT_DB = "sqlite:///ledger.db"
@@ -46,6 +48,11 @@ KAFKA_ENV: Mapping[str, str] = {
     "LEDGER_KAFKA_CLIENT_ID": "client_id",
 }
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# Readers skip the records of aborted transactions, and of open ones until they commit:
+# otherwise an event a producer took back would be applied for good.
+ISOLATION_LEVELS = ("read_committed", "read_uncommitted")
+# The record-batch codecs Kafka defines, as `ledger publish --compression` names them.
+COMPRESSION_TYPES = ("none", "gzip", "snappy", "lz4", "zstd")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -66,6 +73,9 @@ class KafkaSettings:
     bootstrap_timeout_ms: int = 10_000
     # How long `replay --from-kafka` and `export` wait for the broker to report the end.
     watermark_timeout_s: float = 30.0
+    # LEDGER_KAFKA_ISOLATION_LEVEL as given: checked by `isolation` when a reader is made,
+    # like the other LEDGER_KAFKA_* variables.
+    isolation_level: str = ISOLATION_LEVELS[0]
 
     @property
     def dlq_topic(self) -> str:
@@ -75,6 +85,17 @@ class KafkaSettings:
     def client(self) -> dict[str, Any]:
         """kafka-python keyword arguments (SASL, TLS, client id)."""
         return kafka_client_settings(self.client_env)
+
+    @property
+    def isolation(self) -> str:
+        """kafka-python's `isolation_level` for every reader of the topic."""
+        level = self.isolation_level.strip().lower()
+        if level not in ISOLATION_LEVELS:
+            raise UsageError(
+                f"LEDGER_KAFKA_ISOLATION_LEVEL={quote(self.isolation_level)} is not one of "
+                f"{', '.join(ISOLATION_LEVELS)}"
+            )
+        return level
 
     def require_bootstrap(self) -> str:
         if not self.bootstrap:
@@ -281,6 +302,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
             client_env={k: v for k, v in env.items() if k in KAFKA_ENV},
             bootstrap_timeout_ms=_positive_int(
                 env, "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS", KafkaSettings.bootstrap_timeout_ms
+            ),
+            isolation_level=(
+                _env(env, "LEDGER_KAFKA_ISOLATION_LEVEL") or KafkaSettings.isolation_level
             ),
         ),
         api=_api_settings(env),

@@ -154,14 +154,17 @@ ResetPositionsOption = Annotated[
 @contextmanager
 def kafka_errors(bootstrap: str | None) -> Iterator[None]:
     """kafka-python's errors as one line naming the cluster."""
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, UnsupportedCodecError
 
-    from ledger.sources.kafka import KafkaSourceError
+    from ledger.sources.kafka import KafkaSourceError, codec_error
 
     try:
         yield
     except KafkaSourceError as exc:
         raise LedgerError(f"Kafka at {bootstrap}: {exc}") from None
+    except UnsupportedCodecError as exc:
+        # Raised by every poll until the package is there: stop once, saying which.
+        raise LedgerError(f"Kafka at {bootstrap}: {codec_error(exc)}") from None
     except KafkaError as exc:
         reason = str(exc) or type(exc).__name__
         if "Unable to bootstrap" in reason or "NoBrokersAvailable" in reason:

@@ -29,7 +29,13 @@ from ledger.cli.common import (
     tune_gc_for_streaming,
     warn_if_dev_phone_key,
 )
+from ledger.config import COMPRESSION_TYPES
+from ledger.domain.limits import quote
 from ledger.errors import EXIT_DEAD_LETTERS, UsageError
+
+# Events are small Avro records, alike in shape: batches compress well, and the event
+# topic is kept forever (docs/producers.md has the measurements behind the choice).
+DEFAULT_COMPRESSION = "zstd"
 
 
 def render_summary(summary: Any, title: str) -> None:
@@ -113,8 +119,10 @@ def replay(
     ids), so a second replay of the same file applies nothing.
 
     --from-kafka: rebuilds (fresh database) or continues a projection from the topic and
-    stops when caught up with the high watermark seen at start. Without --from-* it
-    continues from the stored positions, which it shares with `ledger consume`.
+    stops when caught up with the end seen at start (the last stable offset: records of
+    producer transactions still open are left for later, see LEDGER_KAFKA_ISOLATION_LEVEL).
+    Without --from-* it continues from the stored positions, which it shares with
+    `ledger consume`.
 
     Bad lines or records are dead-lettered with their reason and position and the replay
     goes on. Exit status: 0; 3 when anything was dead-lettered; 1 on errors; 2 on usage
@@ -149,7 +157,8 @@ def replay(
             start = StartAt(offsets=parse_offsets(from_offset))
         elif from_time:
             start = StartAt(time=parse_time(from_time, "--from-time"))
-        s.kafka.require_bootstrap()  # a usage error before the store is opened
+        s.kafka.require_bootstrap()  # usage errors before the store is opened
+        _ = s.kafka.isolation  # a bad LEDGER_KAFKA_ISOLATION_LEVEL too
         wired = projector(s, policies)
         warn_if_dev_phone_key(s)  # once the command line and store are known good
         tune_gc_for_streaming()
@@ -176,6 +185,13 @@ def publish(
     files: Annotated[list[Path], typer.Argument(help="Event files (.jsonl or .avro).")],
     bootstrap: BootstrapOption = None,
     topic: TopicOption = None,
+    compression: Annotated[
+        str,
+        typer.Option(
+            "--compression",
+            help=f"Record-batch codec: {', '.join(COMPRESSION_TYPES)} (docs/producers.md).",
+        ),
+    ] = DEFAULT_COMPRESSION,
     as_json: JsonOption = False,
 ) -> None:
     """Send events from files to the topic (key = user_id, Avro single-object encoding).
@@ -190,12 +206,16 @@ def publish(
     from ledger.sources.files import check_paths
     from ledger.sources.kafka import make_producer
 
+    if compression not in COMPRESSION_TYPES:
+        raise UsageError(
+            f"--compression {quote(compression)}: expected one of {', '.join(COMPRESSION_TYPES)}"
+        )
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
     server = s.kafka.require_bootstrap()
     check_paths(files)
     rules = load_policies()
     with kafka_errors(server):
-        producer = make_producer(s.kafka)
+        producer = make_producer(s.kafka, compression=compression)
         shown, hook = file_progress(files)
         try:
             with shown:

@@ -1,10 +1,14 @@
 """Kafka as a source and a sink of events: producing, decoding records, dead letters, and
-reading a topic up to the high watermark seen at start.
+reading a topic up to the end seen at start.
 
 Correct on Apache Kafka and on the local Tansu broker alike. Two things are done the
-portable way on purpose: the end of a partition is the high watermark reported in fetch
-responses (`consumer.highwater`), not `end_offsets()`; and `--from-time` seeks with
+portable way on purpose: the end of a partition is taken from fetch responses
+(`readable_end`), not from `end_offsets()`; and `--from-time` seeks with
 `offsets_for_times` and then also drops earlier records client-side.
+
+Readers are read_committed by default (`KafkaSettings.isolation`): the end they can reach
+is the last stable offset (LSO), below the high watermark while a producer transaction is
+open, so "caught up" and the lag are measured against it.
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ from datetime import datetime
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import codec as kafka_codec
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
     MessageSizeTooLargeError,
     NoOffsetForPartitionError,
     OffsetOutOfRangeError,
+    UnsupportedCodecError,
 )
 
 from ledger.codecs.avro import AvroCodec
-from ledger.config import KafkaSettings, Limits
+from ledger.config import COMPRESSION_TYPES, KafkaSettings, Limits
 from ledger.domain.events import EventError, check_recorded_at
 from ledger.domain.time import from_millis, to_millis
 from ledger.sources.files import SourceError
@@ -124,23 +130,81 @@ def source_key(topic: str) -> str:
     return f"kafka:{topic}"
 
 
-def make_producer(kafka: KafkaSettings) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=kafka.require_bootstrap(),
-        bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
-        acks="all",
-        # One request in flight per broker keeps a user's events in order across retries
-        # without relying on idempotent-producer support.
-        max_in_flight_requests_per_connection=1,
-        retries=10,
-        linger_ms=10,
-        batch_size=256 * 1024,
-        **kafka.client,
+# codec -> (kafka-python's check for the library that codec needs, the package providing
+# it). gzip is in the standard library. All three are dependencies of the ledger; an
+# installation without one (a trimmed image) must say which, not fail on every batch.
+CODEC_LIBRARIES: Mapping[str, tuple[Any, str]] = {
+    "snappy": (kafka_codec.has_snappy, "python-snappy"),
+    "lz4": (kafka_codec.has_lz4, "lz4"),
+    "zstd": (kafka_codec.has_zstd, "zstandard"),
+}
+
+
+class CodecUnavailable(KafkaSourceError):
+    """Record batches in a codec this installation cannot (de)compress: no record of such a
+    batch can be read or written until the package is installed, so nothing is skipped."""
+
+
+def _needs(codec: str) -> str | None:
+    """What is missing to use `codec`, as the end of a sentence; None when nothing is."""
+    check, package = CODEC_LIBRARIES.get(codec, (lambda: True, ""))
+    if check():
+        return None
+    return (
+        f"needs the Python package {package}, which is not installed (pip install {package}; "
+        "jurisdiction-ledger depends on it, so this installation is incomplete)"
     )
 
 
+def missing_codec(codec: str) -> CodecUnavailable | None:
+    """The error for writing with a codec whose library is not installed, else None."""
+    needs = _needs(codec)
+    return None if needs is None else CodecUnavailable(f"--compression {codec} {needs}")
+
+
+def codec_error(exc: UnsupportedCodecError) -> CodecUnavailable:
+    """kafka-python's UnsupportedCodecError, raised by `poll` for a batch it cannot
+    decompress, as the codec and the package that provides it."""
+    text = str(exc)
+    for codec in CODEC_LIBRARIES:
+        if f" {codec} " in text and (needs := _needs(codec)) is not None:
+            return CodecUnavailable(
+                f"a record batch is compressed with {codec}, and reading it {needs}"
+            )
+    return CodecUnavailable(
+        f"a record batch cannot be decompressed ({text}); Kafka defines the codecs "
+        f"{', '.join(c for c in COMPRESSION_TYPES if c != 'none')}"
+    )
+
+
+def make_producer(kafka: KafkaSettings, *, compression: str = "none") -> KafkaProducer:
+    """`compression`: one of COMPRESSION_TYPES. Dead letters keep the default, none: a
+    dead-letter topic is read by people with whatever tool is at hand."""
+    if compression not in COMPRESSION_TYPES:
+        raise ValueError(f"unknown compression {compression!r}")
+    if (missing := missing_codec(compression)) is not None:
+        raise missing
+    try:
+        return KafkaProducer(
+            bootstrap_servers=kafka.require_bootstrap(),
+            bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
+            acks="all",
+            # One request in flight per broker keeps a user's events in order across
+            # retries without relying on idempotent-producer support.
+            max_in_flight_requests_per_connection=1,
+            retries=10,
+            linger_ms=10,
+            batch_size=256 * 1024,
+            compression_type=None if compression == "none" else compression,
+            **kafka.client,
+        )
+    except ValueError as exc:
+        # kafka-python's word for a broker too old for the codec (zstd needs Kafka 2.1).
+        raise KafkaSourceError(f"cannot write {compression} batches: {exc}") from None
+
+
 def make_consumer(kafka: KafkaSettings, **extra: Any) -> KafkaConsumer:
-    return KafkaConsumer(
+    consumer = KafkaConsumer(
         bootstrap_servers=kafka.require_bootstrap(),
         bootstrap_timeout_ms=kafka.bootstrap_timeout_ms,
         enable_auto_commit=False,
@@ -151,8 +215,59 @@ def make_consumer(kafka: KafkaSettings, **extra: Any) -> KafkaConsumer:
         # A reader never creates the topic it reads: a topic that vanished (a broker
         # restarted empty) would come back with the broker's default partition count.
         allow_auto_create_topics=False,
+        isolation_level=kafka.isolation,
         **{**extra, **kafka.client},
     )
+    _record_stable_offsets(consumer)
+    return consumer
+
+
+_STABLE = "_ledger_stable_offsets"
+
+
+def _record_stable_offsets(consumer: KafkaConsumer) -> None:
+    """Keep the last stable offset each fetch response reports, per partition.
+
+    kafka-python parses it but keeps only the high watermark (`consumer.highwater`). Its
+    `end_offsets()` would answer with the LSO for a read_committed consumer (ListOffsets
+    with the isolation level, as the Java client's `endOffsets`), but brokers disagree on
+    it (ARCHITECTURE.md: the local broker's is wrong after a batch of several records),
+    and it costs a request each time. The fetch response is what the broker itself holds
+    the reader to. Should kafka-python's fetcher change shape, nothing is recorded and
+    `readable_end` falls back to the high watermark: a replay then waits for an open
+    transaction to end instead of stopping before it, which is slower, never wrong.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    parse = getattr(fetcher, "_parse_fetched_data", None)
+    if parse is None:
+        return
+    stable: dict[TopicPartition, int] = {}
+    setattr(consumer, _STABLE, stable)
+
+    def parse_and_record(completed_fetch: Any) -> Any:
+        data = getattr(completed_fetch, "partition_data", None)
+        offset = getattr(data, "last_stable_offset", -1)
+        # -1: a broker before 0.11 or a failed fetch, which report no LSO.
+        if isinstance(offset, int) and offset >= 0 and getattr(data, "error_code", 1) == 0:
+            stable[completed_fetch.topic_partition] = offset
+        return parse(completed_fetch)
+
+    fetcher._parse_fetched_data = parse_and_record  # type: ignore[union-attr]
+
+
+def readable_end(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
+    """The offset up to which this consumer can read `tp` now: the last stable offset for a
+    read_committed consumer (records of an open transaction wait below the high watermark
+    until it ends), the high watermark otherwise. None before the first fetch response.
+
+    For "caught up" and the lag. Truncation is judged against the high watermark instead
+    (`check_not_truncated`): a stored position may lie between the two, taken by a
+    read_uncommitted reader, and is no sign of a replaced topic."""
+    highwater = consumer.highwater(tp)
+    if highwater is None or consumer.config.get("isolation_level") != "read_committed":
+        return highwater
+    stable = getattr(consumer, _STABLE, {}).get(tp)
+    return highwater if stable is None else min(stable, highwater)
 
 
 def to_source_record(
@@ -292,10 +407,11 @@ def read_topic(
     watermark_timeout_s: float = 30.0,
     stored: Mapping[int, int] | None = None,
 ) -> Iterator[list[ConsumerRecord]]:
-    """Batches of a topic's records from `start` up to the high watermark of each
-    partition as first reported by the broker, then stop. `stored` are the positions the
-    store holds for the topic: one past a partition's end means the topic was truncated
-    or recreated (TopicChanged), wherever `start` begins."""
+    """Batches of a topic's records from `start` up to the end of each partition as first
+    reported by the broker (`readable_end`: for a read_committed consumer the last stable
+    offset, so an open transaction is not waited for), then stop. `stored` are the
+    positions the store holds for the topic: one past a partition's high watermark means
+    the topic was truncated or recreated (TopicChanged), wherever `start` begins."""
     parts = partitions_of(consumer, topic)
     tps = [TopicPartition(topic, p) for p in parts]
     consumer.assign(tps)
@@ -323,10 +439,11 @@ def read_topic(
         except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
             raise TopicChanged(topic, f"has no record at a requested offset ({exc})") from None
         for tp in tps:
-            if tp not in end and consumer.highwater(tp) is not None:
-                end[tp] = consumer.highwater(tp)
+            reached = readable_end(consumer, tp)
+            if tp not in end and reached is not None:
+                end[tp] = reached
                 floor = (stored or {}).get(tp.partition, 0)
-                check_not_truncated(topic, tp.partition, floor, end[tp])
+                check_not_truncated(topic, tp.partition, floor, consumer.highwater(tp))
         batch = [
             r
             for tp, records in polled.items()

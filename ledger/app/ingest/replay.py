@@ -139,8 +139,9 @@ def replay_topic(
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
-    """Rebuild or continue a projection from a topic, up to the high watermark seen at
-    start. `start=None` continues from the stored positions (the beginning if none).
+    """Rebuild or continue a projection from a topic, up to the end seen at start
+    (`ledger.sources.kafka.read_topic`). `start=None` continues from the stored positions
+    (the beginning if none).
 
     The stored positions must belong to the topic as it is now (same topic id, partition
     count, none past a partition's end), else TopicChanged: records below a stored
