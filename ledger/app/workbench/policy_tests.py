@@ -8,7 +8,7 @@ Each check is a case with an id; running it gives a `CheckResult`:
   `builtin/batch-split` and `builtin/duplicates` (the believed history does not depend on
   them; these run the projector for real on a store from `store_factory`);
 - each `[[invariants]]` of the policies under review, with the policy governing from
-  signup on (`ledger.domain.policy_checks.only_policy`);
+  signup on (`ledger.domain.policy_checks_evaluation.only_policy`);
 - each `[[examples]]` of the policies under review.
 
 A failing property is shrunk by Hypothesis; the smallest history found is written as a
@@ -37,9 +37,8 @@ from ledger.codecs.policy_files import PolicyFiles
 from ledger.domain.events import Event
 from ledger.domain.facts import FACT_TYPES, observe
 from ledger.domain.policy import Policy, PolicySet
-from ledger.domain.policy_checks import (
-    Example,
-    Invariant,
+from ledger.domain.policy_checks import Example, Invariant
+from ledger.domain.policy_checks_evaluation import (
     check_invariant,
     example_policies,
     only_policy,
