@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -35,10 +35,8 @@ __all__ = [
     "body_bytes",
     "canonical_event",
     "canonical_json",
-    "chain",
     "decision_id",
     "format_canonical_instant",
-    "merkle_root",
     "next_link",
     "policy_hash",
 ]
@@ -191,19 +189,6 @@ def next_link(prev: bytes, canonical: bytes) -> bytes:
     return hashlib.sha256(bytes(prev) + canonical).digest()
 
 
-def chain(prev: bytes, rows: Iterable[Mapping[str, Any]]) -> bytes:
-    """The head after appending `rows` (stored event rows, in application order) to a chain
-    whose head is `prev` (`GENESIS` for a new user). Chaining in parts gives the same head
-    as chaining at once, so batch boundaries never show in it."""
-    head = bytes(prev)  # a driver may hand a stored link back as a memoryview
-    if len(head) != 32:
-        raise ValueError(f"a previous link is 32 bytes, got {len(head)}")
-    sha256 = hashlib.sha256
-    for row in rows:
-        head = sha256(head + canonical_event(row)).digest()
-    return head
-
-
 # --- Merkle root over (user_id, head, length) -----------------------------------------
 
 
@@ -271,14 +256,6 @@ class MerkleBuilder:
         for left, _ in reversed(self._stack[:-1]):
             node = _node_hash(left, node)
         return node
-
-
-def merkle_root(leaves: Iterable[tuple[str, bytes, int]]) -> bytes:
-    """`MerkleBuilder.root` of (user_id, head, length) leaves sorted by user id."""
-    builder = MerkleBuilder()
-    for user_id, head, length in leaves:
-        builder.add(user_id, head, length)
-    return builder.root()
 
 
 # --- policies and decisions -----------------------------------------------------------
