@@ -19,20 +19,11 @@ from hypothesis import strategies as st
 
 from ledger.app.audit.signing import check, sign, signature_alg
 from ledger.codecs.policy_files import load_policies
-from ledger.domain.audit import (
-    EMPTY_ROOT,
-    EVENT_CHAIN_FIELDS,
-    GENESIS,
-    Digest,
-    DigestError,
-    MerkleBuilder,
-    body_bytes,
-    canonical_event,
-    canonical_json,
-    decision_id,
-    next_link,
-    policy_hash,
-)
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event, canonical_json
+from ledger.domain.audit.chain import GENESIS, next_link
+from ledger.domain.audit.digest import Digest, DigestError, body_bytes
+from ledger.domain.audit.merkle import EMPTY_ROOT, MerkleBuilder
+from ledger.domain.audit.stable_ids import decision_id, policy_hash
 from ledger.domain.policy import Policy, parse_policy
 from ledger.resources import policies_dir
 

@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, delete, func, select
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
+from ledger.domain.audit.chain import GENESIS
 from ledger.domain.facts import (
     Observation,
     observed_fields,
@@ -177,7 +178,7 @@ class _Rows:
             self.conn.exec_driver_sql(sql.replace("?", mark), rows)
 
 
-# The chained fields (ledger.domain.audit), then where the event came from and its place
+# The chained fields (ledger.domain.audit.canonical), then where the event came from and its place
 # in the store's audit trail.
 EVENT_COLUMNS = (*EVENT_CHAIN_FIELDS, "source", "position", "app_seq", "link")
 
