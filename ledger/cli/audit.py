@@ -69,7 +69,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
 def _load_digest(path: Path, hmac_key: bytes | None, public_key: Path | None) -> Any:
     """The digest in the file, its signature checked with the keys given."""
     from ledger.app.audit.signing import ALG_NONE, check, signature_alg
-    from ledger.domain.audit import DigestError
+    from ledger.domain.audit.digest import DigestError
 
     raw = _read_bytes(path, "digest")
     # A digest is a few hundred bytes; anything far larger is not one, and is not parsed.
@@ -262,7 +262,7 @@ def digest(
     """
     from ledger.app.audit.digest import take_digest
     from ledger.app.audit.signing import sign
-    from ledger.domain.audit import DigestError
+    from ledger.domain.audit.digest import DigestError
 
     pem = _read_bytes(private_key, "private key") if private_key is not None else None
     s, engine = _reader(db)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ledger.domain.policy import Policy, PolicyError, PolicySet, parse_policy
-from ledger.domain.policy_checks import PolicyChecks, check_references, parse_checks
+from ledger.domain.policy_checks import PolicyChecks
+from ledger.domain.policy_checks_parsing import check_references, parse_checks
 from ledger.errors import LedgerError
 from ledger.resources import policies_dir
 

@@ -222,7 +222,8 @@ def parse_policy(data: Mapping[str, Any], source: str, problems: list[str]) -> P
 
 def parse_conditions(raw: Any, where: str, problems: list[str]) -> tuple[Condition, ...]:
     """A `when` list as rules have it, for other tables that state conditions the same way
-    (invariants in `ledger.domain.policy_checks`); problems are appended, naming `where`."""
+    (invariants, read by `ledger.domain.policy_checks_parsing`); problems are appended,
+    naming `where`."""
     if not isinstance(raw, list):
         problems.append(f"{where}: 'when' must be a list of conditions, got {raw!r}")
         return ()

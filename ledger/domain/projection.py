@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ledger.domain.audit import GENESIS
+from ledger.domain.audit.chain import GENESIS
 from ledger.domain.facts import Facts, Observation
 from ledger.domain.policy import PolicySet
 from ledger.domain.timeline import Entry, Timeline, TimelineBuilder

@@ -8,7 +8,7 @@ construction instead of by careful patching.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, assert_never
@@ -120,6 +120,10 @@ def _apply(
             assert_never(p)
 
 
+# Called by a TimelineBuilder after each instant it folds (see `TimelineBuilder`).
+StepObserver = Callable[[datetime, Mapping[str, Any], Entry], None]
+
+
 class TimelineBuilder:
     """Folds one user's observations, sorted by (occurred_at, event_id), into facts and
     history entries. Every TermsAccepted must name a version in `policies` (invalid ones
@@ -127,11 +131,25 @@ class TimelineBuilder:
 
     A live stream mostly brings events later than everything already folded; `extend`
     continues from the saved state then, through the same steps as a full fold, so a
-    user's k events cost O(k) instead of O(k^2)."""
+    user's k events cost O(k) instead of O(k^2).
 
-    def __init__(self, obs: list[Observation], policies: PolicySet) -> None:
+    `on_step`, when given, is called after every instant the fold steps to, in order, with
+    the instant, the facts in force from then on and the entry in force from then on. The
+    facts are the builder's own mapping, changed by the next step: read it or copy it,
+    never modify it. History entries keep only the facts the deciding rule read, so this
+    is how a caller sees every fact at every instant (the policy workbench checks
+    invariants that way) without a second fold. The projector passes nothing, and then a
+    step costs one attribute test more."""
+
+    def __init__(
+        self,
+        obs: list[Observation],
+        policies: PolicySet,
+        on_step: StepObserver | None = None,
+    ) -> None:
         self.obs = obs  # shared with the caller, who appends before calling extend()
         self.policies = policies
+        self.on_step = on_step
         self.facts: dict[str, Any] = {}
         self.evidence: dict[str, str] = {}
         self.entries: list[Entry] = []
@@ -201,34 +219,35 @@ class TimelineBuilder:
         evidence["tos_version"] = governing.event_id
         decision = self.policies[governing.version].classify_values(facts)
         entries = self.entries
-        if entries and entries[-1].decision_key == (
+        if not entries or entries[-1].decision_key != (
             decision.assignment,
             decision.policy,
             decision.rule,
         ):
-            return
-        if entries:
-            entries[-1] = replace(entries[-1], valid_to=t)
-        read = sorted(decision.facts_read)
-        entries.append(
-            Entry(
-                valid_from=t,
-                valid_to=None,
-                assignment=decision.assignment,
-                policy=decision.policy,
-                rule=decision.rule,
-                reason=decision.reason,
-                facts=tuple((name, fact_to_json(facts.get(name))) for name in read),
-                # The event that bound the governing terms version comes first: it is why
-                # this policy decides at all.
-                evidence=tuple(
-                    dict.fromkeys(
-                        [governing.event_id]
-                        + [evidence[n] for n in decision.facts_read if n in evidence]
-                    )
-                ),
+            if entries:
+                entries[-1] = replace(entries[-1], valid_to=t)
+            read = sorted(decision.facts_read)
+            entries.append(
+                Entry(
+                    valid_from=t,
+                    valid_to=None,
+                    assignment=decision.assignment,
+                    policy=decision.policy,
+                    rule=decision.rule,
+                    reason=decision.reason,
+                    facts=tuple((name, fact_to_json(facts.get(name))) for name in read),
+                    # The event that bound the governing terms version comes first: it is
+                    # why this policy decides at all.
+                    evidence=tuple(
+                        dict.fromkeys(
+                            [governing.event_id]
+                            + [evidence[n] for n in decision.facts_read if n in evidence]
+                        )
+                    ),
+                )
             )
-        )
+        if self.on_step is not None:
+            self.on_step(t, facts, entries[-1])
 
     def timeline(self) -> Timeline:
         return Timeline(tuple(self.entries), Facts(**self.facts), dict(self.evidence))

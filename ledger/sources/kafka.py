@@ -263,10 +263,10 @@ def readable_end(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
     For "caught up" and the lag. Truncation is judged against the high watermark instead
     (`check_not_truncated`): a stored position may lie between the two, taken by a
     read_uncommitted reader, and is no sign of a replaced topic."""
-    highwater = consumer.highwater(tp)
+    highwater: int | None = consumer.highwater(tp)
     if highwater is None or consumer.config.get("isolation_level") != "read_committed":
         return highwater
-    stable = getattr(consumer, _STABLE, {}).get(tp)
+    stable: int | None = getattr(consumer, _STABLE, {}).get(tp)
     return highwater if stable is None else min(stable, highwater)
 
 

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.sql import ColumnElement, Select
 
 from ledger.app.ports import StoredEvent, StoredHistory, StoredUser
-from ledger.domain.audit import EVENT_CHAIN_FIELDS
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
 from ledger.store.errors import translated_errors
 from ledger.store.rows import history_row_from_row, observation_from_row
 from ledger.store.schema import assignment_history, events, policy_pins, users

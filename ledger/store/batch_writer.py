@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Table
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan
-from ledger.domain.audit import EVENT_CHAIN_FIELDS
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
 from ledger.domain.facts import (
     observed_fields,
 )

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
 from ledger.app.ports import HistoryTableRow, StoreConflict
-from ledger.domain.audit import GENESIS
+from ledger.domain.audit.chain import GENESIS
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
 from ledger.sources.records import SourceIdentity

@@ -103,7 +103,7 @@ events = Table(
     # The audit trail (docs/audit.md). app_seq: the store's application order across users (a
     # database sequence on PostgreSQL, so writers never contend for it); a digest covers
     # the events up to one app_seq. link: SHA-256 of the user's previous link and this
-    # row's fields (ledger.domain.audit), 32 bytes.
+    # row's fields (ledger.domain.audit.chain), 32 bytes.
     Column("app_seq", BigInteger, nullable=False),
     Column("link", LargeBinary(32), nullable=False),
     Index("ix_events_user", "user_id", "occurred_at"),
@@ -156,7 +156,7 @@ assignment_history = Table(
     Column("evidence", JSON, nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
     Column("superseded_at", UTCDateTime()),
-    # Content hash of the policy that decided the row (ledger.domain.audit.policy_hash).
+    # Content hash of the policy that decided the row (ledger.domain.audit.stable_ids).
     Column("policy_hash", String(64), nullable=False),
     Index("ix_history_user", "user_id", "valid_from"),
 )

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select
 
 from ledger.app.ingest.plan import BatchPlan, PositionKey
-from ledger.domain.audit import GENESIS
+from ledger.domain.audit.chain import GENESIS
 from ledger.domain.facts import (
     Observation,
 )

@@ -12,7 +12,9 @@ from typing import Any
 from ledger.app.audit.report import Finding, VerifyReport
 from ledger.app.ingest.plan import policy_hashes
 from ledger.app.ports import StoredEvent, StoredHistory, StoredUser
-from ledger.domain.audit import GENESIS, Digest, canonical_event, next_link
+from ledger.domain.audit.canonical import canonical_event
+from ledger.domain.audit.chain import GENESIS, next_link
+from ledger.domain.audit.digest import Digest
 from ledger.domain.policy import PolicySet
 from ledger.domain.projection import HistoryRow, UserChanges, UserProjection
 from ledger.domain.time import format_instant

@@ -19,7 +19,7 @@ from itertools import islice
 from typing import Any, TextIO
 
 from ledger.app.ports import AuditSource, StoredHistory
-from ledger.domain.audit import decision_id
+from ledger.domain.audit.stable_ids import decision_id
 from ledger.domain.time import format_instant
 from ledger.errors import LedgerError
 

@@ -13,7 +13,8 @@ from contextlib import closing
 from datetime import datetime
 
 from ledger.app.ports import AuditSource
-from ledger.domain.audit import Digest, MerkleBuilder
+from ledger.domain.audit.digest import Digest
+from ledger.domain.audit.merkle import MerkleBuilder
 from ledger.errors import LedgerError
 
 __all__ = ["take_digest"]

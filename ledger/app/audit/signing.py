@@ -4,8 +4,8 @@ A signed document is the digest's JSON with one more key, `signature`:
   {"alg": "HMAC-SHA256", "value": <64 hex>}
   {"alg": "Ed25519", "value": <128 hex>, "public_key": <PEM of the signer's public key>}
   {"alg": "none"}                                   (no key was given)
-The signature covers `ledger.domain.audit.body_bytes(digest)`: the canonical JSON of the
-digest without the signature, so re-indenting or re-ordering the file does not break it.
+The signature covers `ledger.domain.audit.digest.body_bytes(digest)`: the canonical JSON of
+the digest without the signature, so re-indenting or re-ordering the file does not break it.
 The embedded public key only helps a reader tell which key signed; it is never trusted:
 `check` verifies against the key the caller gives.
 """
@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.domain.audit import Digest, DigestError, body_bytes
+from ledger.domain.audit.digest import Digest, DigestError, body_bytes
 
 __all__ = ["ALG_ED25519", "ALG_HMAC", "ALG_NONE", "check", "sign", "signature_alg"]
 

@@ -31,7 +31,9 @@ from typing import TypeVar
 from ledger.app.audit.checker import Checker
 from ledger.app.audit.report import MAX_PROBLEMS, DigestCheck, Finding, VerifyReport
 from ledger.app.ports import AuditSource, StoredEvent, StoredHistory, StoredUser
-from ledger.domain.audit import GENESIS, Digest, MerkleBuilder, next_link
+from ledger.domain.audit.chain import GENESIS, next_link
+from ledger.domain.audit.digest import Digest
+from ledger.domain.audit.merkle import MerkleBuilder
 from ledger.domain.policy import PolicySet
 from ledger.errors import LedgerError, UsageError
 

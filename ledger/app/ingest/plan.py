@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 
-from ledger.domain.audit import EVENT_CHAIN_FIELDS, canonical_event, next_link, policy_hash
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
+from ledger.domain.audit.chain import next_link
+from ledger.domain.audit.stable_ids import policy_hash
 from ledger.domain.events import Event, EventError
 from ledger.domain.facts import Observation, ParsedPhone, observe, observed_fields
 from ledger.domain.policy import PolicySet, event_problem

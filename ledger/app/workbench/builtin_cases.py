@@ -29,9 +29,7 @@ from ledger.app.workbench.declared_cases import sorted_observations
 from ledger.codecs.policy_files import PolicyFiles
 from ledger.domain.events import Event
 from ledger.domain.policy import PolicySet
-from ledger.domain.policy_checks import (
-    only_policy,
-)
+from ledger.domain.policy_checks_evaluation import only_policy
 from ledger.domain.time import format_instant
 from ledger.domain.timeline import compute_timeline, entry_at
 from ledger.testing import (

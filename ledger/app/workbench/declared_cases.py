@@ -25,9 +25,8 @@ from ledger.codecs.policy_files import PolicyFiles
 from ledger.domain.events import Event
 from ledger.domain.facts import FACT_TYPES, observe
 from ledger.domain.policy import Policy, PolicySet
-from ledger.domain.policy_checks import (
-    Example,
-    Invariant,
+from ledger.domain.policy_checks import Example, Invariant
+from ledger.domain.policy_checks_evaluation import (
     check_invariant,
     example_policies,
     only_policy,

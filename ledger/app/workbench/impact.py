@@ -27,7 +27,7 @@ from ledger.app.ports import Decided, UserHistory
 from ledger.domain.events import TermsAccepted
 from ledger.domain.facts import Observation, ObservedSignup
 from ledger.domain.policy import PolicySet
-from ledger.domain.policy_checks import only_policy
+from ledger.domain.policy_checks_evaluation import only_policy
 from ledger.domain.time import format_instant
 from ledger.domain.timeline import Entry, Timeline, compute_timeline, entry_at, entry_json
 from ledger.errors import LedgerError, UsageError

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.schema import CreateSequence, DropSequence
 
-from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS, canonical_event, next_link
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
+from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.store.schema import UTCDateTime, events
 
 revision = "0003"
@@ -115,7 +116,7 @@ def _chain_stored_events(bind: sa.Connection) -> None:
 
 def _hash_stored_policies(bind: sa.Connection, pins: sa.Table) -> None:
     from ledger.codecs.policy_files import load_policies
-    from ledger.domain.audit import policy_hash
+    from ledger.domain.audit.stable_ids import policy_hash
 
     shipped = load_policies()
     history = sa.table("assignment_history", sa.column("policy"), sa.column("policy_hash"))
