@@ -4,8 +4,9 @@ Kept light on purpose, free of typer and of rich until something is printed: the
 in `consumers/` and `infra/` import `ledger.cli.common`, which must not load the plugins
 again while they are still being imported; and the console script must reach `main`
 before the heavy imports. A plain `ledger history|current|explain` never makes them
-(`ledger.cli.history.run_plain`): what those commands share with the others lives here,
-and `ledger.cli.common` hands it on to every command.
+(`ledger.cli.history.run_plain`, whose options are typer's, declared once in the typer-free
+`ledger.cli.options`): what those commands share with the others lives here, and
+`ledger.cli.common` hands it on to every command.
 """
 
 from __future__ import annotations
