@@ -30,6 +30,9 @@ SERVICES = ("consume",)
 
 
 def main() -> None:
+    """The console script `ledger` (pyproject.toml): a plain read without typer, anything
+    else through typer. Also `console_main`: once the submodule `ledger.cli.main` is
+    imported, the package's `main` is that module, no longer this function."""
     args = sys.argv[1:]
     if args[:1] and args[0] in SERVICES:
         from ledger.cli import signals
@@ -43,6 +46,9 @@ def main() -> None:
     from ledger.cli.main import app
 
     app()
+
+
+console_main = main
 
 
 # --- consoles ----------------------------------------------------------------------------
