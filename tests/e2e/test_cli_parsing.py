@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import typer.main
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -318,8 +318,8 @@ def test_the_plain_parser_takes_every_option_typer_knows_with_the_same_meaning(
 
 def _words() -> list[str]:
     """Words to make command lines of: every option of the read commands, right, misspelt
-    and misused, values and users, and what else typer reads."""
-    words = {USER, "u-2", "", "2026-04-01", "x=y", "--", "-", "-h", "--help", "-u", "--no-json"}
+    and misused, values, and what else typer reads."""
+    words = {"u-2", "2026-04-01", "x=y", "--", "-", "-h", "--help", "-u", "--no-json"}
     for name in READS:
         for param in typer_options(name):
             option = param.opts[0]
@@ -328,14 +328,27 @@ def _words() -> list[str]:
     return sorted(words)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def _options() -> list[str]:
+    """The options of the read commands, and values."""
+    options = {p.opts[0] for name in READS for p in typer_options(name)}
+    return sorted({*options, *(f"{option}=v" for option in options), "x", "2026-04-01"})
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     name=st.sampled_from(sorted(READS)),
-    words=st.lists(st.sampled_from(_words()), max_size=7),
+    words=st.lists(st.sampled_from(_options()) | st.sampled_from(_words()), max_size=6),
+    user=st.sampled_from([USER, "", "a b"]) | st.none(),
+    where=st.integers(min_value=0, max_value=6),
 )
-def test_what_the_plain_parser_takes_typer_takes_alike(name: str, words: list[str]) -> None:
+def test_what_the_plain_parser_takes_typer_takes_alike(
+    name: str, words: list[str], user: str | None, where: int
+) -> None:
+    if user is not None:
+        words.insert(where, user)
     args = [name, *words]
     plain = called_through_plain(args)
+    event("left to typer" if plain is None else "taken by the plain parser")
     if plain is not None:
         assert called_through_typer(args) == (EXIT_OK, plain), args
 
