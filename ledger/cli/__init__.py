@@ -4,8 +4,9 @@ Kept light on purpose, free of typer and of rich until something is printed: the
 in `consumers/` and `infra/` import `ledger.cli.common`, which must not load the plugins
 again while they are still being imported; and the console script must reach `main`
 before the heavy imports. A plain `ledger history|current|explain` never makes them
-(`ledger.cli.history.run_plain`): what those commands share with the others lives here,
-and `ledger.cli.common` hands it on to every command.
+(`ledger.cli.history.run_plain`, whose options are typer's, declared once in the typer-free
+`ledger.cli.options`): what those commands share with the others lives here, and
+`ledger.cli.common` hands it on to every command.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ SERVICES = ("consume",)
 
 
 def main() -> None:
+    """The console script `ledger` (pyproject.toml): a plain read without typer, anything
+    else through typer. Also `console_main`: once the submodule `ledger.cli.main` is
+    imported, the package's `main` is that module, no longer this function."""
     args = sys.argv[1:]
     if args[:1] and args[0] in SERVICES:
         from ledger.cli import signals
@@ -42,6 +46,9 @@ def main() -> None:
     from ledger.cli.main import app
 
     app()
+
+
+console_main = main
 
 
 # --- consoles ----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from ledger.cli import parse_time as parse_time
 from ledger.cli import plain as plain
 from ledger.cli import settings as settings
 from ledger.cli import stderr_console, stdout_console
+from ledger.cli.options import DB, JSON, Argument, Option
 from ledger.config import Settings
 from ledger.errors import EXIT_ERROR, LedgerError
 
@@ -111,16 +112,27 @@ def command_group(help: str, cls: type[LedgerGroup] = LedgerGroup) -> typer.Type
 
 # --- options ----------------------------------------------------------------------------
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="SQLAlchemy URL of the store, e.g. postgresql+psycopg://user@host/db "
-        "(default: $LEDGER_DB, else sqlite:///ledger.db).",
-        show_default=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+def typer_option(option: Option) -> Any:
+    """An option declared in `ledger.cli.options`, as typer's `typer.Option(...)`."""
+    if option.is_flag:
+        return typer.Option(option.name, help=option.help)
+    # Not given is None, which the help explains ("default: now"): nothing for typer to show.
+    return typer.Option(option.name, help=option.help, show_default=False)
+
+
+def typer_parameter(declared: Argument | Option) -> Any:
+    """A parameter declared in `ledger.cli.options`, as typer's `Annotated[type, ...]`."""
+    if isinstance(declared, Argument):
+        return Annotated[str, typer.Argument(help=declared.help)]
+    return Annotated[bool if declared.is_flag else str | None, typer_option(declared)]
+
+
+# Every command's --db and --json: those of `ledger current|history|explain`. Spelled as
+# `typer_parameter` makes them, for type checkers (tests/e2e/test_cli_parsing.py holds
+# every command's --db and --json to the declarations).
+DbOption = Annotated[str | None, typer_option(DB)]
+JsonOption = Annotated[bool, typer_option(JSON)]
 BootstrapOption = Annotated[
     str | None,
     typer.Option(

@@ -1,11 +1,12 @@
 """Commands that ask the ledger: `current`, `history`, `explain`.
 
-Plain functions, without typer: `ledger.cli.main` declares their arguments, options and
-help, and calls them; the console script calls them straight from a plain command line
-(`run_plain`), so `ledger history u-000042 --json` loads neither typer (and the pydantic it
-validates parameters with) nor SQLAlchemy, and reads a store already at the newest schema
-through the driver itself (`sqlite3`, psycopg). Anything else on the command line goes to
-typer.
+Plain functions, without typer. Their arguments and options are declared once, as data, in
+`ledger.cli.options`: `ledger.cli.main` makes typer commands of those declarations, which
+call these; the console script calls them straight from a plain command line (`run_plain`,
+its table built from the same declarations), so `ledger history u-000042 --json` loads
+neither typer (and the pydantic it validates parameters with) nor SQLAlchemy, and reads a
+store already at the newest schema through the driver itself (`sqlite3`, psycopg). Anything
+else on the command line goes to typer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ledger.cli import emit_json, escape_control, parse_time, plain, settings, stdout_console
+from ledger.cli.options import READS
 from ledger.domain.time import format_instant
 from ledger.errors import EXIT_OK, LedgerError
 
@@ -46,12 +48,12 @@ def _store(db: str | None) -> Iterator[Engine | DriverReader]:
         direct.close()
 
 
+# Called with every parameter `ledger.cli.options` declares for the command, by name: the
+# defaults are declared there, not here.
+
+
 def current(
-    user: str,
-    at: str | None = None,
-    believed_at: str | None = None,
-    db: str | None = None,
-    as_json: bool = False,
+    *, user: str, at: str | None, believed_at: str | None, db: str | None, as_json: bool
 ) -> None:
     from ledger.queries.history import current as query_current
 
@@ -84,11 +86,7 @@ def current(
 
 
 def history(
-    user: str,
-    show_all: bool = False,
-    believed_at: str | None = None,
-    db: str | None = None,
-    as_json: bool = False,
+    *, user: str, show_all: bool, believed_at: str | None, db: str | None, as_json: bool
 ) -> None:
     from ledger.queries.history import history as query_history
     from ledger.queries.history import row_json
@@ -122,11 +120,7 @@ def history(
 
 
 def explain(
-    user: str,
-    at: str | None = None,
-    believed_at: str | None = None,
-    db: str | None = None,
-    as_json: bool = False,
+    *, user: str, at: str | None, believed_at: str | None, db: str | None, as_json: bool
 ) -> None:
     from ledger.queries.history import explain as query_explain
 
@@ -148,36 +142,35 @@ COMMANDS: Mapping[str, Callable[..., None]] = {
     "history": history,
     "explain": explain,
 }
-# Each command's flags and options taking a value, by parameter, spelled as
-# `ledger.cli.main` declares them (a test holds the two together).
+# Each command's flags and options taking a value, by parameter: from the declarations
+# typer's commands are made of (`ledger.cli.options`), never spelled out here.
 FLAGS: Mapping[str, Mapping[str, str]] = {
-    "current": {"--json": "as_json"},
-    "history": {"--all": "show_all", "--json": "as_json"},
-    "explain": {"--json": "as_json"},
+    name: {option.name: option.param for option in command.options if option.is_flag}
+    for name, command in READS.items()
 }
 VALUED: Mapping[str, Mapping[str, str]] = {
-    "current": {"--at": "at", "--believed-at": "believed_at", "--db": "db"},
-    "history": {"--believed-at": "believed_at", "--db": "db"},
-    "explain": {"--at": "at", "--believed-at": "believed_at", "--db": "db"},
+    name: {option.name: option.param for option in command.options if not option.is_flag}
+    for name, command in READS.items()
 }
 
 
 def plain_call(args: Sequence[str]) -> tuple[Callable[..., None], dict[str, Any]] | None:
-    """The command and arguments that `args` (the command line after `ledger`) asks for,
-    if it is a plain call of a command above: one user id, and each of the command's
+    """The command and the arguments given that `args` (the command line after `ledger`) asks
+    for, if it is a plain call of a command above: one user id, and each of the command's
     options at most once (`--db URL` or `--db=URL`), none with a value that looks like an
     option. None for anything else, which typer then parses and answers as it always has:
     help, a misspelt, repeated or abbreviated option, `--`, a missing user."""
     if not args or args[0] not in COMMANDS:
         return None
     flags, valued = FLAGS[args[0]], VALUED[args[0]]
+    argument = READS[args[0]].argument.param
     params: dict[str, Any] = {}
     rest = iter(args[1:])
     for arg in rest:
         if not arg.startswith("-"):
-            if "user" in params:
+            if argument in params:
                 return None
-            params["user"] = arg
+            params[argument] = arg
             continue
         option, has_value, value = arg.partition("=")
         given: str | bool | None
@@ -194,21 +187,21 @@ def plain_call(args: Sequence[str]) -> tuple[Callable[..., None], dict[str, Any]
         if name in params:
             return None
         params[name] = given
-    if "user" not in params:
+    if argument not in params:
         return None
     return COMMANDS[args[0]], params
 
 
 def run_plain(args: Sequence[str]) -> int | None:
-    """Runs a plain call (`plain_call`) and returns its exit status; None, having done
-    nothing, for any other command line. Failures are reported by the handler every
-    command has (`ledger.cli.common.failed`)."""
+    """Runs a plain call (`plain_call`), the options not given at their declared defaults,
+    and returns its exit status; None, having done nothing, for any other command line.
+    Failures are reported by the handler every command has (`ledger.cli.common.failed`)."""
     call = plain_call(args)
     if call is None:
         return None
-    command, params = call
+    command, given = call
     try:
-        command(**params)
+        command(**(READS[args[0]].defaults() | given))
     except (LedgerError, OSError) as exc:
         # Only now typer and rich: the error line is printed as for any command.
         from ledger.cli.common import failed

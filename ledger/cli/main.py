@@ -9,9 +9,11 @@ never imports them and they join this command line when they are installed.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 import typer.main
@@ -22,7 +24,8 @@ from ledger.cli import history as history_commands
 from ledger.cli import impact as impact_commands
 from ledger.cli import policy as policy_commands
 from ledger.cli import serve as serve_commands
-from ledger.cli.common import DbOption, JsonOption, LedgerGroup, command_group
+from ledger.cli.common import LedgerGroup, command_group, typer_parameter
+from ledger.cli.options import READS, Command
 
 PLUGIN_GROUP = "jurisdiction_ledger.commands"
 
@@ -56,75 +59,69 @@ class RootGroup(LedgerGroup):
 
 
 # --- the commands that ask the ledger --------------------------------------------------
-# Declared here, not beside their code: `ledger.cli.history` stays free of typer, so that
-# the console script can run a plain `ledger history USER` without it (see there).
-
-UserArgument = Annotated[str, typer.Argument(help="User id, e.g. u-000042.")]
-AtOption = Annotated[
-    str | None,
-    typer.Option(
-        "--at",
-        help="Valid time to ask about: ISO 8601 (2026-04-01 or 2026-04-01T12:00:00+08:00). "
-        "Default: now.",
-        show_default=False,
-    ),
-]
-BelievedOption = Annotated[
-    str | None,
-    typer.Option(
-        "--believed-at",
-        help="Answer with what the ledger believed at this record time (before later-arriving "
-        "events corrected it). ISO 8601.",
-        show_default=False,
-    ),
-]
+# Their parameters are declared once, as data, in `ledger.cli.options`, where the console
+# script's plain parser (`ledger.cli.history.run_plain`) finds them too; their code is in
+# `ledger.cli.history`, free of typer. Here: their help, and typer's form of those
+# declarations.
 
 
-def current(
-    user: UserArgument,
-    at: AtOption = None,
-    believed_at: BelievedOption = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
+def declared_by(
+    command: Command,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Gives a function that takes `**params` the parameters `command` declares, in typer's
+    form (argument, then options, in order): typer reads them from its signature and calls
+    it with every one of them, by name."""
+    kind = inspect.Parameter.KEYWORD_ONLY
+    signature = inspect.Signature(
+        [
+            inspect.Parameter(
+                command.argument.param, kind, annotation=typer_parameter(command.argument)
+            ),
+            *(
+                inspect.Parameter(
+                    option.param, kind, default=option.default, annotation=typer_parameter(option)
+                )
+                for option in command.options
+            ),
+        ],
+        return_annotation=None,
+    )
+
+    def declare(function: Callable[..., None]) -> Callable[..., None]:
+        function.__signature__ = signature  # type: ignore[attr-defined]
+        return function
+
+    return declare
+
+
+@declared_by(READS["current"])
+def current(**params: Any) -> None:
     """Which rulebook governs USER at a time, since when, and why.
 
     Shows the assignment at a valid time (default now), the policy and rule that decided
     it, the rulebook's age rule, content focus and data residency, and the user's age
     status at that time. With --believed-at: as the ledger believed it then."""
-    history_commands.current(user, at, believed_at, db, as_json)
+    history_commands.current(**params)
 
 
-def history(
-    user: UserArgument,
-    show_all: Annotated[
-        bool, typer.Option("--all", help="Include superseded rows (record-time history).")
-    ] = False,
-    believed_at: BelievedOption = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@declared_by(READS["history"])
+def history(**params: Any) -> None:
     """USER's assignment history: one row per period, with policy, rule and reason.
 
     Rows tile valid time from signup. --json adds the facts each rule read and the events
     they came from. --all adds the rows the ledger once believed and later superseded
     (superseded_at = when a later-arriving event replaced them); --believed-at shows the
     history as the ledger believed it at that record time."""
-    history_commands.history(user, show_all, believed_at, db, as_json)
+    history_commands.history(**params)
 
 
-def explain(
-    user: UserArgument,
-    at: AtOption = None,
-    believed_at: BelievedOption = None,
-    db: DbOption = None,
-    as_json: JsonOption = False,
-) -> None:
+@declared_by(READS["explain"])
+def explain(**params: Any) -> None:
     """A plain-language statement of which rulebook governs USER and why.
 
     Written for the user themself or an auditor: since when, the reason, the facts and
     events it rests on, what the rulebook means, and the age status."""
-    history_commands.explain(user, at, believed_at, db, as_json)
+    history_commands.explain(**params)
 
 
 app = command_group(
