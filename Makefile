@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # The benchmark suite: the ledger against its baselines on the same data (not in `make test`;
@@ -38,6 +39,7 @@ docs: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) ledger.db demo-out

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from ledger.config import Settings, settings_from_env
 from ledger.domain.time import parse_instant
 from ledger.errors import UsageError
-from ledger.render.text import escape_control, json_text
+from ledger.render.text import escape_control as escape_control
+from ledger.render.text import json_text
 
 if TYPE_CHECKING:
     from rich.console import Console

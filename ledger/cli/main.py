@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import typer.main
@@ -26,6 +26,10 @@ from ledger.cli import policy as policy_commands
 from ledger.cli import serve as serve_commands
 from ledger.cli.common import LedgerGroup, command_group, typer_parameter
 from ledger.cli.options import READS, Command
+
+if TYPE_CHECKING:
+    # typer (0.29 on) vendors click: its groups are typed with the vendored Context.
+    from typer._click.core import Context as ClickContext
 
 PLUGIN_GROUP = "jurisdiction_ledger.commands"
 
@@ -40,11 +44,11 @@ class RootGroup(LedgerGroup):
     listed by --help): `ledger history` neither scans the installed packages' entry points
     nor imports the broker, the benchmark or the consumer service."""
 
-    def list_commands(self, ctx: typer.Context) -> list[str]:
+    def list_commands(self, ctx: ClickContext) -> list[str]:
         own = super().list_commands(ctx)
         return own + [name for name in plugins() if name not in own]
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+    def get_command(self, ctx: ClickContext, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is not None or cmd_name not in plugins():
             return command
