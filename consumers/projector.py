@@ -32,8 +32,8 @@ from ledger.app.ports import StoreConflict, StoreUnavailable
 from ledger.codecs.avro import AvroCodec
 from ledger.config import Settings
 from ledger.domain.time import truncate_ms
+from ledger.sinks.dead_letter_topic import DeadLetterPublisher
 from ledger.sources.kafka import (
-    DeadLetterPublisher,
     TopicChanged,
     cached_identity,
     check_identity,

@@ -18,8 +18,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from infra import launcher
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line
+from ledger.sinks.dead_letter_topic import DLQ_ENVELOPE
 from ledger.sources import kafka_topics as topics
-from ledger.sources.kafka import DLQ_ENVELOPE
 from ledger.store.schema import dead_letters, events
 from tests.kafka_support import (
     GROUP_FLAGS,

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
 from ledger.generate import generate_events
-from ledger.sources.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
+from ledger.sinks.dead_letter_topic import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from ledger.store.schema import dead_letters, events
 from tests.conftest import PG_ADMIN_URL
 from tests.kafka_support import (

@@ -19,7 +19,7 @@ LAYERS = [
     ("domain",),
     ("config", "resources"),
     ("codecs",),
-    ("sources",),
+    ("sources", "sinks"),
     ("app", "generate", "testing"),
     ("store",),
     ("queries",),
@@ -139,8 +139,8 @@ def test_only_config_reads_the_environment() -> None:
     assert readers == ["config.py"]
 
 
-def test_sources_know_nothing_of_the_app() -> None:
-    for path in (LEDGER / "sources").glob("*.py"):
+def test_sources_and_sinks_know_nothing_of_the_app() -> None:
+    for path in [*(LEDGER / "sources").glob("*.py"), *(LEDGER / "sinks").glob("*.py")]:
         for name in imports(path):
             assert not name.startswith(("ledger.app", "ledger.store", "ledger.cli")), (
                 f"{path.name} imports {name}"

@@ -39,7 +39,7 @@ from ledger.config import ISOLATION_LEVELS, settings_from_env
 from ledger.domain.events import Event
 from ledger.errors import UsageError
 from ledger.generate import generate_events
-from ledger.sources.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON
+from ledger.sinks.dead_letter_topic import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON
 from ledger.store.schema import dead_letters, events
 from tests.kafka_support import (
     EXTERNAL_BOOTSTRAP_ENV,
