@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/python -m ledger.cli.demo --users $(DEMO_USERS)
 
 test: $(STAMP)
-	$(BIN)/ruff check ledger consumers infra tests
+	$(BIN)/ruff check ledger consumers infra tests tools
 	$(BIN)/python -m pytest -q
 
 # The benchmark suite: the ledger against its baselines on the same data (not in `make test`;
@@ -30,10 +30,10 @@ bench: $(STAMP)
 FAULTS_SCALE ?= 1
 
 faults: $(STAMP)
-	LEDGER_REQUIRE_POSTGRES=1 $(BIN)/python -m tests.faults --scale $(FAULTS_SCALE)
+	LEDGER_REQUIRE_POSTGRES=1 $(BIN)/python -m tools.faults --scale $(FAULTS_SCALE)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ledger consumers infra tests
+	$(BIN)/ruff check ledger consumers infra tests tools
 
 clean:
 	rm -rf $(VENV) ledger.db demo-out

@@ -20,7 +20,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,13 +30,10 @@ import pytest
 import sqlalchemy as sa
 
 from infra import launcher
-from ledger.codecs.jsonl import event_to_json_line
 from ledger.config import settings_from_env
-from ledger.domain.time import from_millis
-from ledger.generate import generate_events
 from ledger.sources import kafka_topics as topics
-from ledger.store.schema import source_positions
 from tests.support import Cli
+from tools.common import GROUP_FLAGS, LEDGER, consumed, stamped_stream
 
 __all__ = [
     "FAST_GROUP_SETTINGS",
@@ -102,19 +98,6 @@ def kafka_topic(kafka_broker: launcher.BrokerInfo) -> Iterator[str]:
 
 # --- consumer processes and the stores they write -----------------------------------
 
-LEDGER = str(Path(sys.executable).with_name("ledger"))
-GROUP_FLAGS = ["--session-timeout-ms", "6000", "--log-every", "1", "--allow-dev-key"]
-T0_MS = 1_790_000_000_000  # record times of the stamped streams (2026-09)
-
-
-def stamped_stream(path: Path, users: int, seed: int) -> int:
-    """A generated stream whose events carry increasing record times, so a consumer (via
-    the Kafka timestamps `publish` sets from them) and a file replay see the same ones."""
-    with path.open("w") as out:
-        for i, event in enumerate(generate_events(users, seed)):
-            out.write(event_to_json_line(event, from_millis(T0_MS + i)) + "\n")
-    return sum(1 for _ in path.open())
-
 
 def publish(cli: Cli, bootstrap: str, topic: str, path: Path) -> int:
     result = cli.json("publish", str(path), "--bootstrap", bootstrap, "--topic", topic, db=False)
@@ -156,22 +139,6 @@ def start_consumer(
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     _SPAWNED.append(proc)
     return proc
-
-
-def consumed(db: str, topic: str) -> int:
-    """Records the store has taken from the topic (sum of next offsets)."""
-    engine = sa.create_engine(db)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(source_positions.c.next_offset), 0)).where(
-                    source_positions.c.source == f"kafka:{topic}"
-                )
-            ).scalar_one()
-    except sa.exc.DBAPIError:
-        return 0  # the consumer has not created the tables yet
-    finally:
-        engine.dispose()
 
 
 def wait_for(db: str, topic: str, at_least: int, timeout: float = 60.0) -> int:

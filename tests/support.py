@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from ledger.cli.main import app
-from ledger.store.schema import assignment_history
+from ledger.store.schema import assignment_history, events, users
 
 
 class Cli:
@@ -73,3 +74,32 @@ def chain_heads(url: str) -> dict[str, tuple[bytes, int]]:
         rows = conn.execute(sa.text("SELECT user_id, chain_head, events FROM users")).all()
     engine.dispose()
     return {u: (bytes(h), n) for u, h, n in rows}
+
+
+def consistent(url: str) -> None:
+    """Each user: one open row, believed rows tiling valid time, users.events = its events,
+    and per-user sequence numbers 1..n."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        e = events.c
+        per_user = conn.execute(
+            sa.select(e.user_id, sa.func.count(), sa.func.max(e.seq)).group_by(e.user_id)
+        ).all()
+        counts = {user: n for user, n, _ in per_user}
+        seqs = {user: top for user, _, top in per_user}
+        stored = {user: n for user, n in conn.execute(sa.select(users.c.user_id, users.c.events))}
+        h = assignment_history.c
+        rows = conn.execute(
+            sa.select(h.user_id, h.valid_from, h.valid_to)
+            .where(h.superseded_at.is_(None))
+            .order_by(h.user_id, h.valid_from)
+        ).all()
+    engine.dispose()
+    assert stored == counts == seqs
+    by_user: dict[str, list] = {}
+    for user, start, end in rows:
+        by_user.setdefault(user, []).append((start, end))
+    for user, spans in by_user.items():
+        assert [e for _, e in spans].count(None) == 1, user
+        for (_, end), (start, _) in pairwise(spans):
+            assert end == start, user

@@ -32,8 +32,8 @@ from tests.kafka_support import (
     stop,
     wait_for,
 )
-from tests.support import Cli, eid
-from tests.test_concurrency import believed, consistent, two_files_sharing_users
+from tests.support import Cli, consistent, eid
+from tools.common import believed, two_files_sharing_users
 
 pytestmark = pytest.mark.kafka
 

@@ -102,6 +102,16 @@ def test_the_deployable_parts_import_the_library_never_each_other(path: Path) ->
         assert top != "tests", f"{path.relative_to(ROOT)} imports the tests: {name}"
 
 
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "tools").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_the_tools_never_import_the_tests(path: Path) -> None:
+    """`make faults` and the load run work without the test suite's fixtures: what they
+    share with the tests lives in tools/ and the tests import it from there."""
+    for name in imports(path):
+        assert name.split(".")[0] != "tests", f"{path.relative_to(ROOT)} imports {name}"
+
 @pytest.mark.parametrize(
     "path", [p for p in modules() if layer_of(p) == "domain"], ids=lambda p: p.name
 )

@@ -13,7 +13,7 @@ replayed but in no store row and no dead letter), events duplicated (stored more
 or users whose event count disagrees with their rows), and users whose believed history
 differs from the reference. Exit status 1 if anything was lost, duplicated or different.
 
-    python -m tests.faults [--scale N] [--only kill,restart,...] [--json FILE]
+    python -m tools.faults [--scale N] [--only kill,restart,...] [--json FILE]
 """
 
 from __future__ import annotations
@@ -39,8 +39,14 @@ from rich.table import Table
 from infra import launcher
 from ledger.sources import kafka_topics as topics
 from ledger.store.schema import dead_letters, events, users
-from tests.kafka_support import GROUP_FLAGS, LEDGER, consumed, stamped_stream
-from tests.test_concurrency import believed, two_files_sharing_users
+from tools.common import (
+    GROUP_FLAGS,
+    LEDGER,
+    believed,
+    consumed,
+    stamped_stream,
+    two_files_sharing_users,
+)
 
 PG_ADMIN = os.environ.get(
     "LEDGER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

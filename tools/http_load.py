@@ -1,6 +1,6 @@
 """A bounded load run of `ledger serve` (a benchmark, not part of `make test`).
 
-    .venv/bin/python -m tests.http_load --db sqlite:///m.db --clients 50 --seconds 20
+    .venv/bin/python -m tools.http_load --db sqlite:///m.db --clients 50 --seconds 20
 
 starts `ledger serve` on a free port of 127.0.0.1 (one worker, an admin token of its own),
 samples user ids from the store, and has N concurrent keep-alive clients (aiohttp) ask
