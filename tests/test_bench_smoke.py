@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kafka_support import LEDGER
+from tests.helpers.kafka import LEDGER
 
 pytestmark = pytest.mark.kafka
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.codecs.avro import AvroCodec
 from ledger.generate import generate_events
-from tests.kafka_support import _SPAWNED, GROUP_FLAGS, LEDGER, stop, wait_for
+from tests.helpers.kafka import _SPAWNED, GROUP_FLAGS, LEDGER, stop, wait_for
 
 pytestmark = pytest.mark.kafka
 

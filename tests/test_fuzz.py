@@ -55,7 +55,7 @@ from ledger.sources.records import SourceRecord
 from ledger.store.memory import MemoryStore
 from ledger.store.schema import dead_letters
 from ledger.testing import event_streams
-from tests.conftest import PG_ADMIN_URL
+from tests.helpers import postgres
 from tests.support import Cli, history_rows
 
 EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "300"))
@@ -528,20 +528,8 @@ def fresh_database(kind: str, folder: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{folder / f'{uuid.uuid4().hex}.db'}"
         return
-    name = f"ledger_fuzz_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield (
-            sa.engine.make_url(PG_ADMIN_URL)
-            .set(database=name)
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres.fresh_database("ledger_fuzz") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

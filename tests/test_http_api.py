@@ -4,12 +4,12 @@ numbers stay in the admin's dead-letter endpoint, and a stopped database is a 50
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from ledger.store.schema import events, users
-from tests.conftest import PG_ADMIN_URL
-from tests.http_support import (
+from tests.helpers import postgres
+from tests.helpers.http import (
     ADMIN,
     AUDITOR,
     BAD_LINE_PHONE,
@@ -41,10 +41,6 @@ PROBLEM = "application/problem+json"
 SAMPLE_USERS = [LATE_USER, "u-000001", "u-000017", "u-000042", HOSTILE_USER]
 
 
-def _admin() -> sa.Engine:
-    return sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-
-
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
@@ -52,26 +48,18 @@ def api(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SimpleNamespace]:
     tmp = tmp_path_factory.mktemp(f"http-{request.param}")
-    name = None
-    if request.param == "sqlite":
-        db = f"sqlite:///{tmp / 'ledger.db'}"
-    else:
-        request.getfixturevalue("postgres_available")
-        name = f"ledger_test_{uuid.uuid4().hex[:12]}"
-        with _admin().connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        db = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(False)
-    try:
+    with contextlib.ExitStack() as databases:
+        if request.param == "sqlite":
+            db = f"sqlite:///{tmp / 'ledger.db'}"
+        else:
+            request.getfixturevalue("postgres_available")
+            db = databases.enter_context(postgres.fresh_database())
         data = build_store(db, tmp)
         server = start_server(db, tmp / "serve.log")
         try:
             yield SimpleNamespace(db=db, server=server, tmp=tmp, **data)
         finally:
             assert server.stop() == 0, server.log.read_text()[-2000:]
-    finally:
-        if name:
-            with _admin().connect() as conn:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def _u(user: str) -> str:
@@ -345,37 +333,28 @@ def test_a_database_that_does_not_answer_is_a_503(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_a_stopped_database_is_a_503_until_it_is_back(pg_url: str, tmp_path: Path) -> None:
+def test_a_stopped_database_is_a_503_until_it_is_back(
+    pg_url: str, pg_admin: sa.Engine, tmp_path: Path
+) -> None:
     build_store(pg_url, tmp_path)
     server = start_server(pg_url, tmp_path / "serve.log")
     name = sa.engine.make_url(pg_url).database
-    admin = _admin()
     path = f"/v1/users/{_u(LATE_USER)}/history?all=true"
     try:
         before = server.json(path, AUDITOR)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"
-                ),
-                {"d": name},
-            )
+        postgres.refuse_connections(pg_admin, name)
         for p in (path, f"/v1/users/{_u(LATE_USER)}/current", "/v1/stats"):
             doc = _problem(server, p, 503)
             assert doc["title"] == "Database unavailable"
         _problem(server, "/readyz", 503, None)
         assert server.json("/healthz") == {"status": "ok"}
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        postgres.allow_connections(pg_admin, name)
         deadline = time.monotonic() + 10
         while server.get("/readyz")[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert server.json(path, AUDITOR) == before
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        admin.dispose()
+        postgres.allow_connections(pg_admin, name)
         assert server.stop() == 0
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.http_support import AUDITOR, HOSTILE_USER, LATE_USER, Server, build_store, start_server
+from tests.helpers.http import AUDITOR, HOSTILE_USER, LATE_USER, Server, build_store, start_server
 from tests.support import Cli
 
 CHROMIUM = "/usr/bin/chromium"

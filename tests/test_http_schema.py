@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.http_support import ADMIN, PATHS, Server, build_store, start_server
+from tests.helpers.http import ADMIN, PATHS, Server, build_store, start_server
 
 CHECKS = [
     not_a_server_error,

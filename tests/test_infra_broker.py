@@ -23,15 +23,9 @@ from ledger.cli.admin import topics_app
 from ledger.config import kafka_client_settings
 from ledger.errors import UsageError
 from ledger.sources import kafka_topics as topics
+from tests.helpers.kafka import FAST_GROUP_SETTINGS
 
-# Fixtures kafka_broker and kafka_topic come from tests/kafka_support.py via tests/conftest.py.
-
-# Group timeouts that make a join take ~3 s instead of ~23 s (see tests/kafka_support.py).
-FAST_GROUP_SETTINGS = {
-    "session_timeout_ms": 6000,
-    "heartbeat_interval_ms": 1000,
-    "max_poll_interval_ms": 6000,
-}
+# Fixtures kafka_broker and kafka_topic come from tests/helpers/kafka.py via tests/conftest.py.
 
 
 @pytest.fixture

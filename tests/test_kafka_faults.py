@@ -21,7 +21,7 @@ from ledger.codecs.jsonl import event_from_json_line
 from ledger.sources import kafka_topics as topics
 from ledger.sources.kafka import DLQ_ENVELOPE
 from ledger.store.schema import dead_letters, events
-from tests.kafka_support import (
+from tests.helpers.kafka import (
     GROUP_FLAGS,
     LEDGER,
     consumed,

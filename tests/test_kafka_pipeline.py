@@ -22,8 +22,8 @@ from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
 from ledger.generate import generate_events
 from ledger.sources.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from ledger.store.schema import dead_letters, events
-from tests.conftest import PG_ADMIN_URL
-from tests.kafka_support import (
+from tests.helpers import postgres
+from tests.helpers.kafka import (
     LEDGER,
     consume_all,
     count,
@@ -250,35 +250,24 @@ def test_kafka_command_errors_are_one_line(sqlite_cli: Cli, tmp_path: Path) -> N
 
 @pytest.mark.postgres
 def test_database_outage_is_retried_without_skipping(
-    kafka_broker, kafka_topic: str, reference, tmp_path: Path, pg_url: str
+    kafka_broker, kafka_topic: str, reference, tmp_path: Path, pg_url: str, pg_admin: sa.Engine
 ) -> None:
     path, total, ref = reference
     publish(Cli(pg_url), kafka_broker.bootstrap, kafka_topic, path)
     name = sa.engine.make_url(pg_url).database
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     log = tmp_path / "consumer.log"
     proc = start_consumer(
         kafka_broker.bootstrap, kafka_topic, pg_url, log, group="g-outage", batch=20
     )
     try:
         before = wait_for(pg_url, kafka_topic, total // 4)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"
-                ),
-                {"d": name},
-            )
+        postgres.refuse_connections(pg_admin, name)
         time.sleep(4)  # the outage: every batch and every reconnect fails meanwhile
         assert proc.poll() is None, "the consumer died during the outage"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        postgres.allow_connections(pg_admin, name)
         wait_for(pg_url, kafka_topic, total)
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        admin.dispose()
+        postgres.allow_connections(pg_admin, name)
         stop(proc, log)
     assert before < total, "the outage came after the consumer had finished"
     assert "retrying in" in log.read_text()
