@@ -6,7 +6,7 @@ result with a plain sequential file replay of the same events:
 - kill:        a consumer SIGKILLed at random moments and restarted, on SQLite and PostgreSQL
 - restart:     the broker restarted empty under a running consumer, then --reset-positions
 - concurrency: two replays sharing users, and a consumer beside a replay, in parallel
-- fuzz:        the fuzz suite (tests/test_fuzz.py) with many more examples
+- fuzz:        the fuzz suite (tests/e2e/test_fuzz.py) with many more examples
 
 Figures per scenario: inputs tried, events applied, dead letters, events lost (published or
 replayed but in no store row and no dead letter), events duplicated (stored more than once,
@@ -299,7 +299,7 @@ def fuzz(scale: int, work: Path, _dbs: Databases, _bootstrap: str) -> list[Figur
         "LEDGER_FUZZ_REPORT": str(report),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_fuzz.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/e2e/test_fuzz.py"],
         env=env,
         capture_output=True,
         text=True,

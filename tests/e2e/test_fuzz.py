@@ -14,7 +14,7 @@ replay` on SQLite and on PostgreSQL.
 
 Example counts scale with `LEDGER_FUZZ_EXAMPLES` (default 300, the in-memory levels; the
 CLI levels run a twentieth of it, at least 4): `LEDGER_FUZZ_EXAMPLES=5000 pytest
-tests/test_fuzz.py` for a long run. With `CI` set, examples are derandomised so a CI run
+tests/e2e/test_fuzz.py` for a long run. With `CI` set, examples are derandomised so a CI run
 is reproducible.
 """
 

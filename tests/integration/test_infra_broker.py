@@ -344,8 +344,8 @@ def test_broker_survives_the_cli_process(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         check=True,
-        cwd=Path(__file__).parents[1],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
     )
     info = json.loads(out.stdout)
     try:

@@ -17,7 +17,7 @@ import pytest
 from infra import process
 from infra.process import ProcessIdentity
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 SLEEP_CODE = "import time; time.sleep(60)"
 IGNORE_TERM_CODE = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
