@@ -6,7 +6,8 @@ result with a plain sequential file replay of the same events:
 - kill:        a consumer SIGKILLed at random moments and restarted, on SQLite and PostgreSQL
 - restart:     the broker restarted empty under a running consumer, then --reset-positions
 - concurrency: two replays sharing users, and a consumer beside a replay, in parallel
-- fuzz:        the fuzz suite (tests/e2e/test_fuzz.py) with many more examples
+- fuzz:        the fuzz suite (tests/unit/test_fuzz.py in memory, tests/e2e/test_fuzz.py
+               through the CLI) with many more examples
 
 Figures per scenario: inputs tried, events applied, dead letters, events lost (published or
 replayed but in no store row and no dead letter), events duplicated (stored more than once,
@@ -298,8 +299,9 @@ def fuzz(scale: int, work: Path, _dbs: Databases, _bootstrap: str) -> list[Figur
         "LEDGER_FUZZ_EXAMPLES": str(500 * scale),
         "LEDGER_FUZZ_REPORT": str(report),
     }
+    suite = ["tests/unit/test_fuzz.py", "tests/e2e/test_fuzz.py"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/e2e/test_fuzz.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suite],
         env=env,
         capture_output=True,
         text=True,

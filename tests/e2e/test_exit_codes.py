@@ -5,6 +5,8 @@ one line on stderr starting `ledger: error:`."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.cli.main import app
-from tests.support import eid, write_jsonl
+from tests.support import Cli, eid, write_jsonl
+from tools.common import LEDGER
 
 NO_BROKER = "127.0.0.1:1"  # nothing listens on port 1
 # An unreachable cluster is given up after 1 s instead of 10.
@@ -221,3 +224,32 @@ def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_p
     huge.write_text(" " * (1 << 20) + "{}")
     for path in (garbage, partial, deep, huge):
         assert "ledger: error:" in run("verify", "--digest", str(path), "--db", db, code=1).stderr
+
+
+# --- errors about what a command reaches: Kafka and the database ------------------------
+
+
+def test_kafka_command_errors_are_one_line(sqlite_cli: Cli, tmp_path: Path) -> None:
+    env_free = {k: v for k, v in os.environ.items() if k != "LEDGER_BOOTSTRAP"}
+    result = subprocess.run(
+        [LEDGER, "consume", "--db", sqlite_cli.db],
+        env=env_free,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "pass --bootstrap" in result.stderr
+    gone = sqlite_cli.run("replay", "--from-kafka", "--bootstrap", "127.0.0.1:1", expect=1)
+    assert "cannot reach Kafka at 127.0.0.1:1" in gone.stderr
+    both = sqlite_cli.run("replay", str(tmp_path / "x.jsonl"), "--from-kafka", expect=2)
+    assert "not both" in both.stderr
+
+
+def test_unreachable_database_is_one_line(sqlite_cli: Cli, tmp_path: Path) -> None:
+    bad = Cli("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    result = bad.run("history", "u-1", expect=1)
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("ledger: error: cannot reach database")
+    missing_dir = Cli(f"sqlite:///{tmp_path}/no/such/dir/ledger.db")
+    assert "does not exist" in missing_dir.run("history", "u-1", expect=1).stderr
+    assert "not a database URL" in Cli("nonsense").run("history", "u-1", expect=1).stderr

@@ -16,64 +16,31 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import fastavro
 import pytest
 import sqlalchemy as sa
-from kafka.consumer.fetcher import ConsumerRecord
 
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line
-from ledger.config import Limits
 from ledger.domain import limits
-from ledger.domain.events import EVENT_TYPES, EVIDENCE_KINDS, EventError
 from ledger.domain.time import to_millis
-from ledger.sources.files import read_records
-from ledger.sources.kafka import to_source_record
-from ledger.store.schema import dead_letters, events, users
+from ledger.store.schema import dead_letters, events
+from tests.helpers.hostile import (
+    GOOD,
+    HUGE,
+    LIMIT,
+    PUBLISH_BAD,
+    Bad,
+    accepts,
+    dumps,
+    huge_line_file,
+    signup,
+    write_lines,
+)
 from tests.support import Cli, eid, history_rows
-
-LIMIT = Limits().event_bytes
-RECORDED = "2026-06-01T00:00:00Z"  # record time carried by every line: histories compare
-
-
-def signup(n: int, user: str, **extra: object) -> dict[str, object]:
-    return {
-        "event_id": eid(n),
-        "user_id": user,
-        "occurred_at": "2026-01-10T09:00:00Z",
-        "type": "SignedUp",
-        "phone": "+8613912345678",
-        "channel": "xiaohongshu-app",
-        "recorded_at": RECORDED,
-        **extra,
-    }
-
-
-def accepts(n: int, user: str, **extra: object) -> dict[str, object]:
-    return {
-        "event_id": eid(n),
-        "user_id": user,
-        "occurred_at": "2026-04-01T00:00:00Z",
-        "type": "TermsAccepted",
-        "tos_version": "tos-2026-03-residency",
-        "recorded_at": RECORDED,
-        **extra,
-    }
-
-
-def dumps(obj: dict[str, object]) -> str:
-    return json.dumps(obj)
-
-
-GOOD = [
-    dumps(signup(1, "u-1")),
-    dumps(signup(2, "u-2", phone="+85251234567", channel="rednote-app")),
-    dumps(accepts(3, "u-1")),
-]
-Bad = tuple[str | bytes, str]  # (the line, a fragment its reason must contain)
 
 
 def _rows(url: str, table: sa.Table) -> list[sa.Row]:
@@ -82,11 +49,6 @@ def _rows(url: str, table: sa.Table) -> list[sa.Row]:
         rows = list(conn.execute(sa.select(table)))
     engine.dispose()
     return rows
-
-
-def _write(path: Path, lines: list[str | bytes]) -> Path:
-    path.write_bytes(b"".join((x if isinstance(x, bytes) else x.encode()) + b"\n" for x in lines))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +60,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[str]],
         if tuple(good) not in cache:
             folder = tmp_path_factory.mktemp("reference")
             url = f"sqlite:///{folder / 'ledger.db'}"
-            Cli(url).run("replay", str(_write(folder / "good.jsonl", list(good))))
+            Cli(url).run("replay", str(write_lines(folder / "good.jsonl", list(good))))
             cache[tuple(good)] = history_rows(url)
         return cache[tuple(good)]
 
@@ -115,7 +77,7 @@ def replay_mixed(
     """Replay the first valid line, the bad ones, then the other valid ones; check the
     four promises of the module docstring and return the first replay's summary."""
     lines: list[str | bytes] = [good[0], *(line for line, _ in bad), *good[1:]]
-    _write(path, lines)
+    write_lines(path, lines)
     summary = cli.json("replay", str(path), expect=3)
     assert (summary["applied"], summary["dead_lettered"]) == (len(good), len(bad)), summary
     reasons = {row.position: row.reason for row in _rows(cli.db, dead_letters)}
@@ -244,7 +206,7 @@ def test_row02_file_name_that_is_not_utf8(cli: Cli, tmp_path: Path, reference) -
     name = os.fsdecode(b"events-\xff.jsonl")  # a lone surrogate in Python's spelling
     bad: list[Bad] = [(dumps(signup(56, "u-9", occurred_at="soon")), "occurred_at")]
     lines: list[str | bytes] = [GOOD[0], bad[0][0], *GOOD[1:]]
-    path = _write(tmp_path / name, lines)
+    path = write_lines(tmp_path / name, lines)
     summary = cli.json("replay", str(path), expect=3)
     assert (summary["applied"], summary["dead_lettered"]) == (3, 1)
     (row,) = _rows(cli.db, dead_letters)
@@ -297,34 +259,6 @@ def test_row03_nul_and_over_long_fields(cli: Cli, tmp_path: Path, reference) -> 
     assert cli.json("history", u200)["user_id"] == u200
 
 
-def test_column_sizes_are_the_limits() -> None:
-    """Validation and the schema agree (schema.py uses the constants; this pins the numbers
-    the migrations created)."""
-    expected = {
-        "event_id": limits.EVENT_ID_CHARS,
-        "user_id": limits.USER_ID_CHARS,
-        "type": limits.EVENT_TYPE_CHARS,
-        "channel": limits.CHANNEL_CHARS,
-        "country": limits.COUNTRY_CHARS,
-        "evidence": limits.EVIDENCE_CHARS,
-        "tos_version": limits.TOS_VERSION_CHARS,
-    }
-    assert {c: events.c[c].type.length for c in expected} == expected
-    assert expected == {
-        "event_id": 36,
-        "user_id": 200,
-        "type": 20,
-        "channel": 100,
-        "country": 2,
-        "evidence": 20,
-        "tos_version": 100,
-    }
-    assert users.c.user_id.type.length == limits.USER_ID_CHARS
-    assert dead_letters.c.user_id.type.length == limits.USER_ID_CHARS
-    assert max(map(len, EVIDENCE_KINDS)) <= limits.EVIDENCE_CHARS
-    assert max(map(len, EVENT_TYPES)) <= limits.EVENT_TYPE_CHARS
-
-
 # --- row 12: a huge value is quoted, never copied -----------------------------------------
 
 
@@ -365,24 +299,8 @@ def test_row12_megabyte_value_is_quoted_briefly(cli: Cli, tmp_path: Path, refere
 
 # --- row 13: a line too long to hold ------------------------------------------------------
 
-HUGE = 64 << 20  # not 2 GB: the same code path, in a fraction of the time and disk
-
-
-def _huge_line_file(path: Path, size: int = HUGE) -> Path:
-    """GOOD[0], one line of `size` bytes (mostly a hole in a sparse file: NUL bytes on
-    read, no disk), then the other valid lines."""
-    with path.open("wb") as fo:
-        fo.write(GOOD[0].encode() + b"\n")
-        fo.write(b'{"event_id": "')
-        fo.seek(size - len(b'{"event_id": "') - len(b'"}'), os.SEEK_CUR)
-        fo.write(b'"}\n')
-        for line in GOOD[1:]:
-            fo.write(line.encode() + b"\n")
-    return path
-
-
 def test_row13_huge_line_is_streamed(cli: Cli, tmp_path: Path, reference) -> None:
-    path = _huge_line_file(tmp_path / "huge.jsonl")
+    path = huge_line_file(tmp_path / "huge.jsonl")
     summary = cli.json("replay", str(path), expect=3)
     assert (summary["applied"], summary["dead_lettered"]) == (3, 1), summary
     (row,) = _rows(cli.db, dead_letters)
@@ -421,151 +339,21 @@ def test_row13_memory_stays_bounded(tmp_path: Path) -> None:
     """`ledger replay` of the 64 MiB line peaks at about what a file without it takes (a
     process holding the line would grow by its size at least)."""
     small = tmp_path / "small.jsonl"
-    _write(small, [GOOD[0], "not json", *GOOD[1:]])
+    write_lines(small, [GOOD[0], "not json", *GOOD[1:]])
     baseline = _max_rss_kib(small, tmp_path / "a.db")
-    huge = _max_rss_kib(_huge_line_file(tmp_path / "huge.jsonl"), tmp_path / "b.db")
+    huge = _max_rss_kib(huge_line_file(tmp_path / "huge.jsonl"), tmp_path / "b.db")
     assert huge - baseline < 24 * 1024, (baseline, huge)
 
 
-def test_line_limit_edges(tmp_path: Path) -> None:
-    """At the limit is decoded (with LF or CRLF), one byte over is not; a long line at the
-    end of the file without a newline is measured too; line numbers stay right."""
-    limits_ = Limits(event_bytes=len(GOOD[0]))
-    path = tmp_path / "edges.jsonl"
-    path.write_bytes(
-        GOOD[0].encode()
-        + b"\r\n"  # exactly the limit, CRLF
-        + GOOD[0].encode()
-        + b" \n"  # one over
-        + GOOD[0].encode()
-        + b"\n"  # exactly the limit, LF
-        + b"y" * 100_000
-        + b"\r\n"
-        + b"\n"  # blank: skipped, but counted
-        + b"z" * 70_000  # no newline at the end
-    )
-    out = [(r.position, r.offset, r.decoded) for r, _ in read_records(path, "k", limits=limits_)]
-    assert [p for p, _, _ in out] == [f"edges.jsonl:{n}" for n in (1, 2, 3, 4, 6)]
-    assert [o for _, o, _ in out] == [0, 1, 2, 3, 5]
-    assert not isinstance(out[0][2], EventError) and not isinstance(out[2][2], EventError)
-    over = {p: str(d) for p, _, d in out if isinstance(d, EventError)}
-    assert over == {
-        "edges.jsonl:2": f"line is {len(GOOD[0]) + 1:,} bytes, over the limit of "
-        f"{len(GOOD[0]):,} bytes",
-        "edges.jsonl:4": f"line is 100,000 bytes, over the limit of {len(GOOD[0]):,} bytes",
-        "edges.jsonl:6": f"line is 70,000 bytes, over the limit of {len(GOOD[0]):,} bytes",
-    }
-    progress = [done for _, done in read_records(path, "k", limits=limits_)]
-    assert progress[-1] == path.stat().st_size
-    # Resuming after the long lines starts at the right line.
-    assert [r.position for r, _ in read_records(path, "k", 5, limits=limits_)] == ["edges.jsonl:6"]
-
-
-# --- Avro containers and Kafka records: bounded, never raising ----------------------------
-
-
-def _container(events_: int = 3, **writer: object) -> bytes:
-    codec = AvroCodec()
-    items = [event_from_json_line(line) for line in GOOD[:events_]]
-    buf = io.BytesIO()
-    fastavro.writer(buf, codec.schema, (codec.to_record(e, r) for e, r in items), **writer)
-    return buf.getvalue()
-
-
-def _read(data: bytes, **bounds: int) -> list[object]:
-    return [d for _, d in AvroCodec().read_container(io.BytesIO(data), **bounds)]
-
-
-def test_avro_container_blocks_and_records_are_bounded() -> None:
-    data = _container(codec="deflate")
-    assert not any(isinstance(d, EventError) for d in _read(data))
-    # Every record is ~150 bytes: the record bound dead-letters each and goes on.
-    small = _read(data, max_record_bytes=20)
-    assert len(small) == 3 and all("over the limit of 20 bytes" in str(d) for d in small)
-    # A block bound stops the file: nothing after an unreadable block can be found.
-    (stopped,) = _read(data, max_block_bytes=50)
-    assert "truncated or corrupt Avro container after record 0" in str(stopped)
-    # A deflate bomb: a block of 16 MiB of zeros is ~16 KiB compressed.
-    bomb = _container(1, codec="deflate")
-    header_end = bomb.index(bomb[-16:]) + 16  # the sync marker ends the header first
-    zeros = fastavro_deflate(b"\0" * (16 << 20))
-    forged = bomb[:header_end] + _long(1) + _long(len(zeros)) + zeros + bomb[-16:]
-    (refused,) = _read(forged, max_block_bytes=1 << 20)
-    assert "inflates to over 1,048,576 bytes" in str(refused)
-    # A forged block length is refused before anything is read.
-    (forged_len,) = _read(bomb[:header_end] + _long(1) + _long(1 << 40), max_block_bytes=1 << 20)
-    assert "over the limit" in str(forged_len)
-
-
-def fastavro_deflate(data: bytes) -> bytes:
-    import zlib
-
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush()
-
-
-def _long(n: int) -> bytes:
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, "long", n)
-    return buf.getvalue()
-
-
-def _kafka(value: bytes | None, timestamp: int = 1_790_000_000_000) -> ConsumerRecord:
-    return ConsumerRecord(
-        "t", 0, -1, 7, timestamp, 0, b"k", value, [], None, 1, len(value or b""), -1
-    )
-
-
-def test_kafka_records_are_never_fatal() -> None:
-    codec = AvroCodec()
-    event, _ = event_from_json_line(GOOD[0])
-    good = codec.encode(event)
-    ok = to_source_record(_kafka(good), codec)
-    assert not isinstance(ok.decoded, EventError)
-    assert ok.decoded[1] == datetime(2026, 9, 21, 14, 13, 20, tzinfo=UTC)
-    cases = {
-        "tombstone": (_kafka(None), "tombstone"),
-        "no timestamp": (_kafka(good, -1), "Kafka record timestamp -1"),
-        "timestamp past 9999": (_kafka(good, 2**62), f"Kafka record timestamp {2**62}: "),
-        "timestamp at 9999-12-31": (_kafka(good, 253402214400000), "outside the range"),
-        "over the limit": (
-            _kafka(good + b"\0" * LIMIT),
-            f"message is {len(good) + LIMIT:,} bytes, over the limit of {LIMIT:,} bytes",
-        ),
-        "unknown fingerprint": (_kafka(good[:2] + b"\1" * 8 + good[10:]), "fingerprint"),
-        "cut": (_kafka(good[:-3]), "truncated or corrupt Avro body"),
-    }
-    for name, (msg, fragment) in cases.items():
-        rec = to_source_record(msg, codec)
-        assert isinstance(rec.decoded, EventError), name
-        assert fragment in str(rec.decoded), (name, str(rec.decoded))
-    small = to_source_record(_kafka(good), codec, limits=Limits(event_bytes=10))
-    assert "over the limit of 10 bytes" in str(small.decoded)
-
-
 # --- publish: the same inputs are reported, not sent --------------------------------------
-
-PUBLISH_BAD = [
-    dumps(signup(90, "u-9", occurred_at="9999-12-31T23:59:59-05:00")),
-    dumps(signup(91, "u-9", recorded_at="0001-01-01T00:00:00+05:00")),
-    dumps(signup(92, "u-9", recorded_at="1960-01-01T00:00:00Z")),
-    dumps(signup(93, "u-9")).replace(f'"{eid(93)}"', "9" * 5000),
-    "[" * 100_000,
-    dumps(signup(94, "\ud800x")),
-    dumps(signup(95, "u-\x009")),
-    dumps(signup(96, "u" * 201)),
-    dumps(signup(97, "u-9", channel="c" * 101)),
-    dumps(signup(98, "u-9", channel="a\x00")),
-]
-
 
 @pytest.mark.kafka
 def test_publish_reports_rows_1_to_3_and_sends_only_valid_events(
     kafka_broker, kafka_topic: str, sqlite_cli: Cli, tmp_path: Path
 ) -> None:
     path = tmp_path / "hostile.jsonl"
-    _write(path, [GOOD[0], *PUBLISH_BAD, *GOOD[1:]])
-    _huge = _huge_line_file(tmp_path / "huge.jsonl", 4 << 20)
+    write_lines(path, [GOOD[0], *PUBLISH_BAD, *GOOD[1:]])
+    _huge = huge_line_file(tmp_path / "huge.jsonl", 4 << 20)
     bootstrap = ["--bootstrap", kafka_broker.bootstrap, "--topic", kafka_topic]
     result = sqlite_cli.json("publish", str(path), str(_huge), *bootstrap, db=False, expect=3)
     assert (result["sent"], result["invalid"]) == (6, len(PUBLISH_BAD) + 1), result
@@ -575,19 +363,3 @@ def test_publish_reports_rows_1_to_3_and_sends_only_valid_events(
     assert (replayed["applied"], replayed["duplicates"], replayed["dead_lettered"]) == (3, 3, 0)
 
 
-def test_nothing_escapes_the_decoders() -> None:
-    """A sample of hostile lines straight through the decoder: only EventError."""
-    for line in [
-        *PUBLISH_BAD[:4],
-        *PUBLISH_BAD[5:],
-        "{" * 50 + "}" * 50,
-        '"\\ud800"',
-        "1" * 5000,
-        '{"a": "' + "[" * 1000,
-        "[" * 33,
-        "[" * 32 + "]" * 32,
-        "nan",
-        "-Infinity",
-    ]:
-        with pytest.raises(EventError):
-            event_from_json_line(line)

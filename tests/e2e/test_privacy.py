@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ledger.config import settings_from_env
 from tests.support import Cli, eid, write_jsonl
 
 WARNING = (
@@ -49,12 +48,6 @@ def with_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEDGER_PHONE_KEY", "a-real-secret")
     monkeypatch.setenv("LEDGER_BOOTSTRAP", "")
     monkeypatch.setenv("LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS", "1000")
-
-
-def test_settings_know_the_development_key() -> None:
-    assert settings_from_env({}).uses_dev_phone_key
-    assert settings_from_env({"LEDGER_PHONE_KEY": "  "}).uses_dev_phone_key
-    assert not settings_from_env({"LEDGER_PHONE_KEY": "secret"}).uses_dev_phone_key
 
 
 def test_replay_warns_once_without_a_key(cli: Cli, tmp_path: Path, no_key: None) -> None:

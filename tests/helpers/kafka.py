@@ -17,6 +17,7 @@ session timeout on Tansu); 6000 ms is also Apache Kafka's minimum session timeou
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -46,6 +47,7 @@ __all__ = [
     "kafka_broker",
     "kafka_topic",
     "no_consumer_outlives_its_test",
+    "plant_pid_file",
     "publish",
     "stamped_stream",
     "start_consumer",
@@ -171,3 +173,12 @@ def count(db: str, table: sa.Table) -> int:
         n = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
     engine.dispose()
     return n
+
+
+def plant_pid_file(state_dir: Path, port: int, **record: object) -> Path:
+    """A launcher pid file for `port` holding `record` (pid, binary, ...), as if a broker
+    had been started there: how tests make the launcher meet processes it did not start."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / f"broker-{port}.pid"
+    path.write_text(json.dumps({"port": port, "bootstrap": f"127.0.0.1:{port}", **record}))
+    return path

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.codecs.avro import AvroCodec
@@ -111,24 +110,3 @@ def test_consumer_metrics_equal_the_run_summary(
     # Record time comes from the Kafka timestamps: the newest one produced above.
     newest = scraped["ledger_last_applied_record_timestamp_seconds"][()]
     assert time.time() - 300 < newest <= time.time()
-
-
-def test_reason_classes_are_few_and_stable() -> None:
-    from consumers.metrics import ProjectorMetrics, reason_class
-
-    assert reason_class("line is 2,000,000 bytes, over the limit of 1,048,576 bytes") == "too_large"
-    assert reason_class("not valid JSON: Expecting value at column 1") == "undecodable"
-    assert reason_class("not Avro single-object encoded (missing C3 01 header)") == "undecodable"
-    assert reason_class("unknown terms version 'tos-2099' (known: …)") == "unknown_terms_version"
-    assert reason_class("event_id x is already recorded for another user") == "event_id_conflict"
-    assert reason_class("the database refused it: value too long") == "database_refused"
-    assert reason_class("field 'phone' must be a string, got int") == "invalid_event"
-    metrics = ProjectorMetrics()
-    metrics.lag_by_partition({0: 3, 1: 0})
-    metrics.lag_by_partition({1: 2})  # partition 0 revoked: its series goes
-    text = generate_latest(metrics.registry).decode()
-    assert 'ledger_consumer_lag_records{partition="1"} 2.0' in text
-    assert 'partition="0"' not in text
-    assert not metrics.alive()  # not started
-    metrics.started()
-    assert metrics.alive()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,15 +13,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaConfigurationError
-from typer.testing import CliRunner
 
 from infra import launcher
-from infra.cli import broker_app
-from ledger.cli.admin import topics_app
-from ledger.config import kafka_client_settings
-from ledger.errors import UsageError
 from ledger.sources import kafka_topics as topics
-from tests.helpers.kafka import FAST_GROUP_SETTINGS
+from tests.helpers.kafka import FAST_GROUP_SETTINGS, plant_pid_file
 
 # Fixtures kafka_broker and kafka_topic come from tests/helpers/kafka.py via tests/conftest.py.
 
@@ -35,13 +28,6 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     yield proc
     proc.kill()
     proc.wait()
-
-
-def _plant_pid_file(state_dir: Path, port: int, **record: object) -> Path:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / f"broker-{port}.pid"
-    path.write_text(json.dumps({"port": port, "bootstrap": f"127.0.0.1:{port}", **record}))
-    return path
 
 
 # --------------------------------------------------------------------------- launcher
@@ -81,7 +67,7 @@ def test_start_failure_reports_log_tail_and_cleans_up(tmp_path: Path) -> None:
 def test_stop_refuses_pid_file_naming_an_unrelated_process(
     tmp_path: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
-    pid_file = _plant_pid_file(tmp_path, 1, pid=sleeper.pid, binary="/bin/sleep")
+    pid_file = plant_pid_file(tmp_path, 1, pid=sleeper.pid, binary="/bin/sleep")
     assert launcher.status(tmp_path)[0].alive is False
     assert launcher.stop(1, state_dir=tmp_path) is False
     assert sleeper.poll() is None, "stop() killed a process that is not its broker"
@@ -92,7 +78,7 @@ def test_stop_refuses_unrelated_process_even_if_binary_claimed(
     tmp_path: Path, sleeper: subprocess.Popen[bytes]
 ) -> None:
     binary = launcher.resolve_binary()
-    _plant_pid_file(tmp_path, 2, pid=sleeper.pid, binary=binary)
+    plant_pid_file(tmp_path, 2, pid=sleeper.pid, binary=binary)
     assert launcher.stop(state_dir=tmp_path) is False
     assert sleeper.poll() is None
 
@@ -106,19 +92,12 @@ def test_stop_refuses_a_real_broker_that_is_not_the_recorded_one(
     binary = launcher.resolve_binary()
     other_port = launcher.find_free_port()
     # Right binary and pid, wrong port: the pid file is not about this broker.
-    _plant_pid_file(tmp_path, other_port, pid=kafka_broker.pid, binary=binary)
+    plant_pid_file(tmp_path, other_port, pid=kafka_broker.pid, binary=binary)
     assert launcher.stop(other_port, state_dir=tmp_path) is False
     # Right pid, binary and port, but another process start time: a recycled pid.
-    _plant_pid_file(tmp_path, kafka_broker.port, pid=kafka_broker.pid, binary=binary, start_ticks=1)
+    plant_pid_file(tmp_path, kafka_broker.port, pid=kafka_broker.pid, binary=binary, start_ticks=1)
     assert launcher.stop(kafka_broker.port, state_dir=tmp_path) is False
     assert launcher.status(kafka_broker.log_path.parent)[0].alive
-
-
-def test_stop_with_several_brokers_needs_a_port(tmp_path: Path) -> None:
-    _plant_pid_file(tmp_path, 3, pid=999_999_999)
-    _plant_pid_file(tmp_path, 4, pid=999_999_999)
-    with pytest.raises(launcher.BrokerError, match="several brokers"):
-        launcher.stop(state_dir=tmp_path)
 
 
 # --------------------------------------------------------------------------- topics
@@ -158,32 +137,6 @@ def test_admin_kwargs_reach_kafka_python(kafka_broker: launcher.BrokerInfo) -> N
     )
     with pytest.raises(KafkaConfigurationError, match="sasl_bogus"):
         create_topics(kafka_broker.bootstrap, topic=name, sasl_bogus="x")
-
-
-def test_client_settings_from_env() -> None:
-    env = {
-        "LEDGER_KAFKA_SECURITY_PROTOCOL": "sasl_ssl",
-        "LEDGER_KAFKA_SASL_MECHANISM": "scram-sha-512",
-        "LEDGER_KAFKA_SASL_USERNAME": "ledger",
-        "LEDGER_KAFKA_SASL_PASSWORD": "s3cret",
-        "LEDGER_KAFKA_SSL_CAFILE": "/etc/ca.pem",
-        "LEDGER_KAFKA_SSL_CHECK_HOSTNAME": "false",
-        "LEDGER_KAFKA_CLIENT_ID": "",
-        "UNRELATED": "x",
-    }
-    assert kafka_client_settings(env) == {
-        "security_protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": "ledger",
-        "sasl_plain_password": "s3cret",
-        "ssl_cafile": "/etc/ca.pem",
-        "ssl_check_hostname": False,
-    }
-    assert kafka_client_settings({}) == {}
-    with pytest.raises(UsageError, match="LEDGER_KAFKA_SECURITY_PROTOCOL"):
-        kafka_client_settings({"LEDGER_KAFKA_SECURITY_PROTOCOL": "TLS"})
-    with pytest.raises(UsageError, match="SASL_PLAINTEXT or SASL_SSL"):
-        kafka_client_settings({"LEDGER_KAFKA_SASL_MECHANISM": "PLAIN"})
 
 
 # --------------------------------------------------------------------------- round trip
@@ -273,82 +226,3 @@ def test_seek_in_on_partitions_assigned(
     finally:
         consumer.close()
     assert values == [b"7", b"8", b"9"]
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@pytest.mark.kafka
-def test_cli_start_status_topics_stop(tmp_path: Path) -> None:
-    runner = CliRunner()
-    state = ["--state-dir", str(tmp_path)]
-
-    started = runner.invoke(broker_app, ["start", "--json", *state])
-    assert started.exit_code == 0, started.output
-    info = json.loads(started.stdout)
-    try:
-        status = runner.invoke(broker_app, ["status", "--json", *state])
-        assert status.exit_code == 0, status.output
-        assert [(b["port"], b["alive"]) for b in json.loads(status.stdout)] == [
-            (info["port"], True)
-        ]
-
-        created = runner.invoke(
-            topics_app,
-            ["create", "--json", "--partitions", "6"],
-            env={"LEDGER_BOOTSTRAP": info["bootstrap"]},
-        )
-        assert created.exit_code == 0, created.output
-        assert json.loads(created.stdout)["created"] == ["account-events", "account-events.dlq"]
-        again = runner.invoke(topics_app, ["create", "--bootstrap", info["bootstrap"]])
-        assert again.exit_code == 0, again.output
-        assert "already existed" in again.stdout
-    finally:
-        stopped = runner.invoke(broker_app, ["stop", *state])
-    assert stopped.exit_code == 0, stopped.output
-    assert "Stopped" in stopped.stdout
-    status = runner.invoke(broker_app, ["status", "--json", *state])
-    assert json.loads(status.stdout) == []
-
-
-def test_cli_errors_are_one_line_on_stderr(tmp_path: Path) -> None:
-    runner = CliRunner()
-    env = {"LEDGER_BOOTSTRAP": ""}
-    missing = runner.invoke(topics_app, ["create"], env=env)
-    assert missing.exit_code == 2
-    assert missing.stderr.startswith("ledger: error: no Kafka bootstrap servers")
-    assert missing.stderr.count("\n") == 1
-
-    unreachable = runner.invoke(
-        topics_app, ["create", "-b", "127.0.0.1:1", "--timeout", "1"], env=env
-    )
-    assert unreachable.exit_code == 1
-    assert unreachable.stderr.startswith("ledger: error: cannot create topics on 127.0.0.1:1")
-    assert unreachable.stderr.count("\n") == 1
-
-    _plant_pid_file(tmp_path, 5, pid=999_999_999)
-    _plant_pid_file(tmp_path, 6, pid=999_999_999)
-    several = runner.invoke(broker_app, ["stop", "--state-dir", str(tmp_path)])
-    assert several.exit_code == 1
-    assert "several brokers" in several.stderr
-
-
-@pytest.mark.kafka
-def test_broker_survives_the_cli_process(tmp_path: Path) -> None:
-    """`broker start` in a separate process returns while the broker keeps running."""
-    code = "from infra.cli import broker_app; broker_app()"
-    cmd = [sys.executable, "-c", code, "start", "--json", "--state-dir", str(tmp_path)]
-    out = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=Path(__file__).parents[2],
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
-    )
-    info = json.loads(out.stdout)
-    try:
-        assert [b.alive for b in launcher.status(tmp_path)] == [True]
-    finally:
-        assert launcher.stop(info["port"], state_dir=tmp_path) is True

@@ -5,10 +5,8 @@ scale-out, poison messages, topic replay and export."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,6 @@ from ledger.sources.kafka import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPI
 from ledger.store.schema import dead_letters, events
 from tests.helpers import postgres
 from tests.helpers.kafka import (
-    LEDGER,
     consume_all,
     count,
     publish,
@@ -230,22 +227,6 @@ def test_topic_replay_equals_export_replay(kafka_broker, kafka_topic: str, tmp_p
         "replay", *kafka, "--from-offset", "0:0,1:999999"
     )
     assert 0 < picked["applied"] + picked["duplicates"] < sent
-
-
-def test_kafka_command_errors_are_one_line(sqlite_cli: Cli, tmp_path: Path) -> None:
-    env_free = {k: v for k, v in os.environ.items() if k != "LEDGER_BOOTSTRAP"}
-    result = subprocess.run(
-        [LEDGER, "consume", "--db", sqlite_cli.db],
-        env=env_free,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2 and "pass --bootstrap" in result.stderr
-    gone = sqlite_cli.run("replay", "--from-kafka", "--bootstrap", "127.0.0.1:1", expect=1)
-    assert "cannot reach Kafka at 127.0.0.1:1" in gone.stderr
-    both = sqlite_cli.run("replay", str(tmp_path / "x.jsonl"), "--from-kafka", expect=2)
-    assert "not both" in both.stderr
 
 
 @pytest.mark.postgres
