@@ -8,41 +8,24 @@ import json
 import shutil
 import stat
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from ledger.codecs.avro import AvroCodec
-from ledger.codecs.jsonl import event_from_json_line
 from ledger.resources import policies_dir
 from ledger.store.schema import dead_letters, events
+from tests.factories import avro, signup, terms_accepted
 from tests.support import Cli, eid, write_jsonl
 
-PHONE = "+8613912345678"
 HIDDEN_PHONE = "+8613900000001"  # only ever inside a dead letter's raw input
 
 
-def signup(n: int, user: str = "u-1", at: str = "2026-01-10T09:00:00Z") -> dict[str, str]:
-    return {
-        "event_id": eid(n),
-        "user_id": user,
-        "occurred_at": at,
-        "type": "SignedUp",
-        "phone": PHONE,
-        "channel": "xiaohongshu-app",
-    }
-
-
-def accepts(n: int, version: str = "tos-2099", user: str = "u-1") -> dict[str, str]:
-    return {
-        "event_id": eid(n),
-        "user_id": user,
-        "occurred_at": "2026-04-10T09:00:00Z",
-        "type": "TermsAccepted",
-        "tos_version": version,
-    }
+# An acceptance of `tos-2099`, which no shipped policy defines: a dead letter until the
+# operator adds the policy (`fixed_policies`).
+accepts = partial(terms_accepted, at="2026-04-10T09:00:00Z", version="tos-2099")
 
 
 def fixed_policies(tmp_path: Path) -> Path:
@@ -111,7 +94,7 @@ def rejected(cli: Cli, tmp_path: Path) -> Path:
         [
             signup(1),
             accepts(2),
-            {**signup(3, "u-3"), "phone": HIDDEN_PHONE, "birth_date": "someday"},
+            signup(3, "u-3", phone=HIDDEN_PHONE, birth_date="someday"),
         ],
     )
     path.write_text(path.read_text() + "{not json\n")
@@ -249,8 +232,7 @@ def test_retry_marks_duplicates_and_chooses_by_reason(cli: Cli, tmp_path: Path) 
 
 def test_retry_decodes_kafka_messages_and_refuses_cut_raw_input(cli: Cli, tmp_path: Path) -> None:
     cli.run("replay", str(write_jsonl(tmp_path / "a.jsonl", [signup(1)])))
-    event, _ = event_from_json_line(json.dumps(accepts(5)))
-    message = insert_dead_letter(cli.db, raw=AvroCodec().encode(event))
+    message = insert_dead_letter(cli.db, raw=avro(accepts(5)))
     cut = insert_dead_letter(
         cli.db, source="file:x", position="big.jsonl:9", raw=b'{"event_id": ', raw_size=5 << 20
     )

@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ledger.cli.main import app
-from tests.support import Cli, eid, write_jsonl
+from tests.factories import signup
+from tests.support import Cli, write_jsonl
 from tools.common import LEDGER
 
 NO_BROKER = "127.0.0.1:1"  # nothing listens on port 1
@@ -35,17 +36,6 @@ def run(*args: str, code: int) -> Any:
     return result
 
 
-def signup(n: int = 1) -> dict[str, str]:
-    return {
-        "event_id": eid(n),
-        "user_id": f"u-{n}",
-        "occurred_at": "2026-01-10T09:00:00Z",
-        "type": "SignedUp",
-        "phone": "+8613912345678",
-        "channel": "xiaohongshu-app",
-    }
-
-
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"
@@ -53,12 +43,12 @@ def db(tmp_path: Path) -> str:
 
 @pytest.fixture
 def events(tmp_path: Path) -> Path:
-    return write_jsonl(tmp_path / "ok.jsonl", [signup(1)])
+    return write_jsonl(tmp_path / "ok.jsonl", [signup(1, "u-1")])
 
 
 @pytest.fixture
 def bad_events(tmp_path: Path) -> Path:
-    path = write_jsonl(tmp_path / "bad.jsonl", [signup(2)])
+    path = write_jsonl(tmp_path / "bad.jsonl", [signup(2, "u-2")])
     path.write_text(path.read_text() + "{not json\n")
     return path
 

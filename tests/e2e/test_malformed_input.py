@@ -12,32 +12,13 @@ import sqlalchemy as sa
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line
 from ledger.store.schema import dead_letters, events
+from tests.factories import PHONE_HK, relocation, signup, terms_accepted
 from tests.support import Cli, eid
 
 GOOD = [
-    {
-        "event_id": eid(1),
-        "user_id": "u-1",
-        "occurred_at": "2026-01-10T09:00:00Z",
-        "type": "SignedUp",
-        "phone": "+8613912345678",
-        "channel": "xiaohongshu-app",
-    },
-    {
-        "event_id": eid(2),
-        "user_id": "u-2",
-        "occurred_at": "2026-01-11T09:00:00Z",
-        "type": "SignedUp",
-        "phone": "+85251234567",
-        "channel": "rednote-app",
-    },
-    {
-        "event_id": eid(3),
-        "user_id": "u-1",
-        "occurred_at": "2026-04-01T00:00:00Z",
-        "type": "TermsAccepted",
-        "tos_version": "tos-2026-03-residency",
-    },
+    signup(1, "u-1"),
+    signup(2, "u-2", at="2026-01-11T09:00:00Z", phone=PHONE_HK, channel="rednote-app"),
+    terms_accepted(3, "u-1"),
 ]
 BAD_LINES = {
     "bad json": '{"event_id": "x", ',
@@ -54,16 +35,7 @@ BAD_LINES = {
     "what-if only version": json.dumps(
         {**GOOD[2], "event_id": eid(93), "tos_version": "wechat-style"}
     ),
-    "invalid country": json.dumps(
-        {
-            "event_id": eid(94),
-            "user_id": "u-1",
-            "occurred_at": "2026-02-01T00:00:00Z",
-            "type": "Relocated",
-            "country": "XX",
-            "evidence": "self_declared",
-        }
-    ),
+    "invalid country": json.dumps(relocation(94, "u-1", at="2026-02-01T00:00:00Z", country="XX")),
     "bad timestamp": json.dumps({**GOOD[0], "event_id": eid(95), "occurred_at": "yesterday"}),
     "not a uuid": json.dumps({**GOOD[0], "event_id": "abc"}),
 }

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -29,7 +30,8 @@ from ledger.store.readonly import (
     open_reader,
     reader,
 )
-from tests.support import eid, write_jsonl
+from tests.factories import PHONE_CA, PHONE_CN, PHONE_UK, phone_change, relocation, signup
+from tests.support import write_jsonl
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 HOSTILE = "u-\x1b[31m[bold]x\u202e"
@@ -50,53 +52,25 @@ HEAVY = (
 )
 
 
-def _events() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def _events() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A user whose late relocation supersedes a belief, a hostile user id, and a user with
+    events but no signup; the late relocation comes in a second file."""
     first = [
-        {
-            "event_id": eid(1),
-            "user_id": "u-5",
-            "occurred_at": "2026-04-01T00:00:00Z",
-            "type": "SignedUp",
-            "phone": "+16045550123",
-            "channel": "xiaohongshu-app",
-            "birth_date": "2012-05-01",
-            "recorded_at": "2026-04-01T00:00:01Z",
-        },
-        {
-            "event_id": eid(2),
-            "user_id": "u-5",
-            "occurred_at": "2026-05-02T00:00:00Z",
-            "type": "PhoneChanged",
-            "phone": "+447911123456",
-            "recorded_at": "2026-05-02T00:00:01Z",
-        },
-        {
-            "event_id": eid(3),
-            "user_id": HOSTILE,
-            "occurred_at": "2026-01-10T09:00:00Z",
-            "type": "SignedUp",
-            "phone": "+8613912345678",
-            "channel": "xiaohongshu-app",
-        },
-        {
-            "event_id": eid(4),
-            "user_id": "u-nosignup",
-            "occurred_at": "2026-01-10T09:00:00Z",
-            "type": "PhoneChanged",
-            "phone": "+8613912345678",
-        },
+        signup(
+            1,
+            "u-5",
+            at="2026-04-01T00:00:00Z",
+            phone=PHONE_CA,
+            birth_date="2012-05-01",
+            recorded_at="2026-04-01T00:00:01Z",
+        ),
+        phone_change(
+            2, "u-5", at="2026-05-02T00:00:00Z", phone=PHONE_UK, recorded_at="2026-05-02T00:00:01Z"
+        ),
+        signup(3, HOSTILE),
+        phone_change(4, "u-nosignup", at="2026-01-10T09:00:00Z", phone=PHONE_CN),
     ]
-    late = [
-        {
-            "event_id": eid(5),
-            "user_id": "u-5",
-            "occurred_at": "2026-04-10T00:00:00Z",
-            "type": "Relocated",
-            "country": "CN",
-            "evidence": "self_declared",
-            "recorded_at": "2026-05-20T00:00:00Z",
-        }
-    ]
+    late = [relocation(5, "u-5", at="2026-04-10T00:00:00Z", recorded_at="2026-05-20T00:00:00Z")]
     return first, late
 
 

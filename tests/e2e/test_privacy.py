@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.factories import signup
 from tests.support import Cli, eid, write_jsonl
 
 WARNING = (
@@ -23,17 +24,7 @@ PHONES = ["+8613912345678", "+16045550123", "+85251234567"]
 
 
 def events() -> list[dict[str, str]]:
-    return [
-        {
-            "event_id": eid(n),
-            "user_id": f"u-{n}",
-            "occurred_at": "2026-01-10T09:00:00Z",
-            "type": "SignedUp",
-            "phone": phone,
-            "channel": "xiaohongshu-app",
-        }
-        for n, phone in enumerate(PHONES, 1)
-    ]
+    return [signup(n, f"u-{n}", phone=phone) for n, phone in enumerate(PHONES, 1)]
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.support import Cli, eid, write_jsonl
+from tests.factories import signup, terms_accepted
+from tests.support import Cli, write_jsonl
 
 ESC = "\x1b"
 HOSTILE_USERS = ["[/]", "[bold red]x[/bold red]", f"u-{ESC}[2J{ESC}]0;owned{ESC}\\"]
@@ -34,24 +35,9 @@ def clean(result: Any) -> Any:
 def stream() -> list[dict[str, str]]:
     items: list[dict[str, str]] = []
     for i, user in enumerate(HOSTILE_USERS):
+        items.append(signup(10 * i + 1, user))
         items.append(
-            {
-                "event_id": eid(10 * i + 1),
-                "user_id": user,
-                "occurred_at": "2026-01-10T09:00:00Z",
-                "type": "SignedUp",
-                "phone": "+8613912345678",
-                "channel": "xiaohongshu-app",
-            }
-        )
-        items.append(
-            {
-                "event_id": eid(10 * i + 2),
-                "user_id": user,
-                "occurred_at": "2026-04-10T09:00:00Z",
-                "type": "TermsAccepted",
-                "tos_version": f"tos-{ESC}[2J[/]",
-            }
+            terms_accepted(10 * i + 2, user, at="2026-04-10T09:00:00Z", version=f"tos-{ESC}[2J[/]")
         )
     return items
 
@@ -122,24 +108,7 @@ def test_broker_commands_print_hostile_state_dirs_literally(
 
 def test_json_output_is_exact_and_terminal_safe(cli: Cli, tmp_path: Path) -> None:
     user = "u-\x9b2J\u202e"  # C1 CSI and a bidi override: JSON would pass them through raw
-    cli.run(
-        "replay",
-        str(
-            write_jsonl(
-                tmp_path / "e.jsonl",
-                [
-                    {
-                        "event_id": eid(1),
-                        "user_id": user,
-                        "occurred_at": "2026-01-10T09:00:00Z",
-                        "type": "SignedUp",
-                        "phone": "+8613912345678",
-                        "channel": "xiaohongshu-app",
-                    }
-                ],
-            )
-        ),
-    )
+    cli.run("replay", str(write_jsonl(tmp_path / "e.jsonl", [signup(1, user)])))
     result = cli.run("history", user, "--json")
     assert "\x9b" not in result.stdout and "\u202e" not in result.stdout
     assert json.loads(result.stdout)["user_id"] == user

@@ -11,16 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Cli, eid, write_jsonl
+from tests.factories import signup
+from tests.support import Cli, write_jsonl
 
-SIGNUP = {
-    "event_id": eid(1),
-    "user_id": "u-1",
-    "occurred_at": "2026-01-10T09:00:00Z",
-    "type": "SignedUp",
-    "phone": "+8613912345678",
-    "channel": "xiaohongshu-app",
-}
+SIGNUP = signup(1)
 
 CASES = [
     # impact

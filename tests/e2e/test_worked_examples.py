@@ -4,19 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.factories import phone_change, relocation, signup, terms_accepted
 from tests.support import Cli, eid, write_jsonl
-
-
-def signup(n: int, user: str, at: str, phone: str, **extra: str) -> dict[str, str]:
-    return {
-        "event_id": eid(n),
-        "user_id": user,
-        "occurred_at": at,
-        "type": "SignedUp",
-        "phone": phone,
-        "channel": "xiaohongshu-app",
-        **extra,
-    }
 
 
 def spans(cli: Cli, user: str) -> list[tuple[str, str | None, str, str, str]]:
@@ -27,21 +16,9 @@ def spans(cli: Cli, user: str) -> list[tuple[str, str | None, str, str, str]]:
 
 
 FIRST_EXAMPLE = [
-    signup(1, "u-1001", "2026-01-10T09:00:00Z", "+8613912345678"),
-    {
-        "event_id": eid(2),
-        "user_id": "u-1001",
-        "occurred_at": "2026-02-01T00:00:00Z",
-        "type": "PhoneChanged",
-        "phone": "+16045550123",
-    },
-    {
-        "event_id": eid(3),
-        "user_id": "u-1001",
-        "occurred_at": "2026-04-01T00:00:00Z",
-        "type": "TermsAccepted",
-        "tos_version": "tos-2026-03-residency",
-    },
+    signup(1, "u-1001", at="2026-01-10T09:00:00Z", phone="+8613912345678"),
+    phone_change(2, "u-1001", at="2026-02-01T00:00:00Z", phone="+16045550123"),
+    terms_accepted(3, "u-1001", at="2026-04-01T00:00:00Z", version="tos-2026-03-residency"),
 ]
 
 
@@ -68,14 +45,9 @@ def test_cn_signup_then_foreign_phone_and_residency_terms(cli: Cli, tmp_path: Pa
 
 
 def test_ip_geolocation_is_travel_not_relocation(cli: Cli, tmp_path: Path) -> None:
-    travel = {
-        "event_id": eid(4),
-        "user_id": "u-1001",
-        "occurred_at": "2026-05-01T00:00:00Z",
-        "type": "Relocated",
-        "country": "CN",
-        "evidence": "ip_geolocation",
-    }
+    travel = relocation(
+        4, "u-1001", at="2026-05-01T00:00:00Z", country="CN", evidence="ip_geolocation"
+    )
     cli.run("replay", str(write_jsonl(tmp_path / "a.jsonl", FIRST_EXAMPLE)))
     without = spans(cli, "u-1001")
     cli.run("replay", str(write_jsonl(tmp_path / "b.jsonl", [travel])))
@@ -85,14 +57,8 @@ def test_ip_geolocation_is_travel_not_relocation(cli: Cli, tmp_path: Path) -> No
 
 def test_tiktok_refugee_stays_domestic_under_cutover(cli: Cli, tmp_path: Path) -> None:
     events = [
-        signup(10, "u-2", "2025-01-15T12:00:00Z", "+12025550143", channel="rednote-app"),
-        {
-            "event_id": eid(11),
-            "user_id": "u-2",
-            "occurred_at": "2025-12-20T00:00:00Z",
-            "type": "TermsAccepted",
-            "tos_version": "tos-2025-12-cutover",
-        },
+        signup(10, "u-2", at="2025-01-15T12:00:00Z", phone="+12025550143", channel="rednote-app"),
+        terms_accepted(11, "u-2", at="2025-12-20T00:00:00Z", version="tos-2025-12-cutover"),
     ]
     cli.run("replay", str(write_jsonl(tmp_path / "e.jsonl", events)))
     assert spans(cli, "u-2") == [
@@ -102,7 +68,7 @@ def test_tiktok_refugee_stays_domestic_under_cutover(cli: Cli, tmp_path: Path) -
 
 
 def test_hong_kong_number_is_international(cli: Cli, tmp_path: Path) -> None:
-    events = [signup(20, "u-3", "2026-01-05T08:00:00Z", "+85251234567")]
+    events = [signup(20, "u-3", at="2026-01-05T08:00:00Z", phone="+85251234567")]
     cli.run("replay", str(write_jsonl(tmp_path / "e.jsonl", events)))
     assert spans(cli, "u-3") == [
         ("2026-01-05T08:00:00Z", None, "rednote-international", "tos-2025-12-cutover", "C3")
@@ -110,7 +76,7 @@ def test_hong_kong_number_is_international(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_invalid_number_is_undetermined(cli: Cli, tmp_path: Path) -> None:
-    events = [signup(30, "u-4", "2026-01-05T08:00:00Z", "+8612345")]
+    events = [signup(30, "u-4", at="2026-01-05T08:00:00Z", phone="+8612345")]
     cli.run("replay", str(write_jsonl(tmp_path / "e.jsonl", events)))
     assert spans(cli, "u-4") == [
         ("2026-01-05T08:00:00Z", None, "undetermined", "tos-2025-12-cutover", "C4")
@@ -121,29 +87,30 @@ def test_invalid_number_is_undetermined(cli: Cli, tmp_path: Path) -> None:
 def test_late_relocation_rewrites_valid_time_and_keeps_old_belief(cli: Cli, tmp_path: Path) -> None:
     """Relocated CN self_declared dated 2026-04-10 arriving after events dated 2026-05."""
     first = [
-        {
-            **signup(40, "u-5", "2026-04-01T00:00:00Z", "+16045550123"),
-            "recorded_at": "2026-04-01T00:00:01Z",
-        },
-        {
-            "event_id": eid(41),
-            "user_id": "u-5",
-            "occurred_at": "2026-05-02T00:00:00Z",
-            "type": "PhoneChanged",
-            "phone": "+447911123456",
-            "recorded_at": "2026-05-02T00:00:01Z",
-        },
+        signup(
+            40,
+            "u-5",
+            at="2026-04-01T00:00:00Z",
+            phone="+16045550123",
+            recorded_at="2026-04-01T00:00:01Z",
+        ),
+        phone_change(
+            41,
+            "u-5",
+            at="2026-05-02T00:00:00Z",
+            phone="+447911123456",
+            recorded_at="2026-05-02T00:00:01Z",
+        ),
     ]
     late = [
-        {
-            "event_id": eid(42),
-            "user_id": "u-5",
-            "occurred_at": "2026-04-10T00:00:00Z",
-            "type": "Relocated",
-            "country": "CN",
-            "evidence": "self_declared",
-            "recorded_at": "2026-05-20T00:00:00Z",
-        },
+        relocation(
+            42,
+            "u-5",
+            at="2026-04-10T00:00:00Z",
+            country="CN",
+            evidence="self_declared",
+            recorded_at="2026-05-20T00:00:00Z",
+        ),
     ]
     cli.run("replay", str(write_jsonl(tmp_path / "first.jsonl", first)))
     believed_before = spans(cli, "u-5")

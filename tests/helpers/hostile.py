@@ -5,49 +5,29 @@ with one line too long to hold."""
 
 from __future__ import annotations
 
-import json
 import os
+from functools import partial
 from pathlib import Path
 
 from ledger.config import Limits
+from tests import factories
 from tests.support import eid
 
 LIMIT = Limits().event_bytes
 RECORDED = "2026-06-01T00:00:00Z"  # record time carried by every line: histories compare
 
 
-def signup(n: int, user: str, **extra: object) -> dict[str, object]:
-    return {
-        "event_id": eid(n),
-        "user_id": user,
-        "occurred_at": "2026-01-10T09:00:00Z",
-        "type": "SignedUp",
-        "phone": "+8613912345678",
-        "channel": "xiaohongshu-app",
-        "recorded_at": RECORDED,
-        **extra,
-    }
+# Every line carries the record time (a later keyword replaces it, a hostile one too).
+signup = partial(factories.signup, recorded_at=RECORDED)
+accepts = partial(factories.terms_accepted, recorded_at=RECORDED)
 
 
-def accepts(n: int, user: str, **extra: object) -> dict[str, object]:
-    return {
-        "event_id": eid(n),
-        "user_id": user,
-        "occurred_at": "2026-04-01T00:00:00Z",
-        "type": "TermsAccepted",
-        "tos_version": "tos-2026-03-residency",
-        "recorded_at": RECORDED,
-        **extra,
-    }
-
-
-def dumps(obj: dict[str, object]) -> str:
-    return json.dumps(obj)
+dumps = factories.line
 
 
 GOOD = [
     dumps(signup(1, "u-1")),
-    dumps(signup(2, "u-2", phone="+85251234567", channel="rednote-app")),
+    dumps(signup(2, "u-2", phone=factories.PHONE_HK, channel="rednote-app")),
     dumps(accepts(3, "u-1")),
 ]
 Bad = tuple[str | bytes, str]  # (the line, a fragment its reason must contain)

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support import Cli, eid, write_jsonl
+from tests.factories import (
+    PHONE_CA,
+    PHONE_HK,
+    PHONE_UK,
+    line,
+    phone_change,
+    relocation,
+    signup,
+)
+from tests.support import Cli, write_jsonl
 
 # Every path of the API, as its OpenAPI document lists them.
 PATHS = [
@@ -54,59 +63,47 @@ def build_store(db: str, tmp: Path) -> dict[str, Any]:
     stream = tmp / "generated.jsonl"
     cli.run("generate", "--users", "50", "--seed", "1", "-o", str(stream), db=False)
     first = [
-        {
-            "event_id": eid(40),
-            "user_id": LATE_USER,
-            "occurred_at": "2026-04-01T00:00:00Z",
-            "type": "SignedUp",
-            "phone": "+16045550123",
-            "channel": "rednote-app",
-            "recorded_at": "2026-04-01T00:00:01Z",
-        },
-        {
-            "event_id": eid(41),
-            "user_id": LATE_USER,
-            "occurred_at": "2026-05-02T00:00:00Z",
-            "type": "PhoneChanged",
-            "phone": "+447911123456",
-            "recorded_at": "2026-05-02T00:00:01Z",
-        },
-        {
-            "event_id": eid(43),
-            "user_id": HOSTILE_USER,
-            "occurred_at": "2026-01-05T00:00:00Z",
-            "type": "SignedUp",
-            "phone": "+85251234567",
-            "channel": "<b>web</b>",
-            "recorded_at": "2026-01-05T00:00:01Z",
-        },
+        signup(
+            40,
+            LATE_USER,
+            at="2026-04-01T00:00:00Z",
+            phone=PHONE_CA,
+            channel="rednote-app",
+            recorded_at="2026-04-01T00:00:01Z",
+        ),
+        phone_change(
+            41,
+            LATE_USER,
+            at="2026-05-02T00:00:00Z",
+            phone=PHONE_UK,
+            recorded_at="2026-05-02T00:00:01Z",
+        ),
+        signup(
+            43,
+            HOSTILE_USER,
+            at="2026-01-05T00:00:00Z",
+            phone=PHONE_HK,
+            channel="<b>web</b>",
+            recorded_at="2026-01-05T00:00:01Z",
+        ),
     ]
     late = [
-        {
-            "event_id": eid(42),
-            "user_id": LATE_USER,
-            "occurred_at": "2026-04-10T00:00:00Z",
-            "type": "Relocated",
-            "country": "CN",
-            "evidence": "self_declared",
-            "recorded_at": "2026-05-20T00:00:00Z",
-        }
+        relocation(42, LATE_USER, at="2026-04-10T00:00:00Z", recorded_at="2026-05-20T00:00:00Z")
     ]
     cli.run("replay", str(stream))
     cli.run("replay", str(write_jsonl(tmp / "first.jsonl", first)))
     cli.run("replay", str(write_jsonl(tmp / "late.jsonl", late)))
     bad = tmp / "bad.jsonl"
     bad.write_text(
-        json.dumps(
-            {
-                "event_id": eid(44),
-                "user_id": "u-bad",
-                "occurred_at": "2026-01-05T00:00:00Z",
-                "type": "SignedUp",
-                "phone": BAD_LINE_PHONE,
-                "channel": "rednote-app",
-                "birth_date": "not a date",
-            }
+        line(
+            signup(
+                44,
+                "u-bad",
+                at="2026-01-05T00:00:00Z",
+                phone=BAD_LINE_PHONE,
+                channel="rednote-app",
+                birth_date="not a date",
+            )
         )
         + "\n"
     )

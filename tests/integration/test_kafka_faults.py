@@ -16,11 +16,10 @@ import sqlalchemy as sa
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from infra import launcher
-from ledger.codecs.avro import AvroCodec
-from ledger.codecs.jsonl import event_from_json_line
 from ledger.sources import kafka_topics as topics
 from ledger.sources.kafka import DLQ_ENVELOPE
 from ledger.store.schema import dead_letters, events
+from tests.factories import avro, signup
 from tests.helpers.kafka import (
     GROUP_FLAGS,
     LEDGER,
@@ -36,22 +35,6 @@ from tests.support import Cli, consistent, eid
 from tools.common import believed, two_files_sharing_users
 
 pytestmark = pytest.mark.kafka
-
-
-def signup(n: int, user: str) -> bytes:
-    event, _ = event_from_json_line(
-        json.dumps(
-            {
-                "event_id": eid(n),
-                "user_id": user,
-                "occurred_at": "2026-01-10T09:00:00Z",
-                "type": "SignedUp",
-                "phone": "+8613912345678",
-                "channel": "xiaohongshu-app",
-            }
-        )
-    )
-    return AvroCodec().encode(event)
 
 
 def rows(db: str, table: sa.Table) -> list[sa.Row]:
@@ -109,10 +92,10 @@ def test_row05_same_event_id_for_another_user_in_another_partition(
     kafka_broker, kafka_topic: str, tmp_path: Path, db_url: str
 ) -> None:
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
-    first = producer.send(kafka_topic, key=b"u-first", value=signup(1, "u-first")).get(30)
+    first = producer.send(kafka_topic, key=b"u-first", value=avro(signup(1, "u-first"))).get(30)
     for n in range(100):  # a user whose key lands on another partition
         other = f"u-other-{n}"
-        md = producer.send(kafka_topic, key=other.encode(), value=signup(1, other)).get(30)
+        md = producer.send(kafka_topic, key=other.encode(), value=avro(signup(1, other))).get(30)
         if md.partition != first.partition:
             break
     producer.close()
@@ -141,7 +124,7 @@ def test_row06_a_record_too_large_for_the_dlq_goes_there_as_an_envelope(
         bootstrap_servers=kafka_broker.bootstrap, acks="all", max_request_size=4 << 20
     )
     md = producer.send(kafka_topic, key=b"u-1", value=huge).get(30)
-    producer.send(kafka_topic, key=b"u-2", value=signup(2, "u-2")).get(30)
+    producer.send(kafka_topic, key=b"u-2", value=avro(signup(2, "u-2"))).get(30)
     producer.close()
     log = tmp_path / "consumer.log"
     proc = start_consumer(kafka_broker.bootstrap, kafka_topic, db_url, log, group="g-big")

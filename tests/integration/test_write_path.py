@@ -12,18 +12,8 @@ import sqlalchemy as sa
 
 from ledger.store.database import open_engine
 from ledger.store.schema import dead_letters, events
+from tests.factories import signup
 from tests.support import Cli, eid, write_jsonl
-
-
-def signup(n: int, user: str, day: int = 10) -> dict[str, str]:
-    return {
-        "event_id": eid(n),
-        "user_id": user,
-        "occurred_at": f"2026-01-{day:02d}T09:00:00Z",
-        "type": "SignedUp",
-        "phone": "+8613912345678",
-        "channel": "xiaohongshu-app",
-    }
 
 
 def refuse_user(url: str, user: str) -> None:

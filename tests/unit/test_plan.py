@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 from ledger.app.ingest.plan import plan_batch, screen
 from ledger.codecs.jsonl import event_from_json_line
@@ -10,25 +12,24 @@ from ledger.codecs.policy_files import load_policies
 from ledger.domain.events import EventError
 from ledger.domain.projection import UserProjection
 from ledger.sources.records import SourceRecord
-from tests.support import eid
+from tests import factories
+from tests.factories import eid, line, terms_accepted
 
 POLICIES = load_policies()
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def rec(offset: int, line: str) -> SourceRecord:
+def rec(offset: int, item: str | dict[str, Any]) -> SourceRecord:
+    """A record of file `f` holding `item`: an event's JSON object, or any other line."""
+    text = item if isinstance(item, str) else line(item)
     try:
-        decoded: object = event_from_json_line(line)
+        decoded: object = event_from_json_line(text)
     except EventError as exc:
         decoded = exc
-    return SourceRecord("s", 0, offset, f"f:{offset + 1}", line.encode(), decoded)  # type: ignore[arg-type]
+    return SourceRecord("s", 0, offset, f"f:{offset + 1}", text.encode(), decoded)  # type: ignore[arg-type]
 
 
-def signup(n: int, user: str) -> str:
-    return (
-        f'{{"event_id": "{eid(n)}", "user_id": "{user}", "occurred_at": "2026-01-10T00:00:00Z",'
-        ' "type": "SignedUp", "phone": "+8613912345678", "channel": "xiaohongshu-app"}'
-    )
+signup = partial(factories.signup, at="2026-01-10T00:00:00Z")
 
 
 def test_screen_skips_applied_records_and_dead_letters_bad_ones() -> None:
@@ -36,11 +37,7 @@ def test_screen_skips_applied_records_and_dead_letters_bad_ones() -> None:
         rec(0, signup(1, "u-1")),
         rec(1, signup(2, "u-2")),
         rec(2, "not json"),
-        rec(
-            3,
-            f'{{"event_id": "{eid(3)}", "user_id": "u-2", "occurred_at": "2026-02-01T00:00:00Z",'
-            ' "type": "TermsAccepted", "tos_version": "tos-2099"}',
-        ),
+        rec(3, terms_accepted(3, "u-2", at="2026-02-01T00:00:00Z", version="tos-2099")),
     ]
     screened = screen(records, {("s", 0): 1}, POLICIES, T0)
     assert screened.already_applied == 1
