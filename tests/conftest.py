@@ -1,4 +1,14 @@
-"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL, and the CLI."""
+"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL, and the CLI; and
+the markers a test earns by what it uses (pyproject.toml declares them):
+
+- property: a Hypothesis test (`@given`);
+- postgres: it asks for the PostgreSQL server (`pg_url`, `pg_admin`, `postgres_available`,
+  or the postgresql case of `db_url`, whose parameter carries the mark);
+- kafka: it asks for the broker (`kafka_broker`, `kafka_topic`).
+
+Tests that start a broker of their own, or reach PostgreSQL another way, carry the mark
+where they are written; so does `slow`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +25,21 @@ from tests.helpers.kafka import (  # noqa: F401  (fixtures)
     no_consumer_outlives_its_test,
 )
 from tests.support import Cli
+
+POSTGRES_FIXTURES = frozenset({"pg_url", "pg_admin", "postgres_available"})
+KAFKA_FIXTURES = frozenset({"kafka_broker", "kafka_topic"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the marks must be there to select
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
+        used = set(getattr(item, "fixturenames", ()))
+        if used & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if used & KAFKA_FIXTURES:
+            item.add_marker(pytest.mark.kafka)
 
 
 @pytest.fixture(scope="session")

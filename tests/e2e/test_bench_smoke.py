@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.kafka import LEDGER
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def test_a_quick_bench_measures_every_contender(tmp_path: Path, postgres_available: bool) -> None:

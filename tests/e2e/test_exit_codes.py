@@ -219,6 +219,7 @@ def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_p
 # --- errors about what a command reaches: Kafka and the database ------------------------
 
 
+@pytest.mark.slow
 def test_kafka_command_errors_are_one_line(sqlite_cli: Cli, tmp_path: Path) -> None:
     env_free = {k: v for k, v in os.environ.items() if k != "LEDGER_BOOTSTRAP"}
     result = subprocess.run(

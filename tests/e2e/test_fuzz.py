@@ -33,6 +33,8 @@ from tests.helpers.fuzzing import (
 )
 from tests.support import Cli, history_rows
 
+pytestmark = pytest.mark.slow
+
 # --- the CLI on both databases ------------------------------------------------------------
 
 

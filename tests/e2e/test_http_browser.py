@@ -21,6 +21,8 @@ import pytest
 from tests.helpers.http import AUDITOR, HOSTILE_USER, LATE_USER, Server, build_store, start_server
 from tests.support import Cli
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 HINT = (
     "Chromium is not installed at /usr/bin/chromium: `apt-get install -y chromium` "

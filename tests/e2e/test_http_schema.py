@@ -22,6 +22,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.helpers.http import ADMIN, PATHS, Server, build_store, start_server
 
+pytestmark = pytest.mark.slow
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -66,6 +68,7 @@ def test_the_fuzzed_operations_are_all_there_are(api_schema: Any) -> None:
     assert sorted(api_schema.raw_schema["paths"]) == sorted(PATHS)
 
 
+@pytest.mark.property  # Schemathesis: @given over each operation, inside the test
 @pytest.mark.parametrize(("path", "mode"), CASES, ids=[f"{p}-{m.value}" for p, m in CASES])
 def test_every_answer_matches_the_openapi_document(
     api_schema: Any, served: Server, path: str, mode: GenerationMode

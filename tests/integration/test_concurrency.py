@@ -8,9 +8,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ledger.store.database import HEAD_REVISION
 from tests.support import Cli, consistent
 from tools.common import LEDGER, believed, two_files_sharing_users
+
+pytestmark = pytest.mark.slow
 
 
 def run_together(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]:

@@ -17,7 +17,7 @@ from ledger.codecs.avro import AvroCodec
 from ledger.generate import generate_events
 from tests.helpers.kafka import _SPAWNED, GROUP_FLAGS, LEDGER, stop, wait_for
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 _METRICS_AT = re.compile(r"metrics on (http://\S+)/metrics")
 _SUMMARY = re.compile(

@@ -34,7 +34,7 @@ from tests.helpers.kafka import (
 from tests.support import Cli, consistent, eid
 from tools.common import believed, two_files_sharing_users
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 
 def rows(db: str, table: sa.Table) -> list[sa.Row]:

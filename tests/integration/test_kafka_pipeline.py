@@ -32,7 +32,7 @@ from tests.helpers.kafka import (
 )
 from tests.support import Cli, chain_heads, history_rows
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 @pytest.fixture
 def reference(tmp_path: Path) -> Iterator[tuple[Path, int, str]]:

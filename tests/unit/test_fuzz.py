@@ -86,6 +86,7 @@ def check_pipeline(records: list[SourceRecord], valid: list[bool], reference: li
     TALLY.update(inputs=len(records), applied=result.applied, dead_lettered=len(dead))
 
 
+@pytest.mark.slow
 @fuzz(EXAMPLES)
 @given(json_cases())
 def test_json_mutants_in_memory(lines: list[bytes]) -> None:
@@ -206,6 +207,7 @@ def _is_valid_record(rec: SourceRecord) -> bool:
     return not isinstance(rec.decoded, EventError) and not event_problem(rec.decoded[0], POLICIES)
 
 
+@pytest.mark.slow
 @fuzz(EXAMPLES)
 @given(kafka_cases())
 def test_kafka_and_avro_mutants_in_memory(messages: list[ConsumerRecord]) -> None:
