@@ -1,11 +1,13 @@
 """Issue "Hostile input", part 1: every input is applied or dead-lettered, never fatal.
 
-One regression test per row of the issue's table, each through the real CLI on SQLite and
-on PostgreSQL: the replay finishes with exit status 3, each bad line is in `dead_letters`
-with a reason naming what is wrong, every valid line around it is applied (the history
-equals a replay of the valid lines alone), and a second replay applies nothing and does
-not fail. Then the same inputs through `ledger publish` against the real broker, and the
-smaller guarantees underneath (Avro bounds, Kafka records, the column sizes).
+One regression test per kind of hostile value (times out of range, huge numbers and deep
+nesting, text no database can encode, text over the column sizes, megabyte values, lines
+too long to hold), each through the real CLI on SQLite and on PostgreSQL: the replay
+finishes with exit status 3, each bad line is in `dead_letters` with a reason naming what
+is wrong, every valid line around it is applied (the history equals a replay of the valid
+lines alone), and a second replay applies nothing and does not fail. Then the same inputs
+through `ledger publish` against the real broker. The smaller guarantees underneath (Avro
+bounds, Kafka records, the column sizes) are in tests/unit/test_hostile_input.py.
 """
 
 from __future__ import annotations
@@ -94,10 +96,12 @@ def replay_mixed(
     return summary
 
 
-# --- row 1: values Python cannot represent ------------------------------------------------
+# --- values Python cannot represent -------------------------------------------------------
 
 
-def test_row01_time_out_of_range_after_offset(cli: Cli, tmp_path: Path, reference) -> None:
+def test_times_out_of_range_once_converted_to_utc_are_dead_lettered(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     bad: list[Bad] = [
         (dumps(signup(10, "u-9", occurred_at="9999-12-31T23:59:59-05:00")), "occurred_at"),
         (dumps(signup(11, "u-9", occurred_at="0001-01-01T00:00:00+05:00")), "occurred_at"),
@@ -111,7 +115,9 @@ def test_row01_time_out_of_range_after_offset(cli: Cli, tmp_path: Path, referenc
     assert any("out of range once converted to UTC" in r for r in reasons), reasons
 
 
-def test_row01_edges_of_the_range_are_applied(cli: Cli, tmp_path: Path, reference) -> None:
+def test_the_ends_of_the_kept_range_are_applied_and_beyond_them_dead_lettered(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     """The ends of the range the ledger keeps are valid and stored by both databases; a
     millisecond past them is not (`limits.EARLIEST_INSTANT`: a day inside Python's range,
     so a PostgreSQL session in any time zone reads them back)."""
@@ -132,7 +138,9 @@ def test_row01_edges_of_the_range_are_applied(cli: Cli, tmp_path: Path, referenc
     assert cli.json("history", "u-late")["entries"][0]["valid_from"] == "9999-12-30T23:59:59.999Z"
 
 
-def test_row01_integer_too_long_and_nesting_too_deep(cli: Cli, tmp_path: Path, reference) -> None:
+def test_huge_integers_and_deep_nesting_are_dead_lettered(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     huge_id = dumps(signup(30, "u-9")).replace(f'"{eid(30)}"', "9" * 5000)
     bad: list[Bad] = [
         (huge_id, "field 'event_id' must be a string, got integer"),
@@ -145,7 +153,9 @@ def test_row01_integer_too_long_and_nesting_too_deep(cli: Cli, tmp_path: Path, r
     replay_mixed(cli, tmp_path / "numbers.jsonl", bad, reference)
 
 
-def test_row01_avro_timestamp_millis_out_of_range(cli: Cli, tmp_path: Path, reference) -> None:
+def test_avro_timestamps_outside_years_1_to_9999_are_dead_lettered(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     """Any long is a timestamp-millis on the wire; one outside years 1-9999 is a dead letter
     naming its field, and the container goes on after it."""
     codec = AvroCodec()
@@ -183,10 +193,12 @@ def _ms(value: datetime | None) -> int | None:
     return None if value is None else to_millis(value)
 
 
-# --- row 2: text no database can encode ---------------------------------------------------
+# --- text no database can encode ----------------------------------------------------------
 
 
-def test_row02_lone_surrogate_in_user_id(cli: Cli, tmp_path: Path, reference) -> None:
+def test_lone_surrogates_and_bytes_that_are_not_utf8_are_dead_lettered(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     bad: list[Bad] = [
         (dumps(signup(50, "\ud800x")), "field 'user_id' contains a lone surrogate"),
         (dumps(signup(51, "u-9", channel="\udfff")), "field 'channel' contains a lone surrogate"),
@@ -201,7 +213,9 @@ def test_row02_lone_surrogate_in_user_id(cli: Cli, tmp_path: Path, reference) ->
     assert b'"user_id": "\\ud800x"' in raw["surrogates.jsonl:2"]  # kept as it came
 
 
-def test_row02_file_name_that_is_not_utf8(cli: Cli, tmp_path: Path, reference) -> None:
+def test_a_file_name_that_is_not_utf8_becomes_an_escaped_position(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     """A file name is input too: it becomes each dead letter's position."""
     name = os.fsdecode(b"events-\xff.jsonl")  # a lone surrogate in Python's spelling
     bad: list[Bad] = [(dumps(signup(56, "u-9", occurred_at="soon")), "occurred_at")]
@@ -214,10 +228,12 @@ def test_row02_file_name_that_is_not_utf8(cli: Cli, tmp_path: Path, reference) -
     assert history_rows(cli.db) == reference(GOOD)
 
 
-# --- row 3: text the store's columns cannot hold ------------------------------------------
+# --- text the store's columns cannot hold -------------------------------------------------
 
 
-def test_row03_nul_and_over_long_fields(cli: Cli, tmp_path: Path, reference) -> None:
+def test_nul_characters_and_values_over_the_column_sizes_are_dead_lettered(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     # At the limits exactly (in characters, multi-byte ones too) is valid on both stores.
     u200 = "用" * limits.USER_ID_CHARS
     good = [
@@ -259,10 +275,12 @@ def test_row03_nul_and_over_long_fields(cli: Cli, tmp_path: Path, reference) -> 
     assert cli.json("history", u200)["user_id"] == u200
 
 
-# --- row 12: a huge value is quoted, never copied -----------------------------------------
+# --- a huge value is quoted, never copied -------------------------------------------------
 
 
-def test_row12_megabyte_value_is_quoted_briefly(cli: Cli, tmp_path: Path, reference) -> None:
+def test_a_megabyte_value_is_quoted_briefly_never_copied(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     mb = "x" * 1_000_000  # under the line limit: decoded, then refused for its content
     bad: list[Bad] = [
         (dumps(signup(80, "u-9", occurred_at=mb)), "occurred_at: not an ISO 8601 timestamp"),
@@ -297,9 +315,11 @@ def test_row12_megabyte_value_is_quoted_briefly(cli: Cli, tmp_path: Path, refere
     assert len(printed.stdout) + len(printed.stderr) < 10_000
 
 
-# --- row 13: a line too long to hold ------------------------------------------------------
+# --- a line too long to hold --------------------------------------------------------------
 
-def test_row13_huge_line_is_streamed(cli: Cli, tmp_path: Path, reference) -> None:
+def test_a_line_over_the_size_limit_is_streamed_and_dead_lettered(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
     path = huge_line_file(tmp_path / "huge.jsonl")
     summary = cli.json("replay", str(path), expect=3)
     assert (summary["applied"], summary["dead_lettered"]) == (3, 1), summary
@@ -336,7 +356,7 @@ def _max_rss_kib(path: Path, db: Path) -> int:
 
 
 @pytest.mark.slow
-def test_row13_memory_stays_bounded(tmp_path: Path) -> None:
+def test_replaying_a_line_over_the_limit_keeps_memory_bounded(tmp_path: Path) -> None:
     """`ledger replay` of the 64 MiB line peaks at about what a file without it takes (a
     process holding the line would grow by its size at least)."""
     small = tmp_path / "small.jsonl"
@@ -349,7 +369,7 @@ def test_row13_memory_stays_bounded(tmp_path: Path) -> None:
 # --- publish: the same inputs are reported, not sent --------------------------------------
 
 @pytest.mark.kafka
-def test_publish_reports_rows_1_to_3_and_sends_only_valid_events(
+def test_publish_reports_hostile_lines_and_sends_only_valid_events(
     kafka_broker, kafka_topic: str, sqlite_cli: Cli, tmp_path: Path
 ) -> None:
     path = tmp_path / "hostile.jsonl"

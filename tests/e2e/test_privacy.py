@@ -1,4 +1,4 @@
-"""Privacy by default (issue "Hostile input", row 10): without LEDGER_PHONE_KEY every command
+"""Privacy by default (issue "Hostile input"): without LEDGER_PHONE_KEY every command
 that stores phone hashes warns once, the projector service refuses to start unless told
 to, and raw phone numbers are only ever shown by the commands that say they show raw
 input."""

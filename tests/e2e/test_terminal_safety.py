@@ -1,4 +1,4 @@
-"""Hostile text reaches the terminal as plain text (issue "Hostile input", row 11): Rich
+"""Hostile text reaches the terminal as plain text (issue "Hostile input"): Rich
 markup in user ids, reasons and positions prints literally and never raises MarkupError,
 and control characters are spelled out (ESC as `\\x1b`), in every human output; `--json`
 keeps the exact text."""

@@ -29,7 +29,7 @@ def run_together(*commands: list[str]) -> list[subprocess.CompletedProcess[str]]
     return done
 
 
-def test_row08_two_replays_sharing_users_equal_a_sequential_replay(
+def test_two_replays_sharing_users_equal_a_sequential_replay(
     db_url: str, tmp_path: Path, sqlite_url: str
 ) -> None:
     whole, a, b = two_files_sharing_users(tmp_path, users=1500)
@@ -50,7 +50,7 @@ def test_row08_two_replays_sharing_users_equal_a_sequential_replay(
     assert believed(db_url) == believed(ref_url)
 
 
-def test_row09_first_commands_at_once_on_an_empty_database(db_url: str) -> None:
+def test_db_upgrades_at_once_on_an_empty_database_all_succeed(db_url: str) -> None:
     """Was "table alembic_version already exists" for one of them."""
     for _ in range(3):
         results = run_together(

@@ -88,7 +88,7 @@ def recreate(bootstrap: str, topic: str, partitions: int) -> None:
         time.sleep(0.5)
 
 
-def test_row05_same_event_id_for_another_user_in_another_partition(
+def test_one_event_id_claimed_on_two_partitions_is_applied_once(
     kafka_broker, kafka_topic: str, tmp_path: Path, db_url: str
 ) -> None:
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
@@ -116,7 +116,7 @@ def test_row05_same_event_id_for_another_user_in_another_partition(
     }
 
 
-def test_row06_a_record_too_large_for_the_dlq_goes_there_as_an_envelope(
+def test_a_record_too_large_for_the_dlq_goes_there_as_an_envelope(
     kafka_broker, kafka_topic: str, tmp_path: Path, db_url: str
 ) -> None:
     huge = b"\xc3\x01" + b"z" * 1_500_000
@@ -142,7 +142,7 @@ def test_row06_a_record_too_large_for_the_dlq_goes_there_as_an_envelope(
     assert len(envelope["sha256"]) == 64 and envelope["reason"] == dead.reason
 
 
-def test_row07_a_recreated_topic_stops_the_consumer_until_told_to_reset(
+def test_a_recreated_topic_stops_the_consumer_until_told_to_reset(
     kafka_broker, kafka_topic: str, tmp_path: Path, db_url: str
 ) -> None:
     bootstrap = kafka_broker.bootstrap
@@ -243,7 +243,7 @@ def test_a_consumer_and_a_replay_on_one_store_equal_a_sequential_replay(
     assert believed(pg_url) == believed(ref)
 
 
-def test_row14_sigterm_right_after_start_exits_cleanly(
+def test_sigterm_right_after_start_exits_cleanly(
     kafka_broker, kafka_topic: str, db_url: str
 ) -> None:
     # A signal before the interpreter has run a line cannot be caught by any Python program;

@@ -64,7 +64,9 @@ def test_a_refused_record_is_bisected_out_and_the_rest_applied(cli: Cli, tmp_pat
     assert (again["applied"], again["dead_lettered"], again["already_applied"]) == (0, 0, 40)
 
 
-def test_row04_one_event_id_for_two_users_in_one_batch(cli: Cli, tmp_path: Path) -> None:
+def test_one_event_id_for_two_users_in_one_batch_dead_letters_the_second(
+    cli: Cli, tmp_path: Path
+) -> None:
     """Was an IntegrityError traceback: the first user keeps the id, the second record is a
     dead letter naming the conflict, everything else is applied."""
     claimed = {**signup(5, "u-b"), "event_id": eid(1)}
