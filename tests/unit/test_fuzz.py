@@ -18,19 +18,18 @@ tests/unit/test_fuzz.py tests/e2e/test_fuzz.py` for a long run.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import fastavro
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 from kafka.consumer.fetcher import ConsumerRecord
 
@@ -317,15 +316,94 @@ def test_mutated_digest_documents_are_refused_in_one_line(
         assert got == original
 
 
-@fuzz(EXAMPLES)
-@given(_JSON)
-def test_any_json_is_a_digest_or_a_digest_error(value: Any) -> None:
+_HEX64 = st.binary(min_size=32, max_size=32).map(bytes.hex)
+_OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@st.composite
+def _digest_documents(draw: st.DrawFn) -> dict[str, Any]:
+    """Documents `check` must accept, written in any way it reads them: any root, counts
+    and policy hashes, the instant in any offset and with digits below the millisecond,
+    unsigned (with or without a `signature`) or signed with the audit key."""
+    from ledger.app.audit.signing import sign
+    from ledger.domain.audit import Digest
+
+    instant = draw(
+        st.datetimes(datetime(1, 1, 3), datetime(9999, 12, 29), timezones=st.just(UTC))
+    )
+    digest = Digest(
+        root=draw(_HEX64),
+        seq=draw(st.integers(0, 2**63)),
+        users=draw(st.integers(0, 2**40)),
+        events=draw(st.integers(0, 2**40)),
+        recorded_at=instant,
+        policies=draw(st.dictionaries(st.text(min_size=1, max_size=20), _HEX64, max_size=4)),
+    )
+    document = sign(digest, hmac_key=draw(st.sampled_from([None, b"audit-key"])))
+    document["recorded_at"] = instant.astimezone(draw(_OFFSETS)).isoformat()
+    if document["signature"] == {"alg": "none"} and draw(st.booleans()):
+        del document["signature"]
+    return document
+
+
+def _assert_accepted_as_promised(document: Any, got: Any, key: bytes | None) -> None:
+    """What `check` returns for a document it accepts: a Digest whose fields have the types
+    and ranges `ledger.domain.audit.Digest` promises and hold what the document says, which
+    re-serialises to the same document (the instant in canonical form) and, signed again
+    with the same key, carries the very signature that was checked."""
+    from ledger.app.audit.signing import check, sign
+    from ledger.domain.audit import DIGEST_FORMAT, Digest
+    from ledger.domain.time import parse_instant, truncate_ms
+
+    assert isinstance(got, Digest)
+    assert got.format == DIGEST_FORMAT
+    assert len(got.root) == 64 and set(got.root) <= set("0123456789abcdef")
+    for name in ("seq", "users", "events"):
+        count = getattr(got, name)
+        assert type(count) is int and count >= 0, (name, count)
+    assert got.recorded_at.utcoffset() == timedelta(0) and got.recorded_at.microsecond % 1000 == 0
+    assert got.recorded_at == truncate_ms(parse_instant(document["recorded_at"]))
+    assert isinstance(got.policies, dict)
+    for version, policy_hash in got.policies.items():
+        assert isinstance(version, str) and version
+        assert len(policy_hash) == 64 and set(policy_hash) <= set("0123456789abcdef")
+    canonical = got.to_json()
+    assert json.loads(json.dumps(canonical)) == canonical
+    assert Digest.from_json(canonical) == got
+    fields = {k: v for k, v in document.items() if k not in ("signature", "recorded_at")}
+    assert fields == {k: v for k, v in canonical.items() if k != "recorded_at"}
+    again = sign(got, hmac_key=key)
+    assert again["signature"] == (document.get("signature") or {"alg": "none"})
+    assert check(json.loads(json.dumps(again)), hmac_key=key) == got
+
+
+def _checked(value: Any) -> int:
+    """How many of the two keys (none, the audit key) `check` accepts `value` with, each
+    acceptance asserted as promised; anything but DigestError escapes."""
     from ledger.app.audit.signing import check
     from ledger.domain.audit import DigestError
 
+    accepted = 0
     for key in (None, b"audit-key"):
-        with contextlib.suppress(DigestError):
-            check(value, hmac_key=key)
+        try:
+            got = check(value, hmac_key=key)
+        except DigestError:
+            continue
+        accepted += 1
+        _assert_accepted_as_promised(value, got, key)
+    return accepted
+
+
+@fuzz(EXAMPLES)
+@given(_JSON, _digest_documents())
+def test_any_json_is_a_digest_or_a_digest_error(value: Any, document: dict[str, Any]) -> None:
+    """Any JSON value is refused with a DigestError (and nothing else) or accepted as the
+    digest it holds; so is a valid digest document however it is written, which exactly
+    one of the two keys accepts (an unsigned one without a key, a signed one with it)."""
+    accepted = _checked(value)
+    assert accepted <= 1
+    event("any JSON accepted" if accepted else "any JSON refused")
+    assert _checked(document) == 1
 
 
 # Surrogates included: the environment of a process may hold bytes that are not UTF-8.
