@@ -103,3 +103,25 @@ def consistent(url: str) -> None:
         assert [e for _, e in spans].count(None) == 1, user
         for (_, end), (start, _) in pairwise(spans):
             assert end == start, user
+
+
+def refuse_events_of(engine: sa.Engine, user: str) -> None:
+    """Make the real database refuse every event of `user`, as it would a value it cannot
+    hold: a trigger, since the ledger's own validation lets nothing such through. The
+    store sees StoreRefused (SQLite: RAISE(ABORT); PostgreSQL: SQLSTATE 22023)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events "
+                f"WHEN NEW.user_id = '{user}' BEGIN SELECT RAISE(ABORT, 'no {user} here'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.user_id = '{user}' THEN RAISE EXCEPTION 'no {user} here' "
+                "USING ERRCODE = '22023'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW "
+                "EXECUTE FUNCTION refuse()"
+            )

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, delete, func, select
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
+from ledger.app.ports import HistoryTableRow
 from ledger.domain.audit import EVENT_CHAIN_FIELDS, GENESIS
 from ledger.domain.facts import (
     Observation,
@@ -484,3 +485,10 @@ class SqlStore:
         with translated_errors(), self.engine.begin() as conn:
             q = delete(source_positions).where(source_positions.c.source == source)
             return conn.execute(q).rowcount
+
+    def history_rows(self) -> list[HistoryTableRow]:
+        """Every history row, believed and superseded, as `MemoryStore.history_rows` returns
+        them (the table's columns without its surrogate id), so the stores compare directly."""
+        q = select(*(assignment_history.c[name] for name in HISTORY_COLUMNS))
+        with translated_errors(reading=True), self.engine.connect() as conn:
+            return [HistoryTableRow(*row) for row in conn.execute(q)]

@@ -1,5 +1,6 @@
 """The store on SQLite and the real PostgreSQL: migrations, idempotent replays, and the
-same history on both databases."""
+same history on both databases. What every store implementation must do through the batch
+port (the in-memory one included) is tests/integration/test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -89,46 +90,6 @@ def test_sqlite_and_postgresql_build_identical_histories(
         Cli(url).run("replay", str(stamped), "--batch-size", "333", expect=None)
     assert history_rows(sqlite_url) == history_rows(pg_url)
     assert len(history_rows(sqlite_url)) > 400
-
-
-def test_memory_and_sql_stores_build_identical_histories(db_url: str) -> None:
-    """The same stream through the same projector, in the same uneven batches, into the
-    in-memory store and the SQL store: every history row, dead letter count, position and
-    assignment count agrees."""
-    from datetime import timedelta
-
-    from ledger.app.ingest.projector import Projector
-    from ledger.codecs.policy_files import load_policies
-    from ledger.domain.events import EventError
-    from ledger.domain.time import parse_instant
-    from ledger.sources.records import SourceRecord
-    from ledger.store.memory import MemoryStore
-    from ledger.store.sql import SqlStore
-
-    t0 = parse_instant("2026-11-01T00:00:00Z")
-    stream = generate_events(300, seed=13)
-    items: list = [(e, t0 + timedelta(milliseconds=i)) for i, e in enumerate(stream)]
-    items.insert(40, EventError("not JSON"))
-    records = [SourceRecord("gen", 0, i, f"#{i}", b"", item) for i, item in enumerate(items)]
-    memory, sql = MemoryStore(), SqlStore(open_engine(db_url))
-    policies = load_policies()
-    for store in (memory, sql):
-        projector = Projector(store, policies, b"k", cache_users=50)
-        for i in range(0, len(records), 211):
-            projector.apply_batch(records[i : i + 211], t0)
-    sql.engine.dispose()
-    as_sql = sorted(
-        (
-            tuple(json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for v in r)
-            for r in memory.history_rows()
-        ),
-        key=repr,
-    )
-    assert as_sql == history_rows(db_url)
-    assert len(as_sql) > 300
-    assert memory.assignment_counts() == sql.assignment_counts()
-    assert memory.stored_positions("gen") == sql.stored_positions("gen") == {0: len(records)}
-    assert len(memory.dead_letters) == 1
 
 
 def test_upgrade_from_0001_numbers_stored_events_per_user(db_url: str) -> None:

@@ -13,29 +13,12 @@ import sqlalchemy as sa
 from ledger.store.database import open_engine
 from ledger.store.schema import dead_letters, events
 from tests.factories import signup
-from tests.support import Cli, eid, write_jsonl
+from tests.support import Cli, eid, refuse_events_of, write_jsonl
 
 
 def refuse_user(url: str, user: str) -> None:
-    """Make the real database refuse every event of `user`, as it would a value it cannot
-    hold: a trigger, since the ledger's own validation lets nothing such through."""
     engine = open_engine(url)
-    with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql(
-                "CREATE TRIGGER refuse BEFORE INSERT ON events "
-                f"WHEN NEW.user_id = '{user}' BEGIN SELECT RAISE(ABORT, 'no {user} here'); END"
-            )
-        else:
-            conn.exec_driver_sql(
-                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
-                f"IF NEW.user_id = '{user}' THEN RAISE EXCEPTION 'no {user} here' "
-                "USING ERRCODE = '22023'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
-            )
-            conn.exec_driver_sql(
-                "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW "
-                "EXECUTE FUNCTION refuse()"
-            )
+    refuse_events_of(engine, user)
     engine.dispose()
 
 
