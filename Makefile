@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/python -m ledger.cli.demo --users $(DEMO_USERS)
 
 test: $(STAMP)
-	$(BIN)/ruff check ledger consumers infra tests
+	$(BIN)/ruff check ledger consumers infra tests tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
@@ -31,14 +31,14 @@ bench: $(STAMP)
 FAULTS_SCALE ?= 1
 
 faults: $(STAMP)
-	LEDGER_REQUIRE_POSTGRES=1 $(BIN)/python -m tests.faults --scale $(FAULTS_SCALE)
+	LEDGER_REQUIRE_POSTGRES=1 $(BIN)/python -m tools.faults --scale $(FAULTS_SCALE)
 
 # The documentation site (docs/, mkdocs.yml) into site/; --strict fails on a broken link.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
-	$(BIN)/ruff check ledger consumers infra tests
+	$(BIN)/ruff check ledger consumers infra tests tools
 	$(BIN)/mypy
 
 clean:

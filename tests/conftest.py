@@ -1,66 +1,71 @@
-"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL, and the CLI."""
+"""Shared fixtures: a fresh store on SQLite and on the real PostgreSQL, and the CLI; and
+the markers a test earns by what it uses (pyproject.toml declares them):
+
+- property: a Hypothesis test (`@given`);
+- postgres: it asks for the PostgreSQL server (`pg_url`, `pg_admin`, `postgres_available`,
+  or the postgresql case of `db_url`, whose parameter carries the mark);
+- kafka: it asks for the broker (`kafka_broker`, `kafka_topic`).
+
+Tests that start a broker of their own, or reach PostgreSQL another way, carry the mark
+where they are written; so does `slow`.
+"""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.kafka_support import (  # noqa: F401  (fixtures)
+from tests.helpers import postgres
+from tests.helpers.kafka import (  # noqa: F401  (fixtures)
     kafka_broker,
     kafka_topic,
     no_consumer_outlives_its_test,
 )
 from tests.support import Cli
 
-PG_ADMIN_URL = os.environ.get(
-    "LEDGER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-REQUIRE_PG = os.environ.get("LEDGER_REQUIRE_POSTGRES") == "1"
-PG_HINT = (
-    "PostgreSQL not reachable at {url} ({reason}); start it or set LEDGER_TEST_POSTGRES to a "
-    "server where the user may CREATE DATABASE. CI sets LEDGER_REQUIRE_POSTGRES=1 so these "
-    "tests cannot be skipped there."
-)
+POSTGRES_FIXTURES = frozenset({"pg_url", "pg_admin", "postgres_available"})
+KAFKA_FIXTURES = frozenset({"kafka_broker", "kafka_topic"})
 
 
-def _pg_admin() -> sa.Engine:
-    return sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the marks must be there to select
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.property)
+        used = set(getattr(item, "fixturenames", ()))
+        if used & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if used & KAFKA_FIXTURES:
+            item.add_marker(pytest.mark.kafka)
 
 
 @pytest.fixture(scope="session")
 def postgres_available() -> bool:
-    try:
-        engine = _pg_admin()
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-        return True
-    except Exception as exc:
-        message = PG_HINT.format(url=PG_ADMIN_URL, reason=str(exc).splitlines()[0])
-        if REQUIRE_PG:
-            pytest.fail(message)
-        pytest.skip(message)
+    hint = postgres.unreachable()
+    if hint is not None:
+        if postgres.REQUIRE_PG:
+            pytest.fail(hint)
+        pytest.skip(hint)
+    return True
 
 
 @pytest.fixture
 def pg_url(postgres_available: bool) -> Iterator[str]:
     """A database of its own on the real PostgreSQL, dropped afterwards."""
-    name = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    admin = _pg_admin()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
+    with postgres.fresh_database() as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
+
+@pytest.fixture
+def pg_admin(postgres_available: bool) -> Iterator[sa.Engine]:
+    """An autocommit engine on the server's admin database (`postgres.PG_ADMIN_URL`), for
+    what a test does to a whole database (an outage: `postgres.refuse_connections`)."""
+    engine = postgres.admin_engine()
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from ledger.cli.main import app
-from ledger.store.schema import assignment_history
+from ledger.store.schema import assignment_history, events, users
 
 
 class Cli:
@@ -73,3 +74,54 @@ def chain_heads(url: str) -> dict[str, tuple[bytes, int]]:
         rows = conn.execute(sa.text("SELECT user_id, chain_head, events FROM users")).all()
     engine.dispose()
     return {u: (bytes(h), n) for u, h, n in rows}
+
+
+def consistent(url: str) -> None:
+    """Each user: one open row, believed rows tiling valid time, users.events = its events,
+    and per-user sequence numbers 1..n."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        e = events.c
+        per_user = conn.execute(
+            sa.select(e.user_id, sa.func.count(), sa.func.max(e.seq)).group_by(e.user_id)
+        ).all()
+        counts = {user: n for user, n, _ in per_user}
+        seqs = {user: top for user, _, top in per_user}
+        stored = {user: n for user, n in conn.execute(sa.select(users.c.user_id, users.c.events))}
+        h = assignment_history.c
+        rows = conn.execute(
+            sa.select(h.user_id, h.valid_from, h.valid_to)
+            .where(h.superseded_at.is_(None))
+            .order_by(h.user_id, h.valid_from)
+        ).all()
+    engine.dispose()
+    assert stored == counts == seqs
+    by_user: dict[str, list] = {}
+    for user, start, end in rows:
+        by_user.setdefault(user, []).append((start, end))
+    for user, spans in by_user.items():
+        assert [e for _, e in spans].count(None) == 1, user
+        for (_, end), (start, _) in pairwise(spans):
+            assert end == start, user
+
+
+def refuse_events_of(engine: sa.Engine, user: str) -> None:
+    """Make the real database refuse every event of `user`, as it would a value it cannot
+    hold: a trigger, since the ledger's own validation lets nothing such through. The
+    store sees StoreRefused (SQLite: RAISE(ABORT); PostgreSQL: SQLSTATE 22023)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events "
+                f"WHEN NEW.user_id = '{user}' BEGIN SELECT RAISE(ABORT, 'no {user} here'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.user_id = '{user}' THEN RAISE EXCEPTION 'no {user} here' "
+                "USING ERRCODE = '22023'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH ROW "
+                "EXECUTE FUNCTION refuse()"
+            )

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, func, select
 
 from ledger.app.ingest.plan import BatchPlan, PositionKey
+from ledger.app.ports import HistoryTableRow
 from ledger.domain.audit.chain import GENESIS
 from ledger.domain.facts import (
     Observation,
@@ -170,6 +171,13 @@ class SqlStore:
         with translated_errors(), self.engine.connect() as conn:
             row = conn.execute(q).first()
         return SourceIdentity(row.topic_id, row.partition_count) if row else None
+
+    def history_rows(self) -> list[HistoryTableRow]:
+        """Every history row, believed and superseded, as `MemoryStore.history_rows` returns
+        them (the table's columns without its surrogate id), so the stores compare directly."""
+        q = select(*(assignment_history.c[name] for name in HistoryTableRow._fields))
+        with translated_errors(reading=True), self.engine.connect() as conn:
+            return [HistoryTableRow(*row) for row in conn.execute(q)]
 
     def policy_pins(self) -> dict[str, str]:
         with translated_errors(), self.engine.connect() as conn:

@@ -41,7 +41,7 @@ from ledger.errors import UsageError
 from ledger.generate import generate_events
 from ledger.sinks.dead_letter_topic import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON
 from ledger.store.schema import dead_letters, events
-from tests.kafka_support import (
+from tests.helpers.kafka import (
     EXTERNAL_BOOTSTRAP_ENV,
     GROUP_FLAGS,
     LEDGER,

@@ -1,0 +1,246 @@
+"""Every command follows one exit-code table (ledger.errors, README): 0 success, 1 an
+error, 2 a usage error, 3 finished with dead letters. One test per command; every error is
+one line on stderr starting `ledger: error:`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from ledger.cli.main import app
+from tests.factories import signup
+from tests.support import Cli, write_jsonl
+from tools.common import LEDGER
+
+NO_BROKER = "127.0.0.1:1"  # nothing listens on port 1
+# An unreachable cluster is given up after 1 s instead of 10.
+ENV = {
+    "LEDGER_BOOTSTRAP": "",
+    "LEDGER_DB": "",
+    "LEDGER_TOPIC": "",
+    "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS": "1000",
+}
+
+
+def run(*args: str, code: int) -> Any:
+    result = CliRunner().invoke(app, list(args), env=ENV, catch_exceptions=False)
+    assert result.exit_code == code, (args, result.exit_code, result.stdout, result.stderr)
+    if code in (1, 2) and result.stderr.startswith("ledger: error:"):
+        assert result.stderr.count("\n") == 1, result.stderr
+    return result
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "ok.jsonl", [signup(1, "u-1")])
+
+
+@pytest.fixture
+def bad_events(tmp_path: Path) -> Path:
+    path = write_jsonl(tmp_path / "bad.jsonl", [signup(2, "u-2")])
+    path.write_text(path.read_text() + "{not json\n")
+    return path
+
+
+def test_generate(tmp_path: Path) -> None:
+    run("generate", "--users", "3", "-o", str(tmp_path / "g.jsonl"), code=0)
+    assert "unknown file type" in run("generate", "-o", str(tmp_path / "g.csv"), code=2).stderr
+    run("generate", "--users", "0", "-o", str(tmp_path / "g.jsonl"), code=2)
+    run("generate", "-o", str(tmp_path / "no" / "such" / "dir.jsonl"), code=1)
+
+
+def test_replay(db: str, events: Path, bad_events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("replay", str(bad_events), "--db", db, code=3)
+    assert "no such file" in run("replay", str(tmp_path / "nope.jsonl"), "--db", db, code=1).stderr
+    assert "not neither" in run("replay", "--db", db, code=2).stderr
+    assert "not both" in run("replay", str(events), "--from-kafka", "--db", db, code=2).stderr
+    run("replay", str(events), "--from-time", "2026-01-01", "--db", db, code=2)
+    run("replay", str(events), "--reset-positions", "--db", db, code=2)
+    run("replay", "--from-kafka", "--from-offset", "x", "--bootstrap", NO_BROKER, code=2)
+    assert "pass --bootstrap" in run("replay", "--from-kafka", "--db", db, code=2).stderr
+    gone = run("replay", "--from-kafka", "--bootstrap", NO_BROKER, "--db", db, code=1)
+    assert "cannot reach Kafka" in gone.stderr
+
+
+def test_current(db: str, events: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("current", "u-1", "--at", "2026-02-01", "--db", db, code=0)
+    assert "unknown user" in run("current", "u-404", "--db", db, code=1).stderr
+    assert "--at 'soon'" in run("current", "u-1", "--at", "soon", "--db", db, code=2).stderr
+
+
+def test_history(db: str, events: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("history", "u-1", "--all", "--db", db, code=0)
+    run("history", "u-404", "--db", db, code=1)
+    run("history", "u-1", "--believed-at", "yesterday", "--db", db, code=2)
+    run("history", "--db", db, code=2)  # no user
+
+
+def test_explain(db: str, events: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("explain", "u-1", "--db", db, code=0)
+    run("explain", "u-404", "--db", db, code=1)
+    run("explain", "u-1", "--at", "2026-13-01", "--db", db, code=2)
+
+
+def test_db_upgrade(db: str, tmp_path: Path) -> None:
+    run("db", "upgrade", "--db", db, code=0)
+    run("db", "upgrade", "--db", f"sqlite:///{tmp_path}/no/dir/x.db", code=1)
+    run("db", "upgrade", "--db", "not-a-url", code=1)
+    run("db", "upgrade", "--no-such-option", code=2)
+
+
+def test_publish(events: Path, tmp_path: Path) -> None:
+    assert "pass --bootstrap" in run("publish", str(events), code=2).stderr
+    run("publish", str(tmp_path / "nope.jsonl"), "--bootstrap", NO_BROKER, code=1)
+    gone = run("publish", str(events), "--bootstrap", NO_BROKER, code=1)
+    assert "cannot reach Kafka" in gone.stderr
+
+
+def test_export(tmp_path: Path) -> None:
+    run("export", "-o", str(tmp_path / "x.avro"), code=2)
+    run("export", "-o", str(tmp_path / "x.jsonl"), "--bootstrap", NO_BROKER, code=2)
+    run("export", "-o", str(tmp_path / "x.avro"), "--bootstrap", NO_BROKER, code=1)
+
+
+def test_consume(db: str) -> None:
+    assert "pass --bootstrap" in run("consume", "--db", db, code=2).stderr
+    run("consume", "--bootstrap", NO_BROKER, "--allow-dev-key", "--db", db, code=1)
+    run("consume", "--batch-size", "0", "--db", db, code=2)
+    run("consume", "--metrics-port", "70000", "--allow-dev-key", "--db", db, code=2)
+
+
+def test_topics_create() -> None:
+    run("topics", "create", code=2)
+    run("topics", "create", "--bootstrap", NO_BROKER, "--timeout", "1", code=1)
+    run("topics", "create", "--partitions", "0", "--bootstrap", NO_BROKER, code=2)
+
+
+def test_broker(tmp_path: Path) -> None:
+    state = ["--state-dir", str(tmp_path)]
+    assert json.loads(run("broker", "status", "--json", *state, code=0).stdout) == []
+    run("broker", "stop", *state, code=0)  # nothing runs: not an error
+    run("broker", "start", "--port", "0", *state, code=2)
+    for port in (5, 6):
+        (tmp_path / f"broker-{port}.pid").write_text(json.dumps({"pid": 999_999_999, "port": port}))
+    assert "several brokers" in run("broker", "stop", *state, code=1).stderr
+
+
+@pytest.mark.kafka
+def test_publish_and_export_succeed_or_report_invalid_lines(
+    kafka_broker: Any, kafka_topic: str, events: Path, bad_events: Path, tmp_path: Path
+) -> None:
+    kafka = ["--bootstrap", kafka_broker.bootstrap, "--topic", kafka_topic]
+    run("publish", str(events), *kafka, code=0)
+    run("publish", str(bad_events), *kafka, code=3)
+    run("export", "-o", str(tmp_path / "out.avro"), *kafka, code=0)
+
+
+def test_bench(tmp_path: Path) -> None:
+    # Refused before anything is generated or started.
+    run("bench", "--users", "0", "--work", str(tmp_path), code=2)
+    run("bench", "--repeat", "0", "--work", str(tmp_path), code=2)
+    run("bench", "--large", "-1", "--work", str(tmp_path), code=2)
+    assert not any(tmp_path.iterdir())
+
+
+def test_verify(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("verify", "--db", db, code=0)
+    missing = tmp_path / "nope.json"
+    assert "nope.json" in run("verify", "--digest", str(missing), "--db", db, code=1).stderr
+    run("verify", "--db", f"sqlite:///{tmp_path}/absent.db", code=1)
+    run("verify", "--no-such-option", code=2)
+
+
+def test_digest(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    out = tmp_path / "digest.json"
+    run("digest", "-o", str(out), "--db", db, code=0)
+    assert json.loads(out.read_text())["events"] == 1
+    run("digest", "-o", str(tmp_path / "no" / "dir" / "d.json"), "--db", db, code=1)
+    run("digest", "--bogus", code=2)
+
+
+def test_decisions_export(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    out = tmp_path / "decisions.jsonl"
+    run("decisions", "export", "-o", str(out), "--db", db, code=0)
+    assert len(out.read_text().splitlines()) >= 1
+    run("decisions", "export", "-o", str(out), "--since", "soon", "--db", db, code=2)
+    run("decisions", "export", "--db", db, code=2)  # no -o
+
+
+def test_replay_with_hostile_policy_directories(db: str, events: Path, tmp_path: Path) -> None:
+    """A --policies that is missing, empty, not TOML or a file is refused before anything
+    is applied; the same events then apply with the shipped policies."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.toml").write_bytes(b"version = [\x00\n")
+    for policies, code in ((tmp_path / "nope", 1), (empty, 1), (bad, 1), (events, 2)):
+        args = ["replay", str(events), "--policies", str(policies), "--db", db, "--json"]
+        result = CliRunner().invoke(app, args, env=ENV, catch_exceptions=False)
+        # Invalid policy files: one line, then one indented line per problem.
+        assert result.exit_code == code and not result.stdout, (policies, result.stderr)
+    assert json.loads(run("replay", str(events), "--db", db, "--json", code=0).stdout)[
+        "applied"
+    ] == 1
+
+
+def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"root": 1}')
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 30_000 + "]" * 30_000)
+    huge = tmp_path / "huge.json"
+    huge.write_text(" " * (1 << 20) + "{}")
+    for path in (garbage, partial, deep, huge):
+        assert "ledger: error:" in run("verify", "--digest", str(path), "--db", db, code=1).stderr
+
+
+# --- errors about what a command reaches: Kafka and the database ------------------------
+
+
+@pytest.mark.slow
+def test_kafka_command_errors_are_one_line(sqlite_cli: Cli, tmp_path: Path) -> None:
+    env_free = {k: v for k, v in os.environ.items() if k != "LEDGER_BOOTSTRAP"}
+    result = subprocess.run(
+        [LEDGER, "consume", "--db", sqlite_cli.db],
+        env=env_free,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "pass --bootstrap" in result.stderr
+    gone = sqlite_cli.run("replay", "--from-kafka", "--bootstrap", "127.0.0.1:1", expect=1)
+    assert "cannot reach Kafka at 127.0.0.1:1" in gone.stderr
+    both = sqlite_cli.run("replay", str(tmp_path / "x.jsonl"), "--from-kafka", expect=2)
+    assert "not both" in both.stderr
+
+
+def test_unreachable_database_is_one_line(sqlite_cli: Cli, tmp_path: Path) -> None:
+    bad = Cli("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    result = bad.run("history", "u-1", expect=1)
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("ledger: error: cannot reach database")
+    missing_dir = Cli(f"sqlite:///{tmp_path}/no/such/dir/ledger.db")
+    assert "does not exist" in missing_dir.run("history", "u-1", expect=1).stderr
+    assert "not a database URL" in Cli("nonsense").run("history", "u-1", expect=1).stderr
