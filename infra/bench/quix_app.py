@@ -9,6 +9,7 @@ import json
 import sys
 import tempfile
 import time
+from typing import Any
 
 from quixstreams import Application
 
@@ -25,7 +26,7 @@ def main() -> None:
         source = app.topic(topic, key_deserializer="str", value_deserializer="bytes")
         seen = {"n": 0, "first": 0.0, "last": 0.0}
 
-        def count(_value: bytes, state) -> None:  # type: ignore[no-untyped-def]
+        def count(_value: bytes, state: Any) -> None:
             state.set("events", state.get("events", 0) + 1)
             now = time.perf_counter()
             if not seen["n"]:

@@ -27,14 +27,14 @@ def _alembic_config() -> Any:
     return cfg
 
 
-def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_begin(conn: Connection) -> None:
     # pysqlite's own transaction handling cannot BEGIN IMMEDIATE; with its isolation level
     # off (below) the transaction starts here, as the connection's options ask.
     mode = conn.get_execution_options().get("ledger_sqlite_begin", "DEFERRED")
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # transactions begin in _sqlite_begin
     # WAL lets queries read while a replay writes; NORMAL sync is durable at each commit
     # in WAL mode except on power loss, which the stored source positions make safe.
@@ -108,7 +108,7 @@ def current_revision(conn: Connection) -> str | None:
 _MIGRATION_LOCK = 0x4C454447  # "LEDG"
 
 
-def _upgrade(conn) -> None:  # type: ignore[no-untyped-def]
+def _upgrade(conn: Connection) -> None:
     from sqlalchemy import text
 
     at_head = current_revision(conn) == head_revision()

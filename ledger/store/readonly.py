@@ -150,7 +150,7 @@ def _at_head(candidate: DriverReader, errors: type[Exception]) -> DriverReader |
     return None
 
 
-def _sqlite_reader(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_reader(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only=ON")
     cursor.execute("PRAGMA cache_size=-65536")  # KiB, as the writers' (grown on demand)
