@@ -355,7 +355,6 @@ def _max_rss_kib(path: Path, db: Path) -> int:
     return int(result.stderr.rsplit("MAXRSS", 1)[1].split()[0])
 
 
-@pytest.mark.slow
 def test_replaying_a_line_over_the_limit_keeps_memory_bounded(tmp_path: Path) -> None:
     """`ledger replay` of the 64 MiB line peaks at about what a file without it takes (a
     process holding the line would grow by its size at least)."""

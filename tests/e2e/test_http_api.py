@@ -256,7 +256,6 @@ def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.slow
 def test_refuses_a_public_address_without_tokens(small_store: str) -> None:
     result = _serve("--db", small_store, "--host", "0.0.0.0", "--port", "0", env=serve_env(None))
     assert result.returncode == 2, result.stderr
@@ -272,7 +271,6 @@ def test_refuses_a_public_address_without_tokens(small_store: str) -> None:
     assert result.returncode == 1 and "no such file" in result.stderr
 
 
-@pytest.mark.slow
 def test_without_tokens_it_serves_loopback_only_and_says_so(
     small_store: str, tmp_path: Path
 ) -> None:
@@ -288,7 +286,6 @@ def test_without_tokens_it_serves_loopback_only_and_says_so(
         assert server.stop() == 0  # SIGTERM: a clean stop
 
 
-@pytest.mark.slow
 def test_tokens_from_a_file(small_store: str, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# roles\nauditor:{'a' * 20}\nadmin:{'b' * 20}  # ops\n")
@@ -335,7 +332,6 @@ def test_a_database_that_does_not_answer_is_a_503(tmp_path: Path) -> None:
         assert server.stop() == 0
 
 
-@pytest.mark.slow
 @pytest.mark.postgres
 def test_a_stopped_database_is_a_503_until_it_is_back(
     pg_url: str, pg_admin: sa.Engine, tmp_path: Path

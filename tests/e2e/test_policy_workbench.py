@@ -72,6 +72,7 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any]
     return report, out, tmp / "cutover-no-catch-all.toml"
 
 
+@pytest.mark.slow
 def test_broken_copies_fail_exactly_the_checks_they_break(
     broken_run: tuple[dict[str, Any], Path, Path],
 ) -> None:
@@ -93,6 +94,7 @@ def test_broken_copies_fail_exactly_the_checks_they_break(
     assert text.stderr.startswith("ledger: error: 2 of ") and text.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_a_policy_declared_sticky_that_is_not_fails_and_its_counterexample_replays(
     cli: Cli, broken_run: tuple[dict[str, Any], Path, Path]
 ) -> None:
@@ -108,6 +110,7 @@ def test_a_policy_declared_sticky_that_is_not_fails_and_its_counterexample_repla
     assert len({e["assignment"] for e in residency}) >= 2
 
 
+@pytest.mark.slow
 def test_an_unreachable_catch_all_fails_and_its_counterexample_replays(
     sqlite_cli: Cli, broken_run: tuple[dict[str, Any], Path, Path]
 ) -> None:
@@ -136,6 +139,7 @@ def test_an_unreachable_catch_all_fails_and_its_counterexample_replays(
     assert ex["at_candidate"]["rule"] in ("C2", "C3")
 
 
+@pytest.mark.slow
 def test_counterexamples_of_different_checks_share_no_event(
     broken_run: tuple[dict[str, Any], Path, Path],
 ) -> None:

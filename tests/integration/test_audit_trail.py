@@ -491,7 +491,6 @@ def apply(engine: sa.Engine, batches: list[list[Any]]) -> None:
         assert result.dead_letters == []
 
 
-@pytest.mark.slow
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_any_stream_in_any_batches_verifies_with_the_same_root(

@@ -8,7 +8,6 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -74,7 +73,6 @@ def test_links_recompute_from_the_stored_rows(cli: Cli, tmp_path: Path) -> None:
     assert sorted(app_seqs) == list(range(1, len(app_seqs) + 1))
 
 
-@pytest.mark.slow
 def test_chain_heads_do_not_depend_on_batches_or_parse_workers(
     db_url: str, tmp_path: Path
 ) -> None:

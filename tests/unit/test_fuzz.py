@@ -394,6 +394,7 @@ def _checked(value: Any) -> int:
     return accepted
 
 
+@pytest.mark.slow
 @fuzz(EXAMPLES)
 @given(_JSON, _digest_documents())
 def test_any_json_is_a_digest_or_a_digest_error(value: Any, document: dict[str, Any]) -> None:

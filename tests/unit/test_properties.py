@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -91,6 +92,7 @@ def test_believed_history_is_independent_of_arrival_order(data: st.DataObject) -
     assert believed(project([at_positions(stream)])) == believed(project([at_positions(shuffled)]))
 
 
+@pytest.mark.slow
 @PROPS
 @given(st.data())
 def test_batches_equal_one_shot_including_record_time(data: st.DataObject) -> None:
