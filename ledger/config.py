@@ -125,7 +125,7 @@ class ConsumerSettings:
 
 
 @dataclass(frozen=True)
-class Limits:
+class ByteLimits:
     """Bounds on input, checked before a record reaches a batch: a record over them is
     dead-lettered with the limit it broke, never loaded whole."""
 
@@ -200,7 +200,7 @@ class Settings:
     phone_key: bytes = DEV_PHONE_KEY
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     consumer: ConsumerSettings = field(default_factory=ConsumerSettings)
-    limits: Limits = field(default_factory=Limits)
+    limits: ByteLimits = field(default_factory=ByteLimits)
     api: ApiSettings = field(default_factory=ApiSettings)
     batch_size: int = 5000  # events per transaction of a replay
     cache_users: int = 50_000  # users whose projections a writer keeps between batches

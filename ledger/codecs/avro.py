@@ -227,7 +227,7 @@ class AvroCodec:
         A record that decodes but is not a valid event, or is over `max_record_bytes`, is an
         error of its own and reading goes on. A corrupt or truncated container, or a block
         over `max_block_bytes` (compressed or not), ends with one error: nothing past that
-        point can be read. None means no bound (`ledger.sources` passes `Limits`).
+        point can be read. None means no bound (`ledger.sources` passes `ByteLimits`).
         """
         index = 0
         try:

@@ -5,7 +5,7 @@ exactly that content: replaying the same file again skips what was applied, and 
 different file at the same path starts from the beginning.
 
 Reading is streamed with bounded memory whatever the file holds: a JSON line longer than
-`Limits.event_bytes` is never held whole (it is dead-lettered with its size and its first
+`ByteLimits.event_bytes` is never held whole (it is dead-lettered with its size and its first
 bytes) and Avro blocks and records are bounded the same way (`AvroCodec.read_container`).
 """
 
@@ -19,7 +19,7 @@ from typing import IO
 
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
-from ledger.config import Limits
+from ledger.config import ByteLimits
 from ledger.domain.events import Event, EventError
 from ledger.errors import LedgerError
 from ledger.sources.records import SourceRecord
@@ -70,20 +70,22 @@ def read_records(
     start: int = 0,
     codec: AvroCodec | None = None,
     *,
-    limits: Limits | None = None,
+    limits: ByteLimits | None = None,
 ) -> Iterator[tuple[SourceRecord, int]]:
     """Records from offset `start` on, each with the byte offset reached (for progress).
     Never raises for what the file holds: bad input is a record whose `decoded` is the
-    EventError. `limits` defaults to `Limits()`."""
+    EventError. `limits` defaults to `ByteLimits()`."""
     check_path(path)
-    limits = limits or Limits()
+    limits = limits or ByteLimits()
     if path.suffix == ".jsonl":
         yield from _jsonl(path, key, start, limits)
     else:
         yield from _avro(path, key, start, codec or AvroCodec(), limits)
 
 
-def _jsonl(path: Path, key: str, start: int, limits: Limits) -> Iterator[tuple[SourceRecord, int]]:
+def _jsonl(
+    path: Path, key: str, start: int, limits: ByteLimits
+) -> Iterator[tuple[SourceRecord, int]]:
     name = display_name(path)
     limit = limits.event_bytes
     done = 0
@@ -148,7 +150,7 @@ def _eol_length(tail: bytes) -> int:
 
 
 def _avro(
-    path: Path, key: str, start: int, codec: AvroCodec, limits: Limits
+    path: Path, key: str, start: int, codec: AvroCodec, limits: ByteLimits
 ) -> Iterator[tuple[SourceRecord, int]]:
     name = display_name(path)
     with path.open("rb") as fo:

@@ -29,7 +29,7 @@ from kafka.errors import (
 )
 
 from ledger.codecs.avro import AvroCodec
-from ledger.config import COMPRESSION_TYPES, KafkaSettings, Limits
+from ledger.config import COMPRESSION_TYPES, ByteLimits, KafkaSettings
 from ledger.domain.events import EventError, check_recorded_at
 from ledger.domain.time import from_millis, to_millis
 from ledger.sources.files import SourceError
@@ -262,13 +262,13 @@ def readable_end(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
 
 
 def to_source_record(
-    msg: ConsumerRecord, codec: AvroCodec, *, limits: Limits | None = None
+    msg: ConsumerRecord, codec: AvroCodec, *, limits: ByteLimits | None = None
 ) -> SourceRecord:
     """Record time is the Kafka record timestamp (docs/rules.md), so two replays of one topic
     build the same bitemporal history. Never raises: a value over `limits.event_bytes`, an
     undecodable value or a timestamp that is no record time (Kafka's -1 "none", or outside
     the range `check_recorded_at` keeps) is a record whose `decoded` is the EventError."""
-    max_bytes = (limits or Limits()).event_bytes
+    max_bytes = (limits or ByteLimits()).event_bytes
     decoded: tuple[Any, datetime | None] | EventError
     if msg.value is None:
         decoded = EventError("empty message (tombstone), not an event")

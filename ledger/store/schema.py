@@ -191,7 +191,7 @@ dead_letters = Table(
     Column("source", Text, nullable=False),
     Column("position", Text, nullable=False),
     Column("reason", Text, nullable=False),
-    Column("raw", LargeBinary, nullable=False),  # bounded (Limits.dead_letter_raw_bytes)
+    Column("raw", LargeBinary, nullable=False),  # bounded (ByteLimits.dead_letter_raw_bytes)
     Column("raw_size", BigInteger, nullable=False),  # of the input before bounding
     Column("event_id", String(limits.EVENT_ID_CHARS)),
     Column("user_id", String(limits.USER_ID_CHARS)),

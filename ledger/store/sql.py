@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import Connection, Engine, delete, func, select, tuple_
 
 from ledger.app.ingest.plan import BatchPlan, PositionKey
 from ledger.app.ports import HistoryTableRow
@@ -81,10 +81,11 @@ def lock_positions(conn: Connection, keys: Collection[PositionKey]) -> dict[Posi
     if not keys:
         return {}
     sp = source_positions.c
+    # The pairs themselves: sources and partitions filtered apart would also lock (and
+    # return) stored partitions of one source that were asked for only of another.
     q = (
         select(sp.source, sp.partition, sp.next_offset)
-        .where(sp.source.in_({s for s, _ in keys}))
-        .where(sp.partition.in_({p for _, p in keys}))
+        .where(tuple_(sp.source, sp.partition).in_(sorted(keys)))
         .with_for_update()
     )
     return {(r.source, r.partition): r.next_offset for r in conn.execute(q)}

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given
 
-from ledger.config import Limits
+from ledger.config import ByteLimits
 from ledger.store.schema import dead_letters
 from tests.helpers import postgres
 from tests.helpers.fuzzing import (
@@ -58,7 +58,7 @@ def database_kind(request: pytest.FixtureRequest) -> str:
 @fuzz(CLI_EXAMPLES, HealthCheck.function_scoped_fixture)
 @given(lines=json_cases(cli=True))
 def test_json_mutants_through_the_cli(database_kind: str, lines: list[bytes]) -> None:
-    limits = Limits()
+    limits = ByteLimits()
     valid = [valid_alone(line, limits) for line in lines]
     # A valid line without a record time would get the replay's clock time.
     assume(all(v[1] is not None for v in valid if v is not None))

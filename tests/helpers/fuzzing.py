@@ -26,7 +26,7 @@ from ledger.app.ingest.projector import Projector
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line, event_to_json_obj
 from ledger.codecs.policy_files import load_policies
-from ledger.config import DEV_PHONE_KEY, Limits
+from ledger.config import DEV_PHONE_KEY, ByteLimits
 from ledger.domain.events import Event, EventError, SignedUp
 from ledger.domain.policy import event_problem
 from ledger.sources.files import read_records
@@ -60,7 +60,7 @@ CODEC = AvroCodec()
 RECORDED = datetime(2026, 11, 1, tzinfo=UTC)  # record time of every generated line
 DEFAULT_RECORD_TIME = datetime(2026, 12, 1, tzinfo=UTC)  # of lines without one
 # Small, so the longest values cross the line limit without megabytes per example.
-SMALL = Limits(event_bytes=16 << 10)
+SMALL = ByteLimits(event_bytes=16 << 10)
 
 
 # --- hostile values -----------------------------------------------------------------------
@@ -251,7 +251,7 @@ def json_cases(draw: st.DrawFn, *, cli: bool = False) -> list[bytes]:
     return lines
 
 
-def valid_alone(line: bytes, limits: Limits) -> tuple[Event, datetime | None] | None:
+def valid_alone(line: bytes, limits: ByteLimits) -> tuple[Event, datetime | None] | None:
     """The event a line holds when decoded on its own, or None when it is not one."""
     if len(line) > limits.event_bytes:
         return None
@@ -279,7 +279,7 @@ def apply_in_memory(records: list[SourceRecord]) -> tuple[MemoryStore, BatchResu
     return store, result
 
 
-def read_file(lines: list[bytes], limits: Limits) -> list[SourceRecord]:
+def read_file(lines: list[bytes], limits: ByteLimits) -> list[SourceRecord]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "fuzz.jsonl"
         path.write_bytes(b"".join(line + b"\n" for line in lines))

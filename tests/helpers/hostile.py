@@ -9,11 +9,11 @@ import os
 from functools import partial
 from pathlib import Path
 
-from ledger.config import Limits
+from ledger.config import ByteLimits
 from tests import factories
 from tests.support import eid
 
-LIMIT = Limits().event_bytes
+LIMIT = ByteLimits().event_bytes
 RECORDED = "2026-06-01T00:00:00Z"  # record time carried by every line: histories compare
 
 

@@ -404,21 +404,9 @@ def test_positions_are_stored_locked_and_reset_per_source_and_partition(
     assert store.stored_positions("s") == {0: 1}
 
 
-def test_lock_positions_returns_only_the_partitions_asked_for(
-    subject: Subject, request: pytest.FixtureRequest
-) -> None:
+def test_lock_positions_returns_only_the_partitions_asked_for(subject: Subject) -> None:
     """BatchTransaction.lock_positions: "stored next offsets of these partitions"."""
     store = subject.store
-    if isinstance(store, SqlStore):
-        request.applymarker(
-            pytest.mark.xfail(
-                reason="SqlStore.lock_positions filters sources and partitions separately "
-                "(source IN ... AND partition IN ...), so it also returns and locks stored "
-                "partitions nobody asked for; harmless to the projector, which writes them "
-                "back unchanged, but wider than the port says",
-                strict=True,
-            )
-        )
     writer = projector(store)
     writer.apply_batch(records("s", 0, 0, delivered(signup(1, "u-1"))), T0)
     writer.apply_batch(records("s", 1, 0, delivered(signup(2, "u-2"))), T0)

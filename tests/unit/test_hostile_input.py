@@ -16,7 +16,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line
-from ledger.config import Limits
+from ledger.config import ByteLimits
 from ledger.domain import limits
 from ledger.domain.events import EVENT_TYPES, EVIDENCE_KINDS, EventError
 from ledger.sources.files import read_records
@@ -56,7 +56,7 @@ def test_column_sizes_are_the_limits() -> None:
 def test_line_limit_edges(tmp_path: Path) -> None:
     """At the limit is decoded (with LF or CRLF), one byte over is not; a long line at the
     end of the file without a newline is measured too; line numbers stay right."""
-    limits_ = Limits(event_bytes=len(GOOD[0]))
+    limits_ = ByteLimits(event_bytes=len(GOOD[0]))
     path = tmp_path / "edges.jsonl"
     path.write_bytes(
         GOOD[0].encode()
@@ -165,7 +165,7 @@ def test_kafka_records_are_never_fatal() -> None:
         rec = to_source_record(msg, codec)
         assert isinstance(rec.decoded, EventError), name
         assert fragment in str(rec.decoded), (name, str(rec.decoded))
-    small = to_source_record(_kafka(good), codec, limits=Limits(event_bytes=10))
+    small = to_source_record(_kafka(good), codec, limits=ByteLimits(event_bytes=10))
     assert "over the limit of 10 bytes" in str(small.decoded)
 
 
