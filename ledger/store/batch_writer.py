@@ -22,6 +22,7 @@ from ledger.domain.facts import (
     observed_fields,
 )
 from ledger.domain.projection import HistoryRow, UserSummary
+from ledger.store.rows import HISTORY_COLUMNS
 from ledger.store.schema import (
     assignment_history,
     dead_letters,
@@ -156,20 +157,7 @@ def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ..
     )
 
 
-HISTORY_WRITE_COLUMNS = (
-    "user_id",
-    "valid_from",
-    "valid_to",
-    "assignment",
-    "policy",
-    "rule",
-    "reason",
-    "facts",
-    "evidence",
-    "recorded_at",
-    "superseded_at",
-    "policy_hash",
-)
+HISTORY_WRITE_COLUMNS = ("user_id", *HISTORY_COLUMNS, "policy_hash")
 
 
 def history_write_row(
