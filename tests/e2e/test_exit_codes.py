@@ -185,8 +185,9 @@ def test_decisions_export(db: str, events: Path, tmp_path: Path) -> None:
 
 
 def test_replay_with_hostile_policy_directories(db: str, events: Path, tmp_path: Path) -> None:
-    """A --policies that is missing, empty, not TOML or a file is refused before anything
-    is applied; the same events then apply with the shipped policies."""
+    """A --policies that is missing, an empty directory, or not TOML (an event file given by
+    mistake) is refused before anything is applied; the same events then apply with the
+    shipped policies."""
     empty = tmp_path / "empty"
     empty.mkdir()
     bad = tmp_path / "bad"
