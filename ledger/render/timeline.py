@@ -364,7 +364,7 @@ class _Mark:
     label: str
     kind: str  # signup, binding, now, callout
     colour: str
-    down_to: float | None = None  # a callout's band top; None: through the plot
+    down_to: float | None = None  # a callout's band top, relative to the plot's bottom edge
     lane: int = 0
     left: float = 0.0
 
@@ -430,7 +430,7 @@ def render_svg(data: TimelineData, *, now: datetime | None = None) -> str:
         # stays inside the picture, and where it would cover another mark's line.
         sides = [lft for lft in (m.x + 3, m.x - 3 - w) if lft >= 4 and lft + w <= WIDTH - 6]
         others = [o.x for o in marks if o is not m]
-        clear = [lft for lft in sides if not any(lft - 2 <= x <= lft + w + 2 for x in others)]
+        clear = [lft for lft in sides if not any(lft - 2 <= o <= lft + w + 2 for o in others)]
         m.left = (clear or sides or [m.x + 3])[0]
         m.lane = lanes.add(m.left, m.left + w, line=m.x)
     plot_t = TITLE_H + LANE_H * lanes.count + 10
