@@ -2,8 +2,12 @@
 
 `generate_events(users, seed)` yields events the way a log would deliver them: roughly in
 ascending `occurred_at` across all users, with about 1% delivered late (days to weeks after
-later events) and about 0.5% delivered twice (same `event_id`). The same arguments always
-give the same events; `write_events` turns them into byte-identical `.jsonl` or `.avro` files.
+later events) and about 0.5% delivered twice (same `event_id`). `generate_log(users, seed)`
+yields the same events with the record time a log would give each: its delivery, seconds
+after it happened, and for a late or repeated delivery the day it finally came, so it is
+recorded after the events around it (the ledger's second time axis, as on real data). The
+same arguments always give the same events and times; `write_events` and `write_log` turn
+them into byte-identical `.jsonl` or `.avro` files.
 
 Shape of the population (the rules it exercises are in docs/rules.md):
 - signups from 2024-01-01 to 2026-10-31, growing over time with a spike in January 2025 (the
@@ -49,7 +53,7 @@ from ledger.domain.events import (
 from ledger.domain.time import from_millis, to_millis
 from ledger.sources.files import write_event_file
 
-__all__ = ["generate_events", "write_events"]
+__all__ = ["generate_events", "generate_log", "write_events", "write_log"]
 
 _DAY = 86_400_000
 _HOUR = 3_600_000
@@ -96,6 +100,9 @@ _P_BIRTH_DATE = 0.70
 _P_SCRIPTED_CN = 0.45  # of CN signups inside the script window
 _P_LATE = 0.010
 _P_DUPLICATE = 0.005
+# Delivery lag of an event sent when it happened: mostly seconds, at most a few minutes.
+_LAG_MEAN_MS = 20_000
+_LAG_MAX_MS = 10 * 60_000
 
 # Avro container files carry a 16-byte sync marker that fastavro draws from os.urandom; a fixed
 # one keeps archives byte-identical across runs.
@@ -397,11 +404,9 @@ def _in_valid_time_order(users: int, rng: random.Random) -> Iterator[Event]:
             heapq.heappush(pending, (following, index, left - 1, home, current, next_step))
 
 
-def generate_events(users: int, seed: int) -> Iterator[Event]:
-    """Yield the synthetic stream for `users` users in delivery order (see the module doc).
-
-    Deterministic: the same `(users, seed)` always yields the same events in the same order.
-    User ids are `u-000001`, `u-000002`, ... in signup order."""
+def _deliveries(users: int, seed: int) -> Iterator[tuple[Event, int]]:
+    """The stream in delivery order, each event with the instant (ms) it was sent: when it
+    happened, or when a late or repeated delivery was released."""
     if users < 0:
         raise ValueError(f"users must be >= 0, got {users}")
     rng = random.Random(seed)
@@ -411,29 +416,60 @@ def generate_events(users: int, seed: int) -> Iterator[Event]:
     for event in _in_valid_time_order(users, rng):
         t = to_millis(event.occurred_at)
         while held and held[0][0] <= t:
-            yield heapq.heappop(held)[2]
+            release, _, late = heapq.heappop(held)
+            yield late, release
         r = rng.random()
         if r < _P_LATE:  # delivered after events that happened days to weeks later
             release = t + _DAY + int(rng.random() * 34 * _DAY)
             heapq.heappush(held, (release, sequence, event))
             sequence += 1
             continue
-        yield event
+        yield event, t
         if r < _P_LATE + _P_DUPLICATE:  # an at-least-once producer sending it again
             release = t + 60_000 + int(rng.random() * 14 * _DAY)
             heapq.heappush(held, (release, sequence, event))
             sequence += 1
     while held:
-        yield heapq.heappop(held)[2]
+        release, _, late = heapq.heappop(held)
+        yield late, release
+
+
+def generate_events(users: int, seed: int) -> Iterator[Event]:
+    """Yield the synthetic stream for `users` users in delivery order (see the module doc).
+
+    Deterministic: the same `(users, seed)` always yields the same events in the same order.
+    User ids are `u-000001`, `u-000002`, ... in signup order."""
+    return (event for event, _ in _deliveries(users, seed))
+
+
+def generate_log(users: int, seed: int) -> Iterator[tuple[Event, datetime]]:
+    """The stream of `generate_events` with each event's record time, as a log would stamp
+    it: the instant it was sent plus a delivery lag of seconds, strictly increasing along
+    the log. The stream ends on 2026-11-01: what is still held then is delivered then.
+
+    Deterministic per `(users, seed)`; the lags come from a generator of their own, so the
+    events are exactly those of `generate_events`."""
+    lag = random.Random(f"record times {seed}")
+    last = -1
+    for event, sent in _deliveries(users, seed):
+        delay = min(_LAG_MAX_MS, 50 + int(lag.expovariate(1 / _LAG_MEAN_MS)))
+        last = max(last + 1, min(sent, _END) + delay)
+        yield event, from_millis(last)
 
 
 def write_events(path: Path, events: Iterable[Event]) -> int:
     """Write events to `path` as JSON Lines (`.jsonl`) or an Avro object container (`.avro`),
     chosen by suffix; returns how many were written. Output depends only on the events, so a
     deterministic stream gives a byte-identical file."""
+    return write_log(path, ((e, None) for e in events))
+
+
+def write_log(path: Path, records: Iterable[tuple[Event, datetime | None]]) -> int:
+    """As `write_events`, each event with its record time (`recorded_at`, as an export
+    carries it; None: none, the replay's time is used)."""
     path = Path(path)
     if path.suffix not in (".jsonl", ".avro"):
         raise ValueError(
             f"cannot write events to {path}: unknown suffix {path.suffix!r} (use .jsonl or .avro)"
         )
-    return write_event_file(path, ((e, None) for e in events), sync_marker=_SYNC_MARKER)
+    return write_event_file(path, records, sync_marker=_SYNC_MARKER)

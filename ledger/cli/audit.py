@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ledger.cli.common import (
+    POLICIES_HELP,
     DbOption,
     JsonOption,
     command_group,
@@ -25,6 +26,7 @@ from ledger.cli.common import (
     out,
     parse_time,
     plain,
+    policy_set,
     settings,
 )
 from ledger.domain.time import format_instant, truncate_ms
@@ -97,13 +99,11 @@ def _load_digest(path: Path, hmac_key: bytes | None, public_key: Path | None) ->
 
 
 PoliciesDirOption = Annotated[
-    Path | None,
+    list[Path] | None,
     typer.Option(
         "--policies",
-        help="Re-derive the history with the policy files (*.toml) in DIR instead of the "
-        "shipped ones: the policies the store was written with.",
+        help=f"{POLICIES_HELP} Give the policies the store was written with.",
         show_default=False,
-        file_okay=False,
     ),
 ]
 
@@ -151,16 +151,12 @@ def verify(
     listed: user, kind, event seq or history row, detail), or on errors; 2 on usage errors.
     """
     from ledger.app.audit.verify import verify as run_verify
-    from ledger.codecs.policy_files import load_policies
-
     if user is not None and digest_file is not None:
         raise UsageError("--digest covers the whole store: give it without --user")
     if public_key is not None and digest_file is None:
         raise UsageError("--public-key checks a digest's signature: give --digest FILE too")
-    if policies is not None and not policies.is_dir():
-        raise LedgerError(f"{policies}: no such directory")
+    rules = policy_set(policies)
     s, engine = _reader(db)
-    rules = load_policies(policies)
     digest = None
     if digest_file is not None:
         digest = _load_digest(digest_file, s.audit_key, public_key)

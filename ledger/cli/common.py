@@ -195,31 +195,44 @@ def open_store(s: Settings) -> Any:
     return SqlStore(open_engine(s.db_url), dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes)
 
 
+# What "policy files given" means to every command that takes them (replay, dead-letters
+# retry, verify, impact, policy check|test): laid over the shipped set.
+POLICIES_HELP = (
+    "A policy file, or a directory of *.toml, laid over the shipped policies (repeat for "
+    "more): a new version is added, a file with a shipped version replaces it."
+)
+
 PoliciesOption = Annotated[
-    Path | None,
+    list[Path] | None,
     typer.Option(
         "--policies",
-        help="Decide with the policy files (*.toml) in DIR instead of the shipped ones. "
-        "Every writer of a store must use the same policies; a version the store has "
-        "decided with before must keep its content (publish a change as a new version).",
+        help=f"{POLICIES_HELP} Every writer of a store must use the same policies, and a "
+        "version the store has decided with must keep its content (publish a change as a "
+        "new version).",
         show_default=False,
-        file_okay=False,
     ),
 ]
 
 
-def projector(s: Settings, policies: Path | None = None) -> Any:
-    """A projector over the configured store, with the shipped policies (or those in the
-    directory `policies`)."""
+def policy_set(paths: Sequence[Path] | None) -> Any:
+    """The `PolicySet` of `--policies` paths laid over the shipped policies (none: the
+    shipped ones); PolicyError listing every problem, PolicyPathError for a missing path."""
+    from ledger.codecs.policy_files import load_policies, load_policy_paths
+
+    if not paths:
+        return load_policies()
+    return load_policy_paths(paths).require()
+
+
+def projector(s: Settings, policies: Sequence[Path] | None = None) -> Any:
+    """A projector over the configured store, with the shipped policies and the files
+    `policies` names laid over them (`policy_set`)."""
     from ledger.app.ingest.projector import Projector
-    from ledger.codecs.policy_files import load_policies
 
-    if policies is not None and not policies.is_dir():
-        raise LedgerError(f"{policies}: no such directory")
-
+    rules = policy_set(policies)  # before the store is opened: a bad file creates nothing
     return Projector(
         open_store(s),
-        load_policies(policies),
+        rules,
         s.phone_key,
         cache_users=s.cache_users,
         cache_bytes=s.cache_mb << 20,

@@ -1,7 +1,7 @@
 """`make demo`: the main job on the embedded default, as a user would run it.
 
 Generates ~100k users' events, replays them into a fresh SQLite ledger, then shows the
-history and explanation of a user whose rulebook changed at least twice.
+history, explanation and timeline picture of a user whose rulebook changed at least twice.
 """
 
 from __future__ import annotations
@@ -77,8 +77,10 @@ def main() -> None:
     events = OUT / "events.jsonl"
     db = f"sqlite:///{OUT / 'ledger.db'}"
     run("generate", "--users", str(users), "--seed", str(SEED), "-o", str(events))
-    # Two deliveries, like a ledger fed day after day: late events in the second part land
-    # before events already applied, and the beliefs they correct stay visible (--all).
+    # The generated events carry a log's record times: a late delivery is recorded days
+    # after the events around it, so the beliefs it corrects keep their own span of record
+    # time (history --all, the timeline's vertical axis). Two replays, like a ledger fed day
+    # after day, end exactly as one would: record time comes from the log, not the replay.
     first, second = split(events, 0.9)
     run("replay", str(first), "--db", db, ok=(0, 3))
     run("replay", str(second), "--db", db, ok=(0, 3))
@@ -87,6 +89,7 @@ def main() -> None:
     run("history", user, "--all", "--db", db)
     run("explain", user, "--db", db)
     run("current", user, "--at", "2026-06-01", "--db", db)
+    run("timeline", user, "-o", str(OUT / f"timeline-{user}.html"), "--db", db)
     print(
         f"\ndemo finished in {time.perf_counter() - started:.0f} s; the ledger is in "
         f"{OUT / 'ledger.db'} (try: .venv/bin/ledger history {user} --db {db} --json)"

@@ -22,13 +22,15 @@ def generate(
     Sign-ups spread over 2024-2026 (so every terms version binds), phones from mainland
     China, HK, MO, TW, US, CA, GB, DE, SG and JP with a few invalid numbers, phone changes,
     relocations of every evidence kind, terms acceptances, some duplicates and some events
-    delivered late.
+    delivered late. Each event carries its record time (recorded_at) as a log would stamp
+    it: seconds after it happened, and for a late delivery the day it came, after the
+    events around it; a replay records it then.
     """
-    from ledger.generate import generate_events, write_events
+    from ledger.generate import generate_log, write_log
 
     if output.suffix not in (".jsonl", ".avro"):
         raise UsageError(f"{output}: unknown file type {output.suffix!r} (use .jsonl or .avro)")
-    count = write_events(output, generate_events(users, seed))
+    count = write_log(output, generate_log(users, seed))
     if as_json:
         emit_json({"path": str(output), "users": users, "seed": seed, "events": count})
     else:

@@ -73,7 +73,10 @@ def current(
     )
     t.add_column(style="bold")
     t.add_column()
-    if data["assignment"] is None:
+    if not result.recorded.on_record:
+        text = result.recorded.no_record_text(user)
+        t.add_row("assignment", plain(f"none: {text[0].lower()}{text[1:]}"))
+    elif data["assignment"] is None:
         t.add_row("assignment", "none (not signed up at that time)")
     else:
         for key in ("assignment", "since", "until", "policy", "rule", "reason"):
@@ -88,15 +91,19 @@ def current(
 def history(
     *, user: str, show_all: bool, believed_at: str | None, db: str | None, as_json: bool
 ) -> None:
-    from ledger.queries.history import history as query_history
-    from ledger.queries.history import row_json
+    from ledger.queries.history import history_answer
 
     believed = parse_time(believed_at, "--believed-at")
     with _store(db) as store:
-        rows = query_history(store, user, include_superseded=show_all, believed_at=believed)
+        answer = history_answer(store, user, include_superseded=show_all, believed_at=believed)
     if as_json:
-        emit_json({"user_id": user, "entries": [row_json(r) for r in rows]})
+        emit_json(answer.to_json())
         return
+    if not answer.recorded.on_record:
+        # Not an empty table: the ledger had not heard of the user yet, which is no history.
+        sys.stdout.write(escape_control(answer.recorded.no_record_text(user)) + ".\n")
+        return
+    rows = answer.rows
     from rich.table import Table
 
     t = Table(title=plain(f"history of {user}"), title_justify="left")
@@ -122,16 +129,17 @@ def history(
 def explain(
     *, user: str, at: str | None, believed_at: str | None, db: str | None, as_json: bool
 ) -> None:
-    from ledger.queries.history import explain as query_explain
+    from ledger.queries.history import explain_json
 
     when = parse_time(at, "--at") or datetime.now(UTC)
     believed = parse_time(believed_at, "--believed-at")
     with _store(db) as store:
-        text = query_explain(store, user, when, believed_at=believed)
+        doc = explain_json(store, user, when, believed_at=believed)
     if as_json:
-        emit_json({"user_id": user, "at": format_instant(when), "explanation": text})
+        emit_json(doc)
     else:
-        sys.stdout.write(escape_control(text) + "\n")  # prose: let the terminal wrap it
+        # prose: let the terminal wrap it
+        sys.stdout.write(escape_control(doc["explanation"]) + "\n")
 
 
 # --- a plain command line, without typer ------------------------------------------------

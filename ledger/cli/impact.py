@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ledger.cli.common import (
+    POLICIES_HELP,
     DbOption,
     JsonOption,
     count_progress,
@@ -29,9 +30,8 @@ PoliciesOption = Annotated[
     list[Path] | None,
     typer.Option(
         "--policies",
-        help="A candidate policy file or directory of *.toml (repeat for more). They are laid "
-        "over the shipped policies: a new version is added, a file with a shipped version "
-        "replaces it (allowed here: nothing is recorded). Default: the shipped policies.",
+        help=f"{POLICIES_HELP} A candidate set: changing a shipped version is allowed here, "
+        "as nothing is recorded. Default: the shipped policies.",
         show_default=False,
     ),
 ]

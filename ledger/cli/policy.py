@@ -141,27 +141,37 @@ def policy_cases(
 
 
 def reproduce(result: Any, paths: Sequence[Path] | None) -> str:
-    """The commands that show a counterexample in a store of its own."""
+    """The commands that show a counterexample in a store of its own, exactly as the check
+    saw it: replayed with the same policy files (laid over the shipped ones, as here), then
+    asked at the instant and under the policy the check used. Empty without a file."""
     if result.counterexample is None:
         return ""
-    db = f"sqlite:///{result.counterexample.with_suffix('.db')}"
-    impact = ["ledger", "impact"]
-    for p in paths or ():
-        impact += ["--policies", str(p)]
-    if result.only:
-        impact += ["--only", result.only]
-    impact += ["--explain", result.user_id]
-    if result.at is not None:
-        from ledger.domain.time import format_instant
+    from ledger.domain.time import format_instant
 
-        impact += ["--at", format_instant(result.at) or ""]
-    impact += ["--db", db]
-    # `;`, not `&&`: a replay with the shipped policies exits 3 when it dead-letters an
-    # acceptance of a version only the candidate files define, and the store is still good.
-    return (
-        f"{shlex.join(['ledger', 'replay', str(result.counterexample), '--db', db])}; "
-        f"{shlex.join(impact)}"
-    )
+    policies = [arg for p in paths or () for arg in ("--policies", str(p))]
+
+    def store(path: Path) -> str:
+        return f"sqlite:///{path.with_suffix('.db')}"
+
+    db = store(result.counterexample)
+    commands = [["ledger", "replay", str(result.counterexample), *policies, "--db", db]]
+    at = ["--at", format_instant(result.at) or ""] if result.at is not None else []
+    if result.alternative is not None:
+        # Two deliveries of the same events that should have given the same history.
+        other = store(result.alternative)
+        commands.append(["ledger", "replay", str(result.alternative), *policies, "--db", other])
+        commands.append(["ledger", "history", result.user_id, "--all", "--db", db])
+        commands.append(["ledger", "history", result.user_id, "--all", "--db", other])
+    elif result.only is not None:
+        # The version governed from signup on, which no replay binds: `impact --only` folds
+        # the stored events that way, its "candidate" is what the check saw.
+        only = ["--only", result.only, "--explain", result.user_id, *at]
+        commands.append(["ledger", "impact", *policies, *only, "--db", db])
+    elif at:
+        commands.append(["ledger", "explain", result.user_id, *at, "--db", db])
+    else:
+        commands.append(["ledger", "history", result.user_id, "--all", "--db", db])
+    return " && ".join(shlex.join(c) for c in commands)
 
 
 @policy_app.command("test")

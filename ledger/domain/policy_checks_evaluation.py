@@ -99,6 +99,15 @@ def _facts_text(facts: Facts, names: Sequence[str]) -> str:
 def check_invariant(inv: Invariant, obs: Sequence[Observation], policies: PolicySet) -> str | None:
     """Why the sorted observations of one user break `inv` while `inv.policy` governs them
     under `policies`, or None when they do not."""
+    found = invariant_violation(inv, obs, policies)
+    return found[1] if found else None
+
+
+def invariant_violation(
+    inv: Invariant, obs: Sequence[Observation], policies: PolicySet
+) -> tuple[datetime, str] | None:
+    """As `check_invariant`, with the valid time at which the broken assignment holds (the
+    instant to ask about to see it)."""
     if inv.kind == "sticky":
         return _check_sticky(inv, obs, policies)
     _, steps = fold_steps(obs, policies)
@@ -112,13 +121,21 @@ def check_invariant(inv: Invariant, obs: Sequence[Observation], policies: Policy
             s.entry.assignment != inv.assign or (inv.rule and s.entry.rule != inv.rule)
         ):
             wanted = f"{inv.assign}" + (f" by rule {inv.rule}" if inv.rule else "")
-            return f"{holds}, so the assignment must be {wanted}, but it is {_decision(s.entry)}"
+            return (
+                s.at,
+                f"{holds}, so the assignment must be {wanted}, but it is {_decision(s.entry)}",
+            )
         if inv.kind == "never" and s.entry.assignment == inv.assign:
-            return f"{holds}, and the assignment is {_decision(s.entry)}, which must never be"
+            return (
+                s.at,
+                f"{holds}, and the assignment is {_decision(s.entry)}, which must never be",
+            )
     return None
 
 
-def _check_sticky(inv: Invariant, obs: Sequence[Observation], policies: PolicySet) -> str | None:
+def _check_sticky(
+    inv: Invariant, obs: Sequence[Observation], policies: PolicySet
+) -> tuple[datetime, str] | None:
     _, steps = fold_steps(obs, policies)
     governed = [s for s in steps if s.entry.policy == inv.policy]
     if not governed:
@@ -145,7 +162,7 @@ def _check_sticky(inv: Invariant, obs: Sequence[Observation], policies: PolicySe
                     f"Relocated {cause.payload.country} {cause.payload.evidence}"  # type: ignore[union-attr]
                 )
             )
-            return (
+            return t, (
                 f"at {format_instant(t)} the assignment is {_decision(real.entry)} after the "
                 f"{what} of {format_instant(cause.occurred_at)} (event {cause.event_id}) "
                 f"changed {', '.join(sorted(changed_facts(cause) & named))}; without changes "
@@ -184,6 +201,7 @@ __all__ = [
     "check_invariant",
     "example_policies",
     "fold_steps",
+    "invariant_violation",
     "only_policy",
     "run_example",
 ]

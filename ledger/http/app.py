@@ -214,8 +214,10 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
         time from signup; `all` adds the rows the ledger once believed and later superseded;
         `believed_at` shows the history as believed at that record time."""
         believed = _time(believed_at, "believed_at")
-        rows = queries.history(engine, _user(user_id), include_superseded=all, believed_at=believed)
-        return JSONResponse({"user_id": user_id, "entries": [queries.row_json(r) for r in rows]})
+        answer = queries.history_answer(
+            engine, _user(user_id), include_superseded=all, believed_at=believed
+        )
+        return JSONResponse(answer.to_json())
 
     @app.get(
         "/v1/users/{user_id:path}/explain",
@@ -231,8 +233,8 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
         """As `ledger explain USER --at T --believed-at R --json`."""
         when = _time(at, "at") or datetime.now(UTC)
         believed = _time(believed_at, "believed_at")
-        text = queries.explain(engine, _user(user_id), when, believed_at=believed)
-        return JSONResponse({"user_id": user_id, "at": format_instant(when), "explanation": text})
+        doc = queries.explain_json(engine, _user(user_id), when, believed_at=believed)
+        return JSONResponse(doc)
 
     timeline_doc = (
         "Valid time across, record time up: one band per history row (superseded ones "

@@ -30,9 +30,24 @@ class HistoryEntry(BaseModel):
     )
 
 
+ON_RECORD = (
+    "False when `believed_at` is before the ledger recorded anything of the user: it held no "
+    "record of the user at that record time (which says nothing about whether the account "
+    "existed then). True otherwise."
+)
+FIRST_RECORDED_AT = (
+    "With `believed_at`: the record time of the user's first event, when the ledger first "
+    "heard of the user. Null without `believed_at`."
+)
+
+
 class History(BaseModel):
     user_id: str
-    entries: list[HistoryEntry]
+    entries: list[HistoryEntry] = Field(
+        description="Empty when `on_record` is false: the ledger had no record of the user."
+    )
+    on_record: bool = Field(description=ON_RECORD)
+    first_recorded_at: Instant | None = Field(description=FIRST_RECORDED_AT)
 
 
 class Rulebook(BaseModel):
@@ -46,7 +61,10 @@ class Rulebook(BaseModel):
 class Current(BaseModel):
     user_id: str
     at: Instant = Field(description="The valid time asked about.")
-    assignment: str | None = Field(description="null: not signed up at that time.")
+    assignment: str | None = Field(
+        description="null: not signed up at that time, or (`on_record` false) the ledger held "
+        "no record of the user at `believed_at`."
+    )
     since: Instant | None
     until: Instant | None
     policy: str | None
@@ -58,13 +76,20 @@ class Current(BaseModel):
     age_status: Literal[
         "ok", "minor_advisory", "guardian_consent_required", "below_minimum_age", "unknown"
     ]
-    signup_at: Instant | None
+    signup_at: Instant | None = Field(
+        description="The sign-up as the ledger knew it (at `believed_at`, when given); null: "
+        "none on record."
+    )
+    on_record: bool = Field(description=ON_RECORD)
+    first_recorded_at: Instant | None = Field(description=FIRST_RECORDED_AT)
 
 
 class Explanation(BaseModel):
     user_id: str
     at: Instant
     explanation: str = Field(description="A statement the user or an auditor can read.")
+    on_record: bool = Field(description=ON_RECORD)
+    first_recorded_at: Instant | None = Field(description=FIRST_RECORDED_AT)
 
 
 class UserCounts(BaseModel):

@@ -1,6 +1,10 @@
 """Reading the ledger: history (believed, all, or as believed at a past record time),
 the assignment at a valid time, and plain-language explanations.
 
+Asked as believed at a record time before the ledger had recorded anything of the user,
+every answer says so (`Recorded`): the account may well have existed then, the ledger just
+had not heard of it yet, which is not the same as "not signed up".
+
 The statements are plain SQL in the driver's own paramstyle, run through a
 `ledger.store.readonly.SqlReader`: an engine's pool for the HTTP API, one connection of
 the driver (`sqlite3`, psycopg) for the CLI. Nothing here imports SQLAlchemy: `ledger
@@ -42,8 +46,9 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
     }
 
 
-# Both by the (user_id, ...) index of their table. `{p}` is the driver's placeholder.
+# Each by the (user_id, ...) index of its table. `{p}` is the driver's placeholder.
 _USER_SQL = "SELECT birth_date, signup_at FROM users WHERE user_id = {p}"
+_FIRST_SQL = "SELECT MIN(recorded_at) FROM events WHERE user_id = {p}"
 _ROWS_SQL = (
     f"SELECT {', '.join(HISTORY_COLUMNS)} FROM assignment_history "
     "WHERE user_id = {p}{believed} ORDER BY valid_from, recorded_at"
@@ -53,6 +58,7 @@ _STATEMENTS = {
     for p in ("?", "%s")
     for name, sql, believed in (
         ("user", _USER_SQL, ""),
+        ("first", _FIRST_SQL, ""),
         ("all", _ROWS_SQL, ""),
         ("believed", _ROWS_SQL, " AND superseded_at IS NULL"),
     )
@@ -72,6 +78,46 @@ def _user_row(r: SqlReader, user_id: str) -> tuple[date | None, datetime | None]
     return day(birth_date), optional_instant(signup_at)
 
 
+def _first_recorded_at(r: SqlReader, user_id: str) -> datetime | None:
+    """The record time of the user's first event (None: no event stored)."""
+    found = _fetch(r, "first", user_id)
+    return optional_instant(found[0][0]) if found else None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What the ledger had recorded of a user by the record time asked about.
+
+    `first_recorded_at` is the record time of the user's first event, known when a record
+    time was asked about (None otherwise: then the answer is about now, and the ledger
+    knows the user). `on_record` is False when that first record came after the record
+    time asked about: the ledger held no record of the user then."""
+
+    believed_at: datetime | None = None
+    first_recorded_at: datetime | None = None
+
+    @property
+    def on_record(self) -> bool:
+        return (
+            self.believed_at is None
+            or self.first_recorded_at is None
+            or self.first_recorded_at <= self.believed_at
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "on_record": self.on_record,
+            "first_recorded_at": format_instant(self.first_recorded_at),
+        }
+
+    def no_record_text(self, subject: str) -> str:
+        """What every interface says when `on_record` is False (a sentence, capitalised)."""
+        return (
+            f"The ledger held no record of {subject} at {format_instant(self.believed_at)}: "
+            f"its first event was recorded at {format_instant(self.first_recorded_at)}"
+        )
+
+
 def history(
     engine: Engine | SqlReader,
     user_id: str,
@@ -80,7 +126,9 @@ def history(
     believed_at: datetime | None = None,
 ) -> list[HistoryRow]:
     """The user's history, ordered by valid time. Default: what the ledger believes now;
-    `believed_at`: what it believed at that record time; `include_superseded`: every row."""
+    `believed_at`: what it believed at that record time; `include_superseded`: every row.
+    Empty also for a known user asked about before the ledger recorded anything of them:
+    `history_answer` tells that apart."""
     r = reader(engine)
     rows = _history_rows(r, user_id, include_superseded, believed_at)
     if not rows:  # a known user has rows; one query, not two, on the hot path (HTTP API)
@@ -99,14 +147,48 @@ def _history_rows(
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryAnswer:
+    """The rows of `history` with what the ledger had recorded of the user by then."""
+
+    user_id: str
+    rows: list[HistoryRow]
+    recorded: Recorded
+
+    def to_json(self) -> dict[str, Any]:
+        """The `history --json` document."""
+        return {
+            "user_id": self.user_id,
+            "entries": [row_json(row) for row in self.rows],
+            **self.recorded.to_json(),
+        }
+
+
+def history_answer(
+    engine: Engine | SqlReader,
+    user_id: str,
+    *,
+    include_superseded: bool = False,
+    believed_at: datetime | None = None,
+) -> HistoryAnswer:
+    """`history`, and whether the ledger held any record of the user at `believed_at`
+    (every row, `include_superseded`, is not asked as of a record time)."""
+    r = reader(engine)
+    rows = history(r, user_id, include_superseded=include_superseded, believed_at=believed_at)
+    asked = None if include_superseded else believed_at
+    known = Recorded(asked, _first_recorded_at(r, user_id)) if asked is not None else Recorded()
+    return HistoryAnswer(user_id, rows, known)
+
+
+@dataclass(frozen=True, slots=True)
 class Current:
     user_id: str
     at: datetime
-    entry: Entry | None  # None: before signup (or never signed up)
+    entry: Entry | None  # None: before signup, never signed up, or not on record yet
     previous: Entry | None  # the entry before `entry`, if any
     birth_date: date | None
     age_status: AgeStatus
-    signup_at: datetime | None
+    signup_at: datetime | None  # as believed at the record time asked about
+    recorded: Recorded = Recorded()
 
     def to_json(self) -> dict[str, Any]:
         rb = RULEBOOKS.get(self.entry.assignment) if self.entry else None
@@ -135,6 +217,7 @@ class Current:
             ),
             "age_status": self.age_status,
             "signup_at": format_instant(self.signup_at),
+            **self.recorded.to_json(),
         }
 
 
@@ -148,11 +231,17 @@ def current(
     r = reader(engine)
     birth_date, signup_at = _user_row(r, user_id)
     entries = [row.entry for row in _history_rows(r, user_id, False, believed_at)]
+    known = Recorded()
+    if believed_at is not None:
+        known = Recorded(believed_at, _first_recorded_at(r, user_id))
+        # The sign-up as the ledger knew it then: a believed history starts at the sign-up,
+        # and there is none before the ledger had recorded one.
+        signup_at = entries[0].valid_from if entries else None
     entry = entry_at(entries, at)
     i = entries.index(entry) if entry else 0
     previous = entries[i - 1] if i > 0 else None
     status: AgeStatus = age_status(entry.assignment, birth_date, at.date()) if entry else "unknown"
-    return Current(user_id, at, entry, previous, birth_date, status, signup_at)
+    return Current(user_id, at, entry, previous, birth_date, status, signup_at, known)
 
 
 def _day(value: datetime) -> str:
@@ -167,11 +256,40 @@ def explain(
     believed_at: datetime | None = None,
 ) -> str:
     """A statement the user or an auditor can read."""
+    return explanation(current(engine, user_id, at, believed_at=believed_at))
+
+
+def explain_json(
+    engine: Engine | SqlReader,
+    user_id: str,
+    at: datetime,
+    *,
+    believed_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The `explain --json` document."""
     cur = current(engine, user_id, at, believed_at=believed_at)
+    return {
+        "user_id": user_id,
+        "at": format_instant(at),
+        "explanation": explanation(cur),
+        **cur.recorded.to_json(),
+    }
+
+
+def explanation(cur: Current) -> str:
+    """The statement of `explain` for an answer of `current`."""
+    at, user_id = cur.at, cur.user_id
+    if not cur.recorded.on_record:
+        return (
+            f"{cur.recorded.no_record_text(f'account {user_id}')}; so it could not say which "
+            f"rulebook governed the account on {_day(at)}."
+        )
     if cur.entry is None:
         if cur.signup_at is None:
+            then = cur.recorded.believed_at
+            knew = f"had at {format_instant(then)}" if then else "has"
             return (
-                f"On {_day(at)} no rulebook governs account {user_id}: the ledger has events "
+                f"On {_day(at)} no rulebook governs account {user_id}: the ledger {knew} events "
                 "for it but no sign-up yet."
             )
         return (

@@ -5,8 +5,17 @@ Each history row is a band over [valid_from, valid_to) in valid time, standing f
 `recorded_at` to its `superseded_at` in record time, so what the ledger believes now is the
 top layer and a belief that a late event corrected sits below the one that replaced it.
 Bands are coloured by rulebook and labelled with policy and rule; the events are ticks on
-the valid-time axis (and dots at their record time); the sign-up and the moments a terms
-version began to bind are vertical marks.
+the valid-time axis (and dots at their record time); the sign-up, the moments a terms
+version began to bind and now are vertical marks.
+
+Valid time is drawn to scale. Record time is drawn **in order**: each distinct record time
+in the picture is one step up, labelled with the real time. On a real store the record
+times of one user can lie minutes apart after years of nothing (a replay) or years apart
+with minutes between corrections (a live log); to scale, a corrected belief would be a
+sliver. In order, every belief the ledger held has at least one step of height.
+
+Labels never overlap: their widths are estimated from the font size (on the wide side),
+and labels that would collide go to lanes of their own.
 
 Self-contained: no script, no font, no image or style sheet is fetched. Every text that
 came from input (user ids, reasons, policy names) is escaped for XML and has its control
@@ -15,9 +24,11 @@ characters spelled out, so a hostile id can neither inject markup nor break the 
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import NamedTuple
@@ -38,13 +49,18 @@ LABELS = {
     "undetermined": "undetermined (review queue)",
 }
 OTHER_COLOUR = "#6b4fa0"  # an assignment this renderer does not know (future rulebook)
+NOW_COLOUR = "#0a7d55"
 
 WIDTH = 1000
-LEFT, RIGHT, TOP = 150, 40, 92
-PLOT_H = 340
-TICK_AREA = 150  # below the plot: axis labels and event types
-LEGEND_H = 70
-CHAR_W = 6.4  # average width of a 11px sans-serif character, for fitting labels
+MIN_LEFT, RIGHT = 150, 40
+TITLE_H = 40  # the title line, above the lanes of mark labels
+LANE_H = 14  # one line of 10px labels
+MIN_STEP = 24  # px per record-time step, while the plot stays below MAX_PLOT_H
+MIN_PLOT_H, MAX_PLOT_H = 300, 1400
+MAX_KNOTS = 60  # events' record times are steps of their own up to this many
+MIN_BAND_W = 4.0
+EVENT_ROWS = 6  # lanes for event labels below the plot, at most
+LABEL_GAP = 6.0
 
 # XML 1.0 cannot carry these even as character references; escape_control takes the C0/C1
 # controls and bidirectional overrides.
@@ -62,6 +78,40 @@ def _fmt(value: datetime | None) -> str:
     return format_instant(value) or "open"
 
 
+# --- text widths ---------------------------------------------------------------------------
+
+# Advance widths in em, rounded up from DejaVu Sans (the widest of the sans-serif fonts the
+# style names, and the fallback of a bare Linux): an estimate on the wide side keeps apart
+# labels that a narrower font would draw closer still.
+_NARROW = frozenset("ijlI.,:;'|!`")
+_SEMI = frozenset("frt()[]{}- /\\\"")
+_WIDE = frozenset("mwMW@%")
+
+
+def text_width(value: str, size: float, *, bold: bool = False) -> float:
+    """The width a line of `value` takes at `size` px, estimated on the wide side."""
+    em = 0.0
+    for c in value:
+        if c in _NARROW:
+            em += 0.32
+        elif c in _SEMI:
+            em += 0.44
+        elif c in _WIDE:
+            em += 1.0
+        elif c.isupper():
+            em += 0.78
+        elif c.isdigit():
+            em += 0.66
+        elif c.isascii():
+            em += 0.64
+        else:
+            em += 1.0  # CJK, symbols, escapes: a full em
+    return em * size * (1.12 if bold else 1.0)
+
+
+# --- valid time: to scale ------------------------------------------------------------------
+
+
 class _Scale(NamedTuple):
     lo: datetime
     hi: datetime
@@ -76,9 +126,9 @@ class _Scale(NamedTuple):
 def _padded(instants: list[datetime], open_end: bool) -> tuple[datetime, datetime]:
     lo, hi = min(instants), max(instants)
     span = hi - lo
-    pad = max(span * 0.06, timedelta(days=1))
-    # Room on the far side for what is open-ended (a valid_to or superseded_at of null).
-    far = max(span * (0.14 if open_end else 0.06), timedelta(days=3 if open_end else 1))
+    pad = max(span * 0.04, timedelta(days=1))
+    # Room on the far side for what is open-ended (a valid_to of null).
+    far = max(span * (0.10 if open_end else 0.04), timedelta(days=3 if open_end else 1))
     return _clamp(lo - pad), _clamp(hi + far)
 
 
@@ -141,20 +191,156 @@ def _tick_label(t: datetime, days: bool) -> str:
     return f"{t:%Y-%m-%d}" if days else f"{t:%Y-%m-%d %H:%M}"
 
 
-def _lanes(xs: Iterable[float], gap: float) -> list[int]:
-    """A lane for each label at x (sorted input) so labels closer than `gap` do not overlap."""
-    last: list[float] = []
+# --- record time: in order -----------------------------------------------------------------
+
+_PRECISIONS: tuple[Callable[[datetime], str], ...] = (
+    lambda t: f"{t:%Y-%m-%d}",
+    lambda t: f"{t:%Y-%m-%d %H:%M}",
+    lambda t: f"{t:%Y-%m-%d %H:%M:%S}",
+    lambda t: f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d}",
+    lambda t: f"{t:%Y-%m-%d %H:%M:%S.%f}",
+)
+
+
+def knot_labels(knots: Sequence[datetime]) -> list[str]:
+    """Each record time as briefly as tells it from its neighbours: a date, then minutes,
+    seconds, milliseconds as needed (replays put many within one second)."""
     out = []
-    for x in xs:
-        for lane, end in enumerate(last):
-            if x - end >= gap:
-                last[lane] = x
-                out.append(lane)
+    for i, t in enumerate(knots):
+        neighbours = [knots[j] for j in (i - 1, i + 1) if 0 <= j < len(knots)]
+        for fmt in _PRECISIONS:
+            if all(fmt(t) != fmt(n) for n in neighbours):
+                out.append(fmt(t))
                 break
         else:
-            last.append(x)
-            out.append(len(last) - 1)
+            out.append(_PRECISIONS[-1](t))
     return out
+
+
+@dataclass
+class RecordAxis:
+    """Record time in order: each knot (a distinct record time) one `step` above the one
+    before; instants between knots are placed by interpolation, so an event recorded
+    between two beliefs lies between them."""
+
+    knots: list[datetime]
+    now: datetime
+    step: float = MIN_STEP
+    bottom: float = 0.0  # y of the plot's bottom edge
+
+    @classmethod
+    def of(cls, rows: Sequence[HistoryRow], data: TimelineData, now: datetime) -> RecordAxis:
+        bounds = {r.recorded_at for r in rows} | {
+            r.superseded_at for r in rows if r.superseded_at is not None
+        }
+        with_events = bounds | {e.recorded_at for e in data.events}
+        knots = sorted(with_events if len(with_events) <= MAX_KNOTS else bounds)
+        return cls(knots or [now], now)
+
+    @property
+    def height(self) -> float:
+        """The plot height: half a step under the first knot, a step over the last."""
+        n = len(self.knots)
+        return min(MAX_PLOT_H, max(MIN_PLOT_H, (n + 0.5) * MIN_STEP))
+
+    def place(self, bottom: float) -> None:
+        self.bottom = bottom
+        self.step = self.height / (len(self.knots) + 0.5)
+
+    def knot_y(self, i: int) -> float:
+        return self.bottom - self.step * (i + 0.5)
+
+    @property
+    def top(self) -> float:
+        return self.bottom - self.height
+
+    def __call__(self, t: datetime) -> float:
+        k = self.knots
+        i = bisect.bisect_left(k, t)
+        if i < len(k) and k[i] == t:
+            return self.knot_y(i)
+        if i == 0:  # before the first knot: in the half step under it
+            return self.knot_y(0) + self.step * 0.3
+        if i == len(k):  # after the last: in the step above it, towards now
+            span = (self.now - k[-1]).total_seconds()
+            share = min(1.0, (t - k[-1]).total_seconds() / span) if span > 0 else 0.5
+            return self.knot_y(len(k) - 1) - self.step * 0.8 * share
+        share = (t - k[i - 1]).total_seconds() / (k[i] - k[i - 1]).total_seconds()
+        return self.knot_y(i - 1) - self.step * share
+
+
+# --- labels that never overlap -------------------------------------------------------------
+
+
+@dataclass
+class _Placed:
+    left: float
+    right: float
+    lane: int
+
+
+class Lanes:
+    """Labels at fixed x positions, each in the lowest lane where it meets no other label
+    (with a gap) and, where possible, where no vertical line of a label above crosses it."""
+
+    def __init__(self, gap: float = LABEL_GAP) -> None:
+        self.gap = gap
+        self.placed: list[_Placed] = []
+        self.lines: list[tuple[float, int]] = []  # (x, lane of its label)
+
+    def _free(self, left: float, right: float, lane: int) -> bool:
+        return all(
+            p.lane != lane or right + self.gap <= p.left or p.right + self.gap <= left
+            for p in self.placed
+        )
+
+    def _uncrossed(self, left: float, right: float, lane: int, line: float | None) -> bool:
+        if any(lane < above and left - 2 <= x <= right + 2 for x, above in self.lines):
+            return False
+        return line is None or all(
+            not (p.lane < lane and p.left - 2 <= line <= p.right + 2) for p in self.placed
+        )
+
+    def add(self, left: float, right: float, line: float | None = None) -> int:
+        """The lane for a label over [left, right]; `line`: the x of a vertical line drawn
+        from it down through the lanes below."""
+        lane = 0
+        while not (self._free(left, right, lane) and self._uncrossed(left, right, lane, line)):
+            lane += 1
+            if lane > 2 * len(self.placed) + 2:  # no lane avoids every line: labels first
+                lane = 0
+                while not self._free(left, right, lane):
+                    lane += 1
+                break
+        self.placed.append(_Placed(left, right, lane))
+        if line is not None:
+            self.lines.append((line, lane))
+        return lane
+
+    @property
+    def count(self) -> int:
+        return 1 + max((p.lane for p in self.placed), default=-1)
+
+
+def dodge(centres: Sequence[float], widths: Sequence[float], lo: float, hi: float) -> list[float]:
+    """Left edges for labels in one row, each as near its centre as the others allow, in
+    order, none overlapping, all within [lo, hi]; [] when they do not fit."""
+    if sum(widths) + LABEL_GAP * (len(widths) - 1) > hi - lo:
+        return []
+    lefts: list[float] = []
+    for c, w in zip(centres, widths, strict=True):
+        left = max(c - w / 2, lo)
+        if lefts:
+            left = max(left, lefts[-1] + widths[len(lefts) - 1] + LABEL_GAP)
+        lefts.append(left)
+    limit = hi
+    for i in range(len(lefts) - 1, -1, -1):  # pushed past the right end: back to the left
+        lefts[i] = min(lefts[i], limit - widths[i])
+        limit = lefts[i] - LABEL_GAP
+    return lefts
+
+
+# --- the picture ---------------------------------------------------------------------------
 
 
 def _band_title(r: HistoryRow) -> str:
@@ -166,49 +352,132 @@ def _band_title(r: HistoryRow) -> str:
     )
 
 
-def _fit(label: str, width: float) -> bool:
-    return len(label) * CHAR_W + 8 <= width
+def _fits(label: str, width: float) -> bool:
+    return text_width(label, 11, bold=True) + 10 <= width
+
+
+@dataclass
+class _Mark:
+    """A label above the plot with a vertical line down: a mark, or a band's callout."""
+
+    x: float
+    label: str
+    kind: str  # signup, binding, now, callout
+    colour: str
+    down_to: float | None = None  # a callout's band top, relative to the plot's bottom edge
+    lane: int = 0
+    left: float = 0.0
 
 
 def render_svg(data: TimelineData, *, now: datetime | None = None) -> str:
     """The picture as a standalone SVG document (UTF-8 text)."""
+    now = now or datetime.now(UTC)
     rows = data.rows
     valid = [r.entry.valid_from for r in rows]
     valid += [r.entry.valid_to for r in rows if r.entry.valid_to is not None]
     valid += [e.occurred_at for e in data.events]
     if data.signup_at is not None:
         valid.append(data.signup_at)
-    recorded = [r.recorded_at for r in rows]
-    recorded += [r.superseded_at for r in rows if r.superseded_at is not None]
-    recorded += [e.recorded_at for e in data.events]
-    if not valid:  # a user with events but no sign-up has no history to draw
-        valid = [now or datetime.now(UTC)]
-    if not recorded:
-        recorded = [now or datetime.now(UTC)]
     open_valid = any(r.entry.valid_to is None for r in rows)
-    open_record = any(r.superseded_at is None for r in rows)
-    plot_l, plot_r = LEFT, WIDTH - RIGHT
-    plot_t, plot_b = TOP, TOP + PLOT_H
+    # An open band holds until now (and on): the axis reaches now to show where that is.
+    if not valid or (open_valid and now > min(valid)):
+        valid.append(now)
+
+    y = RecordAxis.of(rows, data, now)
+    labels_y = knot_labels(y.knots)
+    top_label = "now, still believed" if now >= y.knots[-1] else "still believed"
+    widest = max(text_width(s, 10) for s in [*labels_y, top_label])
+    left = max(MIN_LEFT, 34 + widest + 8)
+    plot_l, plot_r = left, WIDTH - RIGHT
     x = _Scale(*_padded(valid, open_valid), plot_l, plot_r)
-    y = _Scale(*_padded(recorded, open_record), plot_b, plot_t)
-    height = TOP + PLOT_H + TICK_AREA + LEGEND_H
+
+    # Bands: where each is drawn, and where its label goes (inside if it fits). Heights
+    # are known now; vertical positions are relative to the plot's bottom edge until the
+    # lanes of labels above the plot are counted.
+    y.place(0.0)
+    bands = []
+    marks: list[_Mark] = []
+    for r in sorted(rows, key=lambda r: (r.superseded_at is None, r.recorded_at)):
+        e = r.entry
+        x0 = x(e.valid_from)
+        x1 = x(e.valid_to) if e.valid_to else plot_r
+        w = max(x1 - x0, MIN_BAND_W)
+        y0 = y(r.recorded_at)
+        y1 = y(r.superseded_at) if r.superseded_at else y.top
+        h = max(y0 - y1, 3.0)
+        label, where = f"{e.policy} · {e.rule}", "callout"
+        if h >= 16 and _fits(label, w):
+            where = "inside"
+        elif h >= 16 and _fits(e.rule, w):
+            label, where = e.rule, "inside"
+        elif w >= 15 and text_width(e.rule, 11, bold=True) + 8 <= h:
+            label, where = e.rule, "upright"
+        else:
+            label = e.rule
+            marks.append(_Mark(x0 + w / 2, label, "callout", "#1d1d1d", down_to=y1))
+        bands.append((r, x0, w, y0 - h, h, label, where))  # top relative to the bottom
+
+    if data.signup_at is not None:
+        marks.append(_Mark(x(data.signup_at), "sign-up", "signup", "#111"))
+    for b in data.bindings:
+        marks.append(_Mark(x(b.at), f"binds {b.policy}", "binding", "#7a5a00"))
+    if plot_l <= x(now) <= plot_r:
+        marks.append(_Mark(x(now), f"now {now:%Y-%m-%d}", "now", NOW_COLOUR))
+    lanes = Lanes()
+    for m in sorted(marks, key=lambda m: m.x):
+        w = text_width(m.label, 10)
+        # A label reads rightwards from its line, or leftwards: near the right edge, so it
+        # stays inside the picture, and where it would cover another mark's line.
+        sides = [lft for lft in (m.x + 3, m.x - 3 - w) if lft >= 4 and lft + w <= WIDTH - 6]
+        others = [o.x for o in marks if o is not m]
+        clear = [lft for lft in sides if not any(lft - 2 <= o <= lft + w + 2 for o in others)]
+        m.left = (clear or sides or [m.x + 3])[0]
+        m.lane = lanes.add(m.left, m.left + w, line=m.x)
+    plot_t = TITLE_H + LANE_H * lanes.count + 10
+    y.place(plot_t + y.height)
+    plot_b = y.bottom
+
+    # Event labels: one row under the axis if they fit, else round-robin over more rows.
+    marks_ev = sorted(data.events, key=lambda e: (e.occurred_at, e.event_id))
+    widths = [text_width(m.type, 10) for m in marks_ev]
+    centres = [x(m.occurred_at) for m in marks_ev]
+    event_rows: list[tuple[int, float]] = []  # (row, left) of each event label
+    for n_rows in range(1, EVENT_ROWS + 1):
+        placed: dict[int, tuple[int, float]] = {}
+        for row in range(n_rows):
+            idx = list(range(row, len(marks_ev), n_rows))
+            lefts = dodge([centres[i] for i in idx], [widths[i] for i in idx], 8.0, WIDTH - 8)
+            if idx and not lefts:
+                break
+            placed.update({i: (row, lft) for i, lft in zip(idx, lefts, strict=True)})
+        else:
+            event_rows = [placed[i] for i in range(len(marks_ev))]
+            break
+    n_event_rows = 1 + max((r for r, _ in event_rows), default=0)
+    first_row_y = plot_b + 30
+    dates_y = first_row_y + LANE_H * n_event_rows + 8
+    axis_title_y = dates_y + 16
+    legend, legend_bottom = _legend(plot_l, axis_title_y + 16)
+    height = int(legend_bottom + 12)
+
     uid = text(data.user_id)
+    superseded = sum(1 for r in rows if r.superseded_at)
     out: list[str] = [
         '<svg xmlns="http://www.w3.org/2000/svg" '
         f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
         f'role="img" aria-labelledby="tl-title tl-desc" class="ledger-timeline" '
         f'data-user-id="{uid}" data-rows="{len(rows)}" data-events="{len(data.events)}">',
         f'<title id="tl-title">Jurisdiction timeline of {uid}</title>',
-        f'<desc id="tl-desc">{len(rows)} history rows ('
-        f"{sum(1 for r in rows if r.superseded_at)} superseded) and {len(data.events)} events: "
-        "valid time across, record time up.</desc>",
+        f'<desc id="tl-desc">{len(rows)} history rows ({superseded} superseded) and '
+        f"{len(data.events)} events: valid time across, record time up (in order, each "
+        "record time one step).</desc>",
         "<defs>"
         '<pattern id="hatch" width="7" height="7" patternUnits="userSpaceOnUse" '
         'patternTransform="rotate(45)"><rect width="7" height="7" fill="#fff" fill-opacity="0"/>'
         '<line x1="0" y1="0" x2="0" y2="7" stroke="#fff" stroke-width="2.5" '
         'stroke-opacity="0.75"/></pattern>'
-        f'<clipPath id="plot"><rect x="{plot_l}" y="{plot_t}" width="{plot_r - plot_l}" '
-        f'height="{plot_b - plot_t}"/></clipPath>'
+        f'<clipPath id="plot"><rect x="{plot_l:.1f}" y="{plot_t:.1f}" '
+        f'width="{plot_r - plot_l:.1f}" height="{plot_b - plot_t:.1f}"/></clipPath>'
         "</defs>",
         "<style>"
         "text{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;"
@@ -216,54 +485,60 @@ def render_svg(data: TimelineData, *, now: datetime | None = None) -> str:
         ".axis{stroke:#444;stroke-width:1}.grid{stroke:#e4e4e4;stroke-width:1}"
         ".band-label{fill:#fff;font-weight:600;pointer-events:none}"
         ".small{font-size:10px;fill:#555}.title{font-size:15px;font-weight:600}"
+        ".halo{paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}"
         "</style>",
         f'<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="#fff"/>',
-        f'<text class="title" x="{plot_l}" y="22">Jurisdiction timeline of {uid}</text>',
+        f'<text class="title" x="{plot_l:.1f}" y="22">Jurisdiction timeline of {uid}</text>',
     ]
-    # Grid and axes.
-    xt, xdays = ticks(x.lo, x.hi)
-    # Record time above the latest instant drawn is "still believed", not a future date.
-    latest = max(recorded)
-    yt, ydays = ticks(y.lo, latest, most=6)
-    if len(yt) < 2:
-        yt, ydays = sorted(set(recorded))[-3:], False
+
+    # Grid and axes. Valid time: round dates, as many as their labels leave room for.
+    tick_w = text_width("2026-12-04 18:00", 10) + 16
+    xt, xdays = ticks(x.lo, x.hi, most=max(2, min(8, int((plot_r - plot_l) // tick_w))))
+    out.append('<g class="axes">')
     for t in xt:
         px = x(t)
-        out.append(f'<line class="grid" x1="{px:.1f}" y1="{plot_t}" x2="{px:.1f}" y2="{plot_b}"/>')
         out.append(
-            f'<text class="small" x="{px:.1f}" y="{plot_b + 14}" text-anchor="middle">'
+            f'<line class="grid" x1="{px:.1f}" y1="{plot_t:.1f}" x2="{px:.1f}" y2="{plot_b:.1f}"/>'
+            f'<text class="small x-tick" x="{px:.1f}" y="{dates_y:.1f}" text-anchor="middle">'
             f"{_tick_label(t, xdays)}</text>"
         )
-    for t in yt:
-        py = y(t)
-        out.append(f'<line class="grid" x1="{plot_l}" y1="{py:.1f}" x2="{plot_r}" y2="{py:.1f}"/>')
+    # Record time: a line and a label at each knot, thinned out only when steps are tiny.
+    last_label = y.top + 10.0  # the "still believed" label at the top
+    for i in range(len(y.knots) - 1, -1, -1):
+        py = y.knot_y(i)
         out.append(
-            f'<text class="small" x="{plot_l - 6}" y="{py + 3:.1f}" text-anchor="end">'
-            f"{_tick_label(t, ydays)}</text>"
+            f'<line class="grid" x1="{plot_l:.1f}" y1="{py:.1f}" x2="{plot_r:.1f}" y2="{py:.1f}"/>'
         )
+        if py - last_label >= 12:
+            last_label = py + 3
+            out.append(
+                f'<text class="small y-tick" x="{plot_l - 6:.1f}" y="{py + 3:.1f}" '
+                f'text-anchor="end" data-recorded-at="{_fmt(y.knots[i])}">{labels_y[i]}</text>'
+            )
     out.append(
-        f'<line class="axis" x1="{plot_l}" y1="{plot_b}" x2="{plot_r}" y2="{plot_b}"/>'
-        f'<line class="axis" x1="{plot_l}" y1="{plot_t}" x2="{plot_l}" y2="{plot_b}"/>'
-        f'<text x="{plot_r}" y="{plot_b + 30}" text-anchor="end" class="small">'
-        "valid time (when it held in the world) →</text>"
-        f'<text class="small" transform="translate(16 {plot_b}) rotate(-90)">'
-        "record time (when the ledger believed it) →</text>"
-        f'<text class="small" x="{plot_l - 6}" y="{plot_t + 10}" text-anchor="end">'
-        "still believed ↑</text>"
+        f'<line class="axis" x1="{plot_l:.1f}" y1="{plot_b:.1f}" x2="{plot_r:.1f}" '
+        f'y2="{plot_b:.1f}"/>'
+        f'<line class="axis" x1="{plot_l:.1f}" y1="{plot_t:.1f}" x2="{plot_l:.1f}" '
+        f'y2="{plot_b:.1f}"/>'
+        f'<text x="{plot_r:.1f}" y="{axis_title_y:.1f}" text-anchor="end" class="small">'
+        "valid time (when it held in the world), to scale →</text>"
+        f'<text class="small" transform="translate(16 {plot_b:.1f}) rotate(-90)">'
+        "record time (when the ledger believed it), in order →</text>"
+        f'<text class="small" x="{plot_l - 6:.1f}" y="{plot_t + 10:.1f}" text-anchor="end" '
+        f'style="fill:{NOW_COLOUR if top_label.startswith("now") else "#555"}">'
+        f"{top_label} ↑</text>"
     )
+    out.append("</g>")
+
     # Bands: superseded first, so the belief that replaced one is drawn over any edge.
     out.append('<g class="bands" clip-path="url(#plot)">')
-    for r in sorted(rows, key=lambda r: (r.superseded_at is None, r.recorded_at)):
+    for r, x0, w, top_rel, h, label, where in bands:
+        top = top_rel + plot_b
         e = r.entry
-        x0, x1 = x(e.valid_from), (x(e.valid_to) if e.valid_to else plot_r)
-        y0 = y(r.recorded_at)
-        y1 = y(r.superseded_at) if r.superseded_at else plot_t
-        w, h = max(x1 - x0, 2.0), max(y0 - y1, 3.0)
-        top = y0 - h
-        superseded = r.superseded_at is not None
+        is_superseded = r.superseded_at is not None
         colour = COLOURS.get(e.assignment, OTHER_COLOUR)
-        cls = "band band-superseded" if superseded else "band band-current"
-        dashed = ' stroke-dasharray="4 3"' if superseded else ""
+        cls = "band band-superseded" if is_superseded else "band band-current"
+        dashed = ' stroke-dasharray="4 3"' if is_superseded else ""
         out.append(
             f'<g class="{cls}" data-assignment="{text(e.assignment)}" '
             f'data-policy="{text(e.policy)}" data-rule="{text(e.rule)}" '
@@ -272,111 +547,142 @@ def render_svg(data: TimelineData, *, now: datetime | None = None) -> str:
             f'data-superseded-at="{format_instant(r.superseded_at) or ""}">'
             f"<title>{text(_band_title(r))}</title>"
             f'<rect x="{x0:.1f}" y="{top:.1f}" width="{w:.1f}" height="{h:.1f}" '
-            f'fill="{colour}" fill-opacity="{0.5 if superseded else 0.92}" stroke="#1d1d1d" '
+            f'fill="{colour}" fill-opacity="{0.5 if is_superseded else 0.92}" stroke="#1d1d1d" '
             f'stroke-width="1"{dashed}/>'
         )
-        if superseded:
+        if is_superseded:
             out.append(
                 f'<rect x="{x0:.1f}" y="{top:.1f}" width="{w:.1f}" height="{h:.1f}" '
                 'fill="url(#hatch)"/>'
             )
-        if not e.valid_to:  # open in valid time: it holds on
+        if not e.valid_to and w >= 24:  # open in valid time: it holds on
             out.append(
-                f'<path d="M{x1 - 9:.1f},{top + h / 2 - 5:.1f} l7,5 l-7,5" fill="none" '
+                f'<path d="M{x0 + w - 9:.1f},{top + h / 2 - 5:.1f} l7,5 l-7,5" fill="none" '
                 'stroke="#fff" stroke-width="2"/>'
             )
-        label = f"{e.policy} · {e.rule}"
-        if h >= 15:
-            for candidate in (label, e.rule):
-                if _fit(candidate, w):
-                    ty = top + min(h / 2, 40) + 4
-                    out.append(
-                        f'<text class="band-label" x="{x0 + 5:.1f}" y="{ty:.1f}">'
-                        f"{text(candidate)}</text>"
-                    )
-                    break
+        if where == "inside":
+            # Mid-way up the band's top step: event dots sit on the steps' lines, never there.
+            ty = top + min(h, y.step) / 2 + 4
+            out.append(
+                f'<text class="band-label" x="{x0 + 5:.1f}" y="{ty:.1f}">{text(label)}</text>'
+            )
+        elif where == "upright":
+            cx, cy = x0 + w / 2 + 4, top + h / 2
+            out.append(
+                f'<text class="band-label" x="{cx:.1f}" y="{cy:.1f}" text-anchor="middle" '
+                f'transform="rotate(-90 {cx:.1f} {cy:.1f})">{text(label)}</text>'
+            )
         out.append("</g>")
     out.append("</g>")
+
+    # Marks through the plot (sign-up, bindings, now) and callouts of narrow bands, their
+    # labels in lanes above it.
+    out.append('<g class="marks">')
+    for m in marks:
+        ty = plot_t - 8 - LANE_H * m.lane
+        w = text_width(m.label, 10)
+        if m.kind == "callout":
+            # The band's own top, in plot coordinates now that the plot is placed.
+            down = m.down_to + plot_b if m.down_to is not None else plot_b
+            line = (
+                f'<line x1="{m.x:.1f}" y1="{ty + 3:.1f}" x2="{m.x:.1f}" y2="{down:.1f}" '
+                f'stroke="{m.colour}" stroke-width="1"/>'
+            )
+        else:
+            dash = {"signup": "6 3", "binding": "2 3", "now": "8 2 2 2"}[m.kind]
+            line = (
+                f'<line x1="{m.x:.1f}" y1="{ty + 3:.1f}" x2="{m.x:.1f}" y2="{plot_b:.1f}" '
+                f'stroke="{m.colour}" stroke-width="1.5" stroke-dasharray="{dash}"/>'
+            )
+        out.append(
+            f'<g class="mark mark-{m.kind}">{line}'
+            f'<text x="{m.left:.1f}" y="{ty:.1f}" class="small halo" '
+            f'style="fill:{m.colour}" textLength="{w:.1f}" lengthAdjust="spacing">'
+            f"{text(m.label)}</text></g>"
+        )
+    out.append("</g>")
+
     # Events: a dot where valid time meets record time (a late event stands out above its
-    # neighbours), and a tick with its type on the valid-time axis.
+    # neighbours), and a tick with its type under the valid-time axis.
     out.append('<g class="events">')
-    lanes = _lanes((x(e.occurred_at) for e in data.events), 14)
-    for mark, lane in zip(data.events, lanes, strict=True):
-        px, py = x(mark.occurred_at), y(mark.recorded_at)
+    for i, mark in enumerate(marks_ev):
+        px, py = centres[i], y(mark.recorded_at)
         tip = text(
             f"{mark.type} {mark.event_id}: occurred {_fmt(mark.occurred_at)}, recorded "
             f"{_fmt(mark.recorded_at)}" + (f"; {mark.detail}" if mark.detail else "")
         )
-        ly = plot_b + 44 + 12 * (lane % 4)
+        label = ""
+        if event_rows:
+            row, lft = event_rows[i]
+            ly = first_row_y + LANE_H * row
+            mid = lft + widths[i] / 2
+            label = (
+                f'<line x1="{px:.1f}" y1="{plot_b + 8:.1f}" x2="{mid:.1f}" y2="{ly - 11:.1f}" '
+                'stroke="#999" stroke-width="0.8"/>'
+                f'<text class="small halo event-label" x="{lft:.1f}" y="{ly:.1f}" '
+                f'textLength="{widths[i]:.1f}" lengthAdjust="spacing">{text(mark.type)}</text>'
+            )
         out.append(
             f'<g class="event" data-type="{text(mark.type)}" data-event-id="{text(mark.event_id)}">'
             f"<title>{tip}</title>"
             f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.2" fill="#111" stroke="#fff" '
             'stroke-width="1"/>'
-            f'<line x1="{px:.1f}" y1="{plot_b}" x2="{px:.1f}" y2="{plot_b + 8}" '
-            'stroke="#111" stroke-width="2"/>'
-            f'<text class="small" x="{px:.1f}" y="{ly}" '
-            f'transform="rotate(35 {px:.1f} {ly})">{text(mark.type)}</text></g>'
+            f'<line x1="{px:.1f}" y1="{plot_b:.1f}" x2="{px:.1f}" y2="{plot_b + 8:.1f}" '
+            f'stroke="#111" stroke-width="2"/>{label}</g>'
         )
+    notes = []
+    if marks_ev and not event_rows:
+        notes.append(f"{len(marks_ev)} events: too many to label, each tick has its type")
     if data.events_total > len(data.events):
+        notes.append(f"first {len(data.events)} of {data.events_total} events shown")
+    if notes:
         out.append(
-            f'<text class="small" x="{plot_r}" y="{plot_b + 44}" text-anchor="end">'
-            f"first {len(data.events)} of {data.events_total} events shown</text>"
+            f'<text class="small" x="{plot_l:.1f}" y="{first_row_y:.1f}">'
+            f"{text('; '.join(notes))}</text>"
         )
     out.append("</g>")
-    # Sign-up and terms bindings: vertical marks through the plot, labelled above it.
-    marks: list[tuple[float, str, str, str]] = []
-    if data.signup_at is not None:
-        marks.append((x(data.signup_at), "signup", "sign-up", "#111"))
-    for b in data.bindings:
-        marks.append((x(b.at), "binding", f"binds {b.policy}", "#7a5a00"))
-    marks.sort(key=lambda m: m[0])
-    mark_lanes = _lanes((m[0] for m in marks), 150)
-    out.append('<g class="marks">')
-    for (px, kind, label, colour), lane in zip(marks, mark_lanes, strict=True):
-        dash = "6 3" if kind == "signup" else "2 3"
-        ty = plot_t - 8 - 13 * (lane % 4)
-        # Near the right edge the label reads leftwards, so it stays inside the picture.
-        anchor = ("end", px - 3) if px > plot_r - len(label) * CHAR_W else ("start", px + 3)
-        out.append(
-            f'<g class="mark mark-{kind}">'
-            f'<line x1="{px:.1f}" y1="{ty + 3}" x2="{px:.1f}" y2="{plot_b}" stroke="{colour}" '
-            f'stroke-width="1.5" stroke-dasharray="{dash}"/>'
-            f'<text x="{anchor[1]:.1f}" y="{ty}" text-anchor="{anchor[0]}" class="small" '
-            f'style="fill:{colour}">{text(label)}</text></g>'
-        )
-    out.append("</g>")
-    # Legend.
-    ly = TOP + PLOT_H + TICK_AREA + 12
-    items: list[str] = []
-    lx = plot_l
-    for assignment, colour in COLOURS.items():
-        items.append(
-            f'<rect x="{lx}" y="{ly}" width="16" height="11" fill="{colour}" stroke="#1d1d1d"/>'
-            f'<text x="{lx + 21}" y="{ly + 10}">{LABELS[assignment]}</text>'
-        )
-        lx += 36 + int(len(LABELS[assignment]) * CHAR_W)
-    items.append(
-        f'<rect x="{lx}" y="{ly}" width="16" height="11" fill="#8d8d8d" fill-opacity="0.5" '
-        'stroke="#1d1d1d" stroke-dasharray="4 3"/>'
-        f'<rect x="{lx}" y="{ly}" width="16" height="11" fill="url(#hatch)"/>'
-        f'<text x="{lx + 21}" y="{ly + 10}">superseded belief</text>'
-    )
-    ly2 = ly + 24
-    items.append(
-        f'<circle cx="{plot_l + 6}" cy="{ly2 + 5}" r="3.2" fill="#111"/>'
-        f'<text x="{plot_l + 21}" y="{ly2 + 9}">event (tick: valid time; dot: record time)</text>'
-        f'<line x1="{plot_l + 300}" y1="{ly2}" x2="{plot_l + 300}" y2="{ly2 + 12}" stroke="#111" '
-        'stroke-width="1.5" stroke-dasharray="6 3"/>'
-        f'<text x="{plot_l + 307}" y="{ly2 + 9}">sign-up</text>'
-        f'<line x1="{plot_l + 380}" y1="{ly2}" x2="{plot_l + 380}" y2="{ly2 + 12}" '
-        'stroke="#7a5a00" stroke-width="1.5" stroke-dasharray="2 3"/>'
-        f'<text x="{plot_l + 387}" y="{ly2 + 9}">terms version binds</text>'
-        f'<text x="{plot_l + 530}" y="{ly2 + 9}">band edge at the right or top: still open</text>'
-    )
-    out.append(f'<g class="legend">{"".join(items)}</g>')
+
+    out.append(legend)
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _legend(left: float, top: float) -> tuple[str, float]:
+    """The legend in lines, each item as wide as its text; and where it ends."""
+    items: list[tuple[str, str]] = []  # (swatch markup at x=0, label)
+    for assignment, colour in COLOURS.items():
+        items.append(
+            (f'<rect x="0" y="0" width="16" height="11" fill="{colour}" stroke="#1d1d1d"/>',
+             LABELS[assignment])
+        )  # fmt: skip
+    items += [
+        (
+            '<rect x="0" y="0" width="16" height="11" fill="#8d8d8d" fill-opacity="0.5" '
+            'stroke="#1d1d1d" stroke-dasharray="4 3"/>'
+            '<rect x="0" y="0" width="16" height="11" fill="url(#hatch)"/>',
+            "superseded belief",
+        ),
+        ('<circle cx="8" cy="5.5" r="3.2" fill="#111"/>',
+         "event (tick: valid time; dot: record time)"),
+        ('<line x1="8" y1="0" x2="8" y2="12" stroke="#111" stroke-width="1.5" '
+         'stroke-dasharray="6 3"/>', "sign-up"),
+        ('<line x1="8" y1="0" x2="8" y2="12" stroke="#7a5a00" stroke-width="1.5" '
+         'stroke-dasharray="2 3"/>', "terms version binds"),
+        (f'<line x1="8" y1="0" x2="8" y2="12" stroke="{NOW_COLOUR}" stroke-width="1.5" '
+         'stroke-dasharray="8 2 2 2"/>', "now"),
+        ("", "band edge at the right or top: still open"),
+    ]  # fmt: skip
+    out, lx, ly = [], left, top
+    for swatch, label in items:
+        w = (21 if swatch else 0) + text_width(label, 11) + 18
+        if lx + w > WIDTH - 8 and lx > left:
+            lx, ly = left, ly + 22
+        out.append(
+            f'<g transform="translate({lx:.1f} {ly:.1f})">{swatch}'
+            f'<text x="{21 if swatch else 0}" y="10">{text(label)}</text></g>'
+        )
+        lx += w
+    return f'<g class="legend">{"".join(out)}</g>', ly + 14
 
 
 def render_html(data: TimelineData, *, now: datetime | None = None) -> str:
@@ -418,7 +724,10 @@ def render_html(data: TimelineData, *, now: datetime | None = None) -> str:
         f"<h1>Jurisdiction timeline of <code>{uid}</code></h1>"
         "<p>Valid time across, record time up: each band is one history row, held in the "
         "world from its left to its right edge and believed by the ledger from its bottom "
-        "to its top edge. A hatched band is a belief a later-arriving event superseded.</p>"
+        "to its top edge. A hatched band is a belief a later-arriving event superseded. "
+        "Valid time is to scale; record time is in order, each moment the ledger recorded "
+        "something one step up, labelled with its time, so that every belief it held shows, "
+        "however close in time the next one came.</p>"
         f"{render_svg(data, now=now)}"
         "<h2>History (every row, superseded ones struck through)</h2>"
         "<table><thead><tr><th>valid from</th><th>valid to</th><th>assignment</th>"

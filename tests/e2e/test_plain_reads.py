@@ -114,6 +114,8 @@ def _process(args: list[str]) -> tuple[int, str, str]:
         ["history", "u-5", "--all", "--json"],
         ["history", "u-5", "--believed-at", "2026-05-10"],
         ["history", "u-5", "--believed-at=2026-05-10", "--json"],
+        ["history", "u-5", "--believed-at", "2026-03-01"],  # before the first record
+        ["history", "u-5", "--believed-at", "2026-03-01", "--json"],
         ["history", HOSTILE],
         ["history", HOSTILE, "--json"],
         ["history", "u-nosignup", "--json"],
@@ -121,12 +123,14 @@ def _process(args: list[str]) -> tuple[int, str, str]:
         ["history", "u-5", "--believed-at", "soon"],
         ["current", "u-5", "--at", "2026-04-15"],
         ["current", "u-5", "--at", "2026-04-15", "--believed-at", "2026-05-10", "--json"],
+        ["current", "u-5", "--at", "2026-04-15", "--believed-at", "2026-03-01"],
         ["current", "u-nosignup", "--at", "2026-04-15"],
         ["current", "u-404", "--at", "2026-04-15"],
         ["current", "u-5", "--at=soon"],
         ["explain", "u-5", "--at", "2026-04-15"],
         ["explain", HOSTILE, "--at", "2026-04-15", "--json"],
         ["explain", "u-nosignup", "--at", "2026-04-15", "--json"],
+        ["explain", "u-5", "--at", "2026-04-15", "--believed-at", "2026-03-01"],
         ["history", "u-5", "--json", "--json"],  # typer's (repeated option)
         ["history", "--json"],  # typer's usage error (no user)
     ],
@@ -197,6 +201,7 @@ def test_a_plain_read_on_postgresql_uses_psycopg_alone(pg_url: str, tmp_path: Pa
         ["history", HOSTILE],
         ["current", "u-5", "--at", "2026-04-15"],
         ["explain", "u-nosignup", "--at", "2026-04-15", "--json"],
+        ["explain", "u-5", "--at", "2026-04-15", "--believed-at", "2026-03-01"],
         ["history", "u-404"],
     ):
         assert _process([*args, "--db", pg_url]) == _typer([*args, "--db", pg_url])

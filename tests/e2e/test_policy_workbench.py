@@ -4,6 +4,10 @@ failure writes replay into stores that show the violation."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +197,108 @@ def test_policy_check_flags_an_invariant_naming_an_unknown_fact(tmp_path: Path) 
     report = Cli("").json("policy", "check", str(draft), db=False, expect=1)
     (error,) = findings(report, "error")
     assert error["file"] == str(draft) and error["subject"] == "invariant sticky-shoes"
+
+
+# --- the commands a failure prints reproduce it ---------------------------------------------
+
+# A new terms version that decides by residence alone. Its invariant and example both fail:
+# a valid mainland phone is not enough for it. The example accepts the draft version, which
+# only the draft file defines.
+FAILING_DRAFT = """
+version = "tos-2026-09-draft"
+effective_from = "2026-09-01T00:00:00Z"
+
+[[rules]]
+id = "D1"
+when = [{ fact = "residence", eq = "CN" }]
+assign = "xhs-domestic"
+reason = "residence in mainland China"
+
+[[rules]]
+id = "D3"
+when = []
+assign = "rednote-international"
+reason = "REASON"
+
+[[invariants]]
+id = "mainland-phone-domestic"
+kind = "implies"
+description = "a valid mainland current phone means domestic"
+when = [
+  { fact = "current_phone_valid", eq = true }, { fact = "current_phone_region", eq = "CN" },
+]
+assign = "xhs-domestic"
+
+[[examples]]
+id = "mainland-phone-accepts"
+description = "a mainland phone user accepts the draft: domestic"
+at = "2026-09-11"
+expect = "xhs-domestic"
+
+[[examples.events]]
+type = "SignedUp"
+occurred_at = "2026-01-10T09:00:00Z"
+phone = "+8613912345678"
+channel = "xiaohongshu-app"
+
+[[examples.events]]
+type = "TermsAccepted"
+occurred_at = "2026-09-10T00:00:00Z"
+tos_version = "tos-2026-09-draft"
+"""
+
+DECISION = re.compile(r"(?P<assignment>[a-z-]+) \(policy (?P<policy>\S+), rule (?P<rule>\w+)\)")
+
+
+def run_hint(hint: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The printed commands, through a shell, with this environment's `ledger` first on PATH."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env["LEDGER_PHONE_KEY"] = "policy-hints"
+    return subprocess.run(
+        ["sh", "-c", hint], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def failed_draft_checks(tmp: Path, reason: str) -> dict[str, dict[str, Any]]:
+    (tmp / "drafts").mkdir(exist_ok=True)
+    (tmp / "drafts" / "tos-2026-09-draft.toml").write_text(FAILING_DRAFT.replace("REASON", reason))
+    report = Cli("").json(
+        "policy", "test", "drafts/tos-2026-09-draft.toml", *FAST, "--out", "cex",
+        expect=1, db=False,
+    )  # fmt: skip
+    failed = {i: r for i, r in results(report).items() if r["status"] == "failed"}
+    assert set(failed) == {
+        "tos-2026-09-draft/mainland-phone-domestic",  # the invariant
+        "tos-2026-09-draft/mainland-phone-accepts",  # the example
+    }
+    return failed
+
+
+@pytest.mark.parametrize("reason", ["everyone else", "everyone else, reworded"])
+def test_the_printed_hints_show_the_rule_the_check_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reason: str
+) -> None:
+    """Run as printed, each hint replays the counterexample with the draft laid over the
+    shipped policies (no dead letter: the draft's version is known) and then shows, at the
+    instant the check names, the decision it reported. A second run with the draft edited
+    under its version replays into a fresh store, not one that pinned the first content."""
+    monkeypatch.chdir(tmp_path)
+    runs = [reason] if reason == "everyone else" else ["everyone else", reason]
+    for text in runs:
+        for check, r in failed_draft_checks(tmp_path, text).items():
+            reported = DECISION.search(r["message"])
+            assert reported and reported["rule"] == "D3", r["message"]
+            assert "--policies drafts/tos-2026-09-draft.toml" in r["reproduce"]
+            shown = run_hint(r["reproduce"], tmp_path)
+            assert shown.returncode == 0, (check, r["reproduce"], shown.stdout, shown.stderr)
+            assert "dead-lettered" not in shown.stderr
+            last = shown.stdout.splitlines()[-1]
+            if r["kind"] == "example":  # `ledger explain USER --at T`
+                assert f"(policy {reported['policy']}, rule {reported['rule']})" in last
+                assert f"because {text} (" in last
+            else:  # `ledger impact --only V --explain USER --at T`: the candidate line
+                assert last.startswith(f"candidate at {r['at']}: ")
+                assert (
+                    f"{reported['assignment']} by {reported['policy']} rule "
+                    f"{reported['rule']}: {text}" in last
+                )

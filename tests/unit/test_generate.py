@@ -6,6 +6,7 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import phonenumbers
@@ -21,7 +22,7 @@ from ledger.domain.events import (
     SignedUp,
     TermsAccepted,
 )
-from ledger.generate import generate_events, write_events
+from ledger.generate import generate_events, generate_log, write_events, write_log
 
 USERS = 5000
 SEED = 20260325
@@ -215,6 +216,75 @@ def test_mostly_ascending_with_some_late_events(stream: list[Event]) -> None:
         latest = max(latest, event.occurred_at)
     assert 0.006 <= len(lags) / len(seen) <= 0.015
     assert 1.0 <= statistics.median(lags) <= 35.0  # days to weeks, not minutes
+
+
+# --- record times: a log's, so the second time axis shows on generated data --------------
+
+
+@pytest.fixture(scope="module")
+def log() -> list[tuple[Event, datetime]]:
+    return list(generate_log(USERS, SEED))
+
+
+def test_the_log_carries_the_stream_with_increasing_record_times(
+    stream: list[Event], log: list[tuple[Event, datetime]]
+) -> None:
+    assert [event for event, _ in log] == stream  # the same events, in the same order
+    times = [recorded for _, recorded in log]
+    assert all(a < b for a, b in pairwise(times))  # a log's order
+    assert all(recorded >= event.occurred_at for event, recorded in log)
+    assert times[0] >= START and times[-1] <= END + timedelta(minutes=10)
+
+
+def test_record_times_are_spread_over_the_years_not_one_replay(
+    log: list[tuple[Event, datetime]],
+) -> None:
+    # Before, a generated file had no record times and a replay recorded everything at
+    # its own start: every belief of a user at one instant, corrections a moment later.
+    lags = [recorded - event.occurred_at for event, recorded in log]
+    assert statistics.median(lags) < timedelta(minutes=1)  # sent as it happened
+    assert sum(lag < timedelta(minutes=10) for lag in lags) / len(lags) >= 0.97
+    assert len({recorded.date() for _, recorded in log}) > 700
+
+
+def test_late_deliveries_are_recorded_after_their_neighbours(
+    log: list[tuple[Event, datetime]],
+) -> None:
+    latest = datetime.min.replace(tzinfo=UTC)  # the latest valid time delivered so far
+    late = 0
+    for event, recorded in log:
+        if recorded - event.occurred_at >= timedelta(days=1):
+            late += 1
+            # Recorded after events that happened after it: what a correction looks like.
+            assert latest > event.occurred_at, event
+        latest = max(latest, event.occurred_at)
+    assert 0.008 <= late / len(log) <= 0.02
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".avro"])
+def test_a_written_log_reads_back_with_its_record_times(tmp_path: Path, suffix: str) -> None:
+    first, second = tmp_path / f"a{suffix}", tmp_path / f"b{suffix}"
+    records = list(generate_log(200, 5))
+    assert write_log(first, records) == write_log(second, generate_log(200, 5)) == len(records)
+    assert first.read_bytes() == second.read_bytes()
+    if suffix == ".jsonl":
+        parsed = [event_from_json_line(line) for line in first.read_text().splitlines()]
+    else:
+        with first.open("rb") as fo:
+            parsed = [item for _, item in AvroCodec().read_container(fo)]
+    assert parsed == records
+
+
+def test_ledger_generate_writes_the_log_with_its_record_times(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ledger.cli.main import app
+
+    out = tmp_path / "events.jsonl"
+    result = CliRunner().invoke(app, ["generate", "--users", "50", "--seed", "3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    parsed = [event_from_json_line(line) for line in out.read_text().splitlines()]
+    assert parsed == list(generate_log(50, 3))
 
 
 # --- scenarios for the policies ------------------------------------------------------------

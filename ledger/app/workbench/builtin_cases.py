@@ -98,8 +98,8 @@ def builtin_cases(
     policies = files.require()
     versions = tuple(p.version for p in policies.bindable)
     what_if = [v for v in files.given if v not in policies.rank]
-    sets = [("the policy set", policies)] + [
-        (f"{v} from signup on", only_policy(policies, v)) for v in what_if
+    sets: list[tuple[str, PolicySet, str | None]] = [("the policy set", policies, None)] + [
+        (f"{v} from signup on", only_policy(policies, v), v) for v in what_if
     ]
 
     def case(name: str, description: str, strategy: Any, test: Callable[[Any], None]) -> PolicyCase:
@@ -115,6 +115,7 @@ def builtin_cases(
                     o.out_dir, f"builtin.{name}", events, recorded
                 )
                 result.user_id = events[0].user_id
+                result.only = v.only
                 if v.alternative:
                     other_events = renamed(v.alternative[1], f"builtin.{name}")
                     result.alternative = write_counterexample(
@@ -127,10 +128,10 @@ def builtin_cases(
         return PolicyCase(f"builtin/{name}", "builtin", run)
 
     def one_assignment(events: list[Event]) -> None:
-        for label, under in sets:
+        for label, under, only in sets:
             message = _one_assignment(events, under, label)
             if message:
-                raise Violation(message, events)
+                raise Violation(message, events, only=only)
 
     def arrival_order(data: st.DataObject) -> None:
         stream = data.draw(event_streams(max_users=3, tos_versions=versions))

@@ -50,7 +50,7 @@ class CheckResult:
     alternative: Path | None = None  # the other delivery of a built-in's two
     user_id: str | None = None
     only: str | None = None  # `impact --only` this version to see the history as tested
-    at: datetime | None = None  # an example's time
+    at: datetime | None = None  # an example's time; where an invariant's violation holds
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,11 +89,18 @@ class PolicyCase:
 
 
 class Violation(Exception):
-    def __init__(self, message: str, events: Sequence[Event], alternative: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        events: Sequence[Event],
+        alternative: Any = None,
+        only: str | None = None,  # the version that governed from signup on, if one did
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.events = list(events)
         self.alternative = alternative
+        self.only = only
 
 
 def run_hypothesis(

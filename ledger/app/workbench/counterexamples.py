@@ -40,6 +40,11 @@ def write_counterexample(
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{_slug(name)}.jsonl"
+    # The store the printed hint replays this file into (`ledger.cli.policy.reproduce`):
+    # one left from an earlier run holds an earlier counterexample, and pins the policy
+    # content of that run, which a draft edited since would be refused against.
+    for suffix in (".db", ".db-wal", ".db-shm"):
+        path.with_suffix(suffix).unlink(missing_ok=True)
     times: Iterable[datetime | None] = recorded if recorded is not None else [None] * len(events)
     write_event_file(path, zip(events, times, strict=True))
     return path

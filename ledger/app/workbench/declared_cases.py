@@ -29,6 +29,7 @@ from ledger.domain.policy_checks import Example, Invariant
 from ledger.domain.policy_checks_evaluation import (
     check_invariant,
     example_policies,
+    invariant_violation,
     only_policy,
     run_example,
 )
@@ -121,10 +122,12 @@ def invariant_case(inv: Invariant, files: PolicyFiles, o: TestOptions) -> Policy
             run_hypothesis(_histories(policies[inv.policy], inv, policies), test, o)
         except Violation as v:
             events = renamed(_shifted_into_binding(v.events, inv, policies, under), inv.name)
-            message = check_invariant(inv, sorted_observations(events), under) or v.message
-            result.passed, result.message = False, message
+            found = invariant_violation(inv, sorted_observations(events), under)
+            result.passed, result.message = False, found[1] if found else v.message
             result.counterexample = write_counterexample(o.out_dir, inv.name, events)
             result.user_id = events[0].user_id
+            # Where to look to see it: the hint asks `impact --only` about this instant.
+            result.at = found[0] if found else None
         except Exception as exc:  # the check itself broke: report it as this check's failure
             result.passed, result.message = False, crashed(exc)
         return result
