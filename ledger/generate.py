@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from itertools import accumulate
 from pathlib import Path
+from typing import IO
 
 import phonenumbers
 from phonenumbers import PhoneNumber, PhoneNumberType
@@ -47,9 +48,9 @@ from ledger.domain.events import (
     TermsAccepted,
 )
 from ledger.domain.time import from_millis, to_millis
-from ledger.sources.files import write_event_file
+from ledger.sources.files import write_event_file, write_event_stream
 
-__all__ = ["generate_events", "write_events"]
+__all__ = ["generate_events", "write_events", "write_events_to"]
 
 _DAY = 86_400_000
 _HOUR = 3_600_000
@@ -437,3 +438,9 @@ def write_events(path: Path, events: Iterable[Event]) -> int:
             f"cannot write events to {path}: unknown suffix {path.suffix!r} (use .jsonl or .avro)"
         )
     return write_event_file(path, ((e, None) for e in events), sync_marker=_SYNC_MARKER)
+
+
+def write_events_to(fo: IO[bytes], fmt: str, events: Iterable[Event]) -> int:
+    """`write_events` to a binary stream (standard output) in the format `fmt`, "jsonl" or
+    "avro": the same bytes as the file of that format."""
+    return write_event_stream(fo, fmt, ((e, None) for e in events), sync_marker=_SYNC_MARKER)

@@ -18,6 +18,7 @@ from rich.text import Text
 from ledger.cli.common import (
     DbOption,
     JsonOption,
+    check_output,
     command_group,
     count_progress,
     emit_json,
@@ -26,6 +27,7 @@ from ledger.cli.common import (
     parse_time,
     plain,
     settings,
+    writing,
 )
 from ledger.domain.time import format_instant, truncate_ms
 from ledger.errors import LedgerError, UsageError
@@ -235,7 +237,6 @@ def digest(
             "--output",
             help="File to write the digest to (default: standard output).",
             show_default=False,
-            dir_okay=False,
         ),
     ] = None,
     private_key: Annotated[
@@ -265,6 +266,8 @@ def digest(
     from ledger.domain.audit.digest import DigestError
 
     pem = _read_bytes(private_key, "private key") if private_key is not None else None
+    if output is not None and str(output) != "-":
+        check_output(output)
     s, engine = _reader(db)
     try:
         taken = take_digest(_source(engine), truncate_ms(datetime.now(UTC)))
@@ -286,7 +289,8 @@ def digest(
     if output is None or str(output) == "-":
         sys.stdout.write(text)
         return
-    output.write_text(text, encoding="utf-8")
+    with writing(output):
+        output.write_text(text, encoding="utf-8")
     summary = {
         "path": str(output),
         "seq": taken.seq,
@@ -367,6 +371,8 @@ def export_decisions_command(
     path = Path(output)
     if not to_stdout and path.suffix != ".jsonl":
         raise UsageError(f"{output}: the decision log is JSON Lines; name it *.jsonl")
+    if not to_stdout:
+        check_output(path)
     _, engine = _reader(db)
     try:
         if to_stdout:
@@ -375,14 +381,15 @@ def export_decisions_command(
         # Written beside the target and renamed when complete: a failed export never
         # leaves a file that looks whole.
         partial = path.with_name(path.name + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with open(fd, "w", encoding="utf-8", newline="\n") as fo:
-                written = export_decisions(_source(engine), fo, since=start, until=end)
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        with writing(path):
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with open(fd, "w", encoding="utf-8", newline="\n") as fo:
+                    written = export_decisions(_source(engine), fo, since=start, until=end)
+                os.replace(partial, path)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
     finally:
         engine.dispose()
     if as_json:

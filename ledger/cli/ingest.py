@@ -12,12 +12,15 @@ from rich.table import Table
 from ledger.cli.common import (
     BootstrapOption,
     DbOption,
+    FormatOption,
     JsonOption,
     PoliciesOption,
     ResetPositionsOption,
     TopicOption,
+    check_output,
     emit_json,
     err,
+    event_files,
     file_progress,
     kafka_errors,
     out,
@@ -75,8 +78,13 @@ def parse_offsets(value: str) -> dict[int, int]:
 def replay(
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="Event files (.jsonl or .avro), applied in order.", show_default=False),
+        typer.Argument(
+            help="Event files (.jsonl or .avro), applied in order; - for standard input "
+            "(with --format).",
+            show_default=False,
+        ),
     ] = None,
+    fmt: FormatOption = None,
     db: DbOption = None,
     from_kafka: Annotated[
         bool, typer.Option("--from-kafka", help="Replay the topic instead of files.")
@@ -116,7 +124,9 @@ def replay(
     """Apply event files, or a Kafka topic, to the ledger.
 
     Files: already applied events are skipped (each file's stored position, and event
-    ids), so a second replay of the same file applies nothing.
+    ids), so a second replay of the same file applies nothing. `-` reads standard input
+    (`--format jsonl|avro`), spooled to a temporary file first: replaying the same bytes
+    twice applies nothing the second time, as for a file.
 
     --from-kafka: rebuilds (fresh database) or continues a projection from the topic and
     stops when caught up with the end seen at start (the last stable offset: records of
@@ -129,7 +139,6 @@ def replay(
     errors.
     """
     from ledger.app.ingest.replay import replay_files, replay_topic
-    from ledger.sources.files import check_paths
     from ledger.sources.kafka import StartAt
 
     if from_kafka == bool(files):
@@ -140,15 +149,17 @@ def replay(
         )
     if sum(map(bool, (from_beginning, from_offset, from_time))) > 1:
         raise UsageError("use only one of --from-beginning, --from-offset, --from-time")
+    if from_kafka and fmt is not None:
+        raise UsageError("--format is the format of standard input (-), not of a topic")
     s = settings(db_url=db, batch_size=batch_size, kafka_bootstrap=bootstrap, kafka_topic=topic)
     if files:
-        check_paths(files)
-        wired = projector(s, policies)
-        warn_if_dev_phone_key(s)  # once the command line and store are known good
-        tune_gc_for_streaming()
-        shown, hook = file_progress(files)
-        with shown:
-            summary = replay_files(wired, files, batch_size=s.batch_size, progress=hook)
+        with event_files(files, fmt) as paths:
+            wired = projector(s, policies)
+            warn_if_dev_phone_key(s)  # once the command line and store are known good
+            tune_gc_for_streaming()
+            shown, hook = file_progress(paths)
+            with shown:
+                summary = replay_files(wired, paths, batch_size=s.batch_size, progress=hook)
     else:
         start: StartAt | None = None
         if from_beginning:
@@ -182,7 +193,11 @@ def replay(
 
 
 def publish(
-    files: Annotated[list[Path], typer.Argument(help="Event files (.jsonl or .avro).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Event files (.jsonl or .avro); - for standard input (with --format)."),
+    ],
+    fmt: FormatOption = None,
     bootstrap: BootstrapOption = None,
     topic: TopicOption = None,
     compression: Annotated[
@@ -194,7 +209,8 @@ def publish(
     ] = DEFAULT_COMPRESSION,
     as_json: JsonOption = False,
 ) -> None:
-    """Send events from files to the topic (key = user_id, Avro single-object encoding).
+    """Send events from files (or standard input, `-`) to the topic (key = user_id, Avro
+    single-object encoding).
 
     Each event is validated first; invalid lines are reported with their position and
     not sent. Sends use acks=all with one request in flight per broker, so a user's
@@ -203,7 +219,6 @@ def publish(
     """
     from ledger.app.ingest.publish import publish_files
     from ledger.codecs.policy_files import load_policies
-    from ledger.sources.files import check_paths
     from ledger.sources.kafka import make_producer
 
     if compression not in COMPRESSION_TYPES:
@@ -212,23 +227,24 @@ def publish(
         )
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
     server = s.kafka.require_bootstrap()
-    check_paths(files)
-    rules = load_policies()
-    with kafka_errors(server):
-        producer = make_producer(s.kafka, compression=compression)
-        shown, hook = file_progress(files)
-        try:
-            with shown:
-                summary = publish_files(producer, s.kafka.topic, files, rules, progress=hook)
-        finally:
-            producer.close(timeout=30)
+    with event_files(files, fmt) as paths:
+        rules = load_policies()
+        with kafka_errors(server):
+            producer = make_producer(s.kafka, compression=compression)
+            shown, hook = file_progress(paths)
+            try:
+                with shown:
+                    summary = publish_files(producer, s.kafka.topic, paths, rules, progress=hook)
+            finally:
+                producer.close(timeout=30)
     if as_json:
         emit_json(summary.to_json())
     else:
+        rate = f" ({summary.events_per_second:,.0f}/s)" if summary.sent else ""
         out.print(
             plain(
-                f"sent {summary.sent:,} events to {s.kafka.topic} in {summary.seconds:.1f} s "
-                f"({summary.events_per_second:,.0f}/s); {summary.invalid:,} invalid, not sent"
+                f"sent {summary.sent:,} events to {s.kafka.topic} in {summary.seconds:.1f} s"
+                f"{rate}; {summary.invalid:,} invalid, not sent"
             )
         )
         for line in summary.invalid_samples:
@@ -253,6 +269,7 @@ def export(
     if output.suffix != ".avro":
         raise UsageError(f"{output}: exports are Avro container files; name it *.avro")
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
+    check_output(output)
     with reading_topic(s, f"export {s.kafka.topic}") as (consumer, advance):
         summary = export_topic(
             consumer,

@@ -15,6 +15,7 @@ from ledger.cli import signals
 from ledger.cli.common import (
     DbOption,
     JsonOption,
+    check_output,
     emit_json,
     err,
     escape_control,
@@ -22,6 +23,7 @@ from ledger.cli.common import (
     plain,
     settings,
     warn_if_dev_phone_key,
+    writing,
 )
 from ledger.errors import LedgerError, UsageError
 
@@ -243,9 +245,11 @@ def timeline(
     suffix = output.suffix.lower()
     if suffix not in (".svg", ".html", ".htm"):
         raise UsageError(f"-o {str(output)!r}: name a .svg or .html file")
-    data = query_timeline(open_engine(settings(db_url=db).db_url), user)
+    check_output(output)
+    data = query_timeline(open_engine(settings(db_url=db).db_url, create=False), user)
     content = render_svg(data) if suffix == ".svg" else render_html(data)
-    output.write_text(content, encoding="utf-8")
+    with writing(output):
+        output.write_text(content, encoding="utf-8")
     summary = {
         "user_id": user,
         "output": str(output),
