@@ -147,7 +147,8 @@ def verify(
     believed and superseded rows alike, is exactly what folding the stored events through
     the policies gives; every history row carries its policy version's pinned hash, and
     every pinned version hashes as the policy file given. With --digest: the Merkle root
-    over the chains up to the digest's seq equals the digest's.
+    over the chains up to the digest's seq equals the digest's. With LEDGER_PHONE_KEY set:
+    the store's phone hashes were made with that key (its recorded fingerprint).
 
     Exit status: 0 when everything matches; 1 when anything does not (each problem is
     listed: user, kind, event seq or history row, detail), or on errors; 2 on usage errors.
@@ -174,7 +175,16 @@ def verify(
     shown, advance = count_progress(total, "verify")
     try:
         with shown:
-            report = run_verify(_source(engine), rules, user=user, digest=digest, progress=advance)
+            report = run_verify(
+                _source(engine),
+                rules,
+                user=user,
+                digest=digest,
+                # Without LEDGER_PHONE_KEY there is no key to check (an auditor need not
+                # hold it): the public development key is not compared.
+                phone_key=None if s.uses_dev_phone_key else s.phone_key,
+                progress=advance,
+            )
     finally:
         engine.dispose()
     if user is not None and report.users == 0:
@@ -200,6 +210,7 @@ def _render_verify(report: Any) -> None:
     t.add_row("events (hash chains)", f"{report.events:,}")
     t.add_row("history rows (re-derived)", f"{report.history_rows:,}")
     t.add_row("policy pins", f"{report.pins:,}")
+    t.add_row("phone key (LEDGER_PHONE_KEY)", report.phone_key)
     if report.digest is not None:
         d = report.digest
         verdict = "matches" if d.matches else "DIFFERS"
