@@ -217,7 +217,8 @@ def _render_verify(report: Any) -> None:
         t.add_row("digest", f"{verdict} (seq {d.seq:,}, {d.computed_events:,} events)")
     t.add_row("problems", f"{report.problem_count:,}")
     t.add_row("time", f"{report.seconds:.1f} s")
-    t.add_row("throughput", f"{report.events_per_second:,.0f} events/s")
+    if report.events:
+        t.add_row("throughput", f"{report.events_per_second:,.0f} events/s")
     out.print(t)
     if not report.problems:
         return

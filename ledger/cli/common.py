@@ -88,10 +88,23 @@ def failed(exc: LedgerError | OSError) -> int:
     return EXIT_ERROR
 
 
+def without_flag_placeholders(command: Any, ctx: Any) -> Any:
+    """`command` with no value placeholder in the help of its flags: typer's help shows
+    every option's type, `<bool>` for a flag too, as if it took a value (`--json <bool>`);
+    a flag takes none. An empty metavar is what typer shows instead of the type."""
+    for param in command.get_params(ctx):
+        if (getattr(param, "is_flag", False) or getattr(param, "count", False)) and (
+            param.metavar is None
+        ):
+            param.metavar = ""
+    return command
+
+
 class LedgerGroup(TyperGroup):
     """A command group that turns every `LedgerError` (and OS errors such as a full disk)
     raised by its commands into the error line and exit status of `ledger.errors`, so no
-    command needs its own handler and none shows a traceback for a known failure."""
+    command needs its own handler and none shows a traceback for a known failure. The
+    help of its commands and its own shows flags without a value placeholder."""
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
@@ -99,13 +112,25 @@ class LedgerGroup(TyperGroup):
         except (LedgerError, OSError) as exc:
             raise typer.Exit(failed(exc)) from None
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else without_flag_placeholders(command, ctx)
 
-def command_group(help: str, cls: type[LedgerGroup] = LedgerGroup) -> typer.Typer:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        without_flag_placeholders(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+def command_group(
+    help: str, cls: type[LedgerGroup] = LedgerGroup, *, completion: bool = False
+) -> typer.Typer:
+    """A command group. `completion`: it offers `--install-completion` and
+    `--show-completion`, which complete every command under it: the root only."""
     return typer.Typer(
         cls=cls,
         help=help,
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=completion,
         pretty_exceptions_enable=False,
         # Markdown reflows the docstrings' paragraphs to the terminal's width (Rich mode
         # keeps their source line breaks, which then wrap a second time).

@@ -54,7 +54,9 @@ def render_summary(summary: Any, title: str) -> None:
     for assignment, n in sorted(summary.assignments.items()):
         t.add_row(plain(f"  {assignment}"), f"{n:,}")
     t.add_row("time", f"{summary.seconds:.1f} s")
-    t.add_row("throughput", f"{summary.events_per_second:,.0f} events/s")
+    if summary.applied:
+        # A rate of nothing applied would only measure how fast a file is skipped.
+        t.add_row("throughput", f"{summary.events_per_second:,.0f} events/s")
     out.print(t)
     if summary.dead_letter_samples:
         err.print("dead letters (first ones):", markup=False)
