@@ -142,6 +142,33 @@ def test_consume(db: str) -> None:
     run("consume", "--bootstrap", NO_BROKER, "--allow-dev-key", "--db", db, code=1)
     run("consume", "--batch-size", "0", "--db", db, code=2)
     run("consume", "--metrics-port", "70000", "--allow-dev-key", "--db", db, code=2)
+    for hostile in ("xml", "", "JSON", "json\x1b[2J"):
+        refused = run("consume", "--log-format", hostile, "--db", db, code=2)
+        assert refused.stderr.startswith("ledger: error: --log-format")
+        assert "\x1b" not in refused.stderr
+
+
+def test_serve(db: str, tmp_path: Path) -> None:
+    """Only what fails before the server runs (the server itself: test_http_api.py); as a
+    process: serve holds SIGTERM and SIGINT from its start."""
+
+    def serve(*args: str, code: int) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+        done = subprocess.run(
+            [LEDGER, "serve", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == code, (args, done.stderr)
+        assert done.stderr.splitlines()[-1].startswith("ledger: error:")
+        return done
+
+    for hostile in ("xml", "", "text "):
+        refused = serve("--log-format", hostile, "--db", db, code=2)
+        assert refused.stderr.startswith("ledger: error: --log-format")
+        assert refused.stderr.count("\n") == 1
+    assert "LEDGER_PHONE_KEY is not set" in serve("--db", db, code=2).stderr
+    missing = tmp_path / "none.db"
+    result = serve("--allow-dev-key", "--db", f"sqlite:///{missing}", code=1)
+    assert "no ledger database" in result.stderr and not missing.exists()
 
 
 def test_topics_create() -> None:
