@@ -32,7 +32,8 @@ topics_app = command_group(
 
 
 def partitions_text(count: object) -> str:
-    """"1 partition", "6 partitions" ("? partitions" when the broker did not say)."""
+    """A partition count in words: 1 partition, 6 partitions (? when the broker did not
+    say)."""
     return f"{count} partition" if count == 1 else f"{count} partitions"
 
 

@@ -214,6 +214,4 @@ def write_event_file(
     if path.suffix not in SUFFIXES:
         raise SourceError(f"{path}: unknown file type {path.suffix!r} (expected .jsonl or .avro)")
     with path.open("wb") as fo:
-        return write_event_stream(
-            fo, path.suffix.removeprefix("."), items, sync_marker=sync_marker
-        )
+        return write_event_stream(fo, path.suffix.removeprefix("."), items, sync_marker=sync_marker)

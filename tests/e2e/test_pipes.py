@@ -125,7 +125,5 @@ def test_publish_from_standard_input(tmp_path: Path, kafka_broker: Any, kafka_to
     kafka = ["--bootstrap", kafka_broker.bootstrap, "--topic", kafka_topic]
     sent = ledger(tmp_path, "publish", "-", "--format", "avro", "--json", *kafka, stdin=stream)
     db = ["--db", f"sqlite:///{tmp_path / 'ledger.db'}"]
-    replayed = ledger(tmp_path, "replay", "--from-kafka", "--json", *kafka, *db)
-    assert json.loads(replayed.stdout)["applied"] + json.loads(replayed.stdout)[
-        "duplicates"
-    ] == json.loads(sent.stdout)["sent"]
+    replayed = json.loads(ledger(tmp_path, "replay", "--from-kafka", "--json", *kafka, *db).stdout)
+    assert replayed["applied"] + replayed["duplicates"] == json.loads(sent.stdout)["sent"]

@@ -80,7 +80,9 @@ def test_consume_logs_json_to_its_last_line(tmp_path: Path) -> None:
 
 
 def test_consume_logs_text_by_default(tmp_path: Path) -> None:
-    done = consume("--bootstrap", NO_BROKER, "--allow-dev-key", "--db", f"sqlite:///{tmp_path}/x.db")
+    done = consume(
+        "--bootstrap", NO_BROKER, "--allow-dev-key", "--db", f"sqlite:///{tmp_path}/x.db"
+    )
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
         f"ledger: error: cannot reach Kafka at {NO_BROKER} (no broker answered)"
