@@ -3,6 +3,7 @@ onto the topic) and `export` (the topic into an archive)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ledger.cli.common import (
+    STDIO,
     BootstrapOption,
     DbOption,
     FormatOption,
@@ -256,7 +258,12 @@ def publish(
 
 
 def export(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Archive to write (.avro).")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Archive to write (.avro); - for standard output."
+        ),
+    ],
     bootstrap: BootstrapOption = None,
     topic: TopicOption = None,
     as_json: JsonOption = False,
@@ -266,26 +273,36 @@ def export(
     Each event carries its record time (the Kafka timestamp) as recorded_at, so
     `ledger replay ARCHIVE` builds exactly the history `ledger replay --from-kafka` does.
     Undecodable records are skipped and reported (they belong to the dead-letter topic).
+    `-o -` writes the archive to standard output, and the report to standard error.
     """
     from ledger.app.ingest.export import export_topic
-    if output.suffix != ".avro":
+
+    to_stdout = str(output) == STDIO
+    if to_stdout and as_json:
+        raise UsageError("--json reports on a file written: give -o FILE.avro with it")
+    if not to_stdout and output.suffix != ".avro":
         raise UsageError(f"{output}: exports are Avro container files; name it *.avro")
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
-    check_output(output)
+    if not to_stdout:
+        check_output(output)
     with reading_topic(s, f"export {s.kafka.topic}") as (consumer, advance):
         summary = export_topic(
             consumer,
             s.kafka.topic,
-            output,
+            sys.stdout.buffer if to_stdout else output,
             watermark_timeout_s=s.kafka.watermark_timeout_s,
             progress=advance,
         )
+    if to_stdout:
+        sys.stdout.buffer.flush()
     if as_json:
         emit_json(summary.to_json())
     else:
-        out.print(
+        # Standard output may be the archive itself: the report goes beside it.
+        (err if to_stdout else out).print(
             plain(
                 f"wrote {summary.written:,} events from {s.kafka.topic} to {output} "
                 f"({summary.skipped:,} undecodable skipped) in {summary.seconds:.1f} s"
-            )
+            ),
+            soft_wrap=True,
         )

@@ -87,6 +87,7 @@ def test_standard_input_and_output_need_a_format(db: str, events: Path, tmp_path
         (("replay", str(events), "--format", "jsonl", "--db", db), "format of standard input"),
         (("replay", "--from-kafka", "--format", "avro", "--bootstrap", NO_BROKER), "a topic"),
         (("publish", "-", "--bootstrap", NO_BROKER), "give --format jsonl or --format avro"),
+        (("export", "-o", "-", "--json", "--bootstrap", NO_BROKER), "give -o FILE.avro"),
     ):
         assert says in run(*args, code=2).stderr, args
     assert "nope.jsonl: no such file" in run(

@@ -1,6 +1,6 @@
 """`-` for standard input and output, as kcat users expect: `ledger generate -o - --format F`
-writes the stream a file of that format holds, and `ledger replay - --format F` (and
-`publish -`) reads one. Before, both failed with `unknown file type ''`.
+(and `export -o -`) writes the stream a file of that format holds, and `ledger replay -
+--format F` (and `publish -`) reads one. Before, both failed with `unknown file type ''`.
 
 Standard input is spooled to a temporary file first, so its source key is its content's
 hash as for a file: the same bytes applied twice, from a pipe or from a file, apply once.
@@ -127,3 +127,10 @@ def test_publish_from_standard_input(tmp_path: Path, kafka_broker: Any, kafka_to
     db = ["--db", f"sqlite:///{tmp_path / 'ledger.db'}"]
     replayed = json.loads(ledger(tmp_path, "replay", "--from-kafka", "--json", *kafka, *db).stdout)
     assert replayed["applied"] + replayed["duplicates"] == json.loads(sent.stdout)["sent"]
+    # And the topic back to standard output, as an archive that replays to the same store.
+    exported = ledger(tmp_path, "export", "-o", "-", *kafka)
+    assert exported.stderr.decode().startswith(f"wrote {json.loads(sent.stdout)['sent']} events")
+    again = ["--db", f"sqlite:///{tmp_path / 'archive.db'}"]
+    from_archive = ledger(tmp_path, "replay", "-", "--format", "avro", "--json", *again,
+                          stdin=exported.stdout)  # fmt: skip
+    assert json.loads(from_archive.stdout)["assignments"] == replayed["assignments"]
