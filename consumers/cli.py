@@ -4,34 +4,27 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Annotated, Any
 
 import typer
 
 from ledger.cli import signals
 from ledger.cli.common import (
+    DEV_KEY_WARNING,
     BootstrapOption,
     DbOption,
     ResetPositionsOption,
     TopicOption,
-    escape_control,
     kafka_errors,
     projector,
     settings,
     tune_gc_for_streaming,
     warn_if_dev_phone_key,
 )
+from ledger.cli.logs import LogFormatOption, ServiceLog
 from ledger.errors import LedgerError, UsageError
 
-
-class PlainFormatter(logging.Formatter):
-    """Log lines quote input (dead-letter reasons, positions): control characters in them
-    are spelled out, so a hostile record cannot drive the terminal that tails the log.
-    Tracebacks, appended after the message, keep their lines."""
-
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return escape_control(super().formatMessage(record))
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
 def consume(
@@ -93,6 +86,7 @@ def consume(
             "development key (reversible: for development only).",
         ),
     ] = False,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run the projector: a consumer-group member that keeps the ledger current.
 
@@ -108,18 +102,49 @@ def consume(
     Stops with exit 1 and one line saying so when the topic is not the one the stored
     positions belong to (recreated, truncated, another partition count); --reset-positions
     is the way on once that is understood.
+
+    --log-format json writes every log line, notice and the error that stops it as one
+    JSON object (time, level, logger, message and fields such as applied, lag, position).
     """
     from consumers.projector import ProjectorService
 
-    s = settings(
-        db_url=db,
-        kafka_bootstrap=bootstrap,
-        kafka_topic=topic,
-        consumer_group=group,
-        consumer_batch_size=batch_size,
-        consumer_session_timeout_ms=session_timeout_ms,
-        consumer_log_every_s=log_every,
-    )
+    # Configured first: in JSON, even a setting refused below is a JSON line.
+    service_log = ServiceLog(log_format, "ledger.consume")
+    service_log.configure(TEXT_FORMAT)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with service_log.errors():
+        code = _consume(
+            service_log,
+            ProjectorService,
+            settings(
+                db_url=db,
+                kafka_bootstrap=bootstrap,
+                kafka_topic=topic,
+                consumer_group=group,
+                consumer_batch_size=batch_size,
+                consumer_session_timeout_ms=session_timeout_ms,
+                consumer_log_every_s=log_every,
+            ),
+            allow_dev_key=allow_dev_key,
+            reset_positions=reset_positions,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+        )
+    raise typer.Exit(code)
+
+
+def _consume(
+    service_log: ServiceLog,
+    service_class: Any,
+    s: Any,
+    *,
+    allow_dev_key: bool,
+    reset_positions: bool,
+    metrics_host: str,
+    metrics_port: int | None,
+) -> int:
+    """The service, from checking its settings to its exit status."""
     server = s.kafka.require_bootstrap()
     _ = s.kafka.isolation  # a bad LEDGER_KAFKA_ISOLATION_LEVEL before anything is changed
     # A service runs unattended: it stores nothing under a reversible key unless told to.
@@ -128,23 +153,21 @@ def consume(
             "LEDGER_PHONE_KEY is not set: refusing to hash phones with the public development "
             "key in a service; set LEDGER_PHONE_KEY (or pass --allow-dev-key for development)"
         )
-    warn_if_dev_phone_key(s)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if service_log.json:
+        if s.uses_dev_phone_key:
+            service_log.say(DEV_KEY_WARNING, logging.WARNING)
+    else:
+        warn_if_dev_phone_key(s)
     metrics, metrics_server = _metrics(s, metrics_host, metrics_port)
     try:
         with kafka_errors(server):
-            service = ProjectorService(s, projector(s), metrics=metrics)
+            service = service_class(s, projector(s), metrics=metrics)
             tune_gc_for_streaming()
             signals.hand_over(service.request_stop)
-            code = service.run(reset_positions=reset_positions)
+            return int(service.run(reset_positions=reset_positions))
     finally:
         if metrics_server is not None:
             metrics_server.close()
-    raise typer.Exit(code)
 
 
 def _metrics(s: Any, host: str, port: int | None) -> tuple[Any, Any]:
@@ -162,7 +185,10 @@ def _metrics(s: Any, host: str, port: int | None) -> tuple[Any, Any]:
     http.start()
     bound_host, bound_port = http.address
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"http://{shown}:{bound_port}"
     logging.getLogger("ledger.consume").info(
-        "metrics on http://%s:%d/metrics, liveness on /healthz", shown, bound_port
+        "metrics on %s/metrics, liveness on /healthz",
+        url,
+        extra={"metrics_url": f"{url}/metrics", "liveness_url": f"{url}/healthz"},
     )
     return metrics, http

@@ -67,17 +67,27 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-p
         # Another member may now write these users: cached state is no longer safe.
         self.service.projector.forget()
         if revoked:
-            log.info("partitions revoked: %s", _names(revoked))
+            log.info(
+                "partitions revoked: %s", _names(revoked), extra={"partitions": _numbers(revoked)}
+            )
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.service.projector.forget()
         if assigned:
-            log.info("partitions assigned: %s", _names(assigned))
+            log.info(
+                "partitions assigned: %s",
+                _names(assigned),
+                extra={"partitions": _numbers(assigned)},
+            )
             self.service.seek_to_stored(assigned)
 
 
 def _names(tps: list[TopicPartition] | set[TopicPartition]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps))
+
+
+def _numbers(tps: list[TopicPartition] | set[TopicPartition]) -> list[int]:
+    return sorted(tp.partition for tp in tps)
 
 
 class ProjectorService:
@@ -110,7 +120,9 @@ class ProjectorService:
     # -- lifecycle -----------------------------------------------------------------------
     def request_stop(self, signum: int = 0, _frame: object = None) -> None:
         if not self.stopping:
-            log.info("stopping after the current batch (signal %s)", signum)
+            log.info(
+                "stopping after the current batch (signal %s)", signum, extra={"signal": signum}
+            )
         self.stopping = True
 
     def fail(self, exc: TopicChanged) -> None:
@@ -139,7 +151,12 @@ class ProjectorService:
         producer = make_producer(kafka)
         dead_letters = DeadLetterPublisher(producer, kafka.dlq_topic)
         consumer.subscribe([kafka.topic], listener=_SeekToStored(self))
-        log.info("consuming %s as group %s", kafka.topic, s.group)
+        log.info(
+            "consuming %s as group %s",
+            kafka.topic,
+            s.group,
+            extra={"topic": kafka.topic, "group": s.group},
+        )
         if self.metrics:
             self.metrics.started()
         try:
@@ -215,7 +232,11 @@ class ProjectorService:
             # Nothing of the batch committed (a batch the database refuses is bisected by
             # the projector instead). Rewind every partition to the stored positions once
             # the database answers again.
-            log.warning("batch failed, will retry from the stored positions: %s", _one_line(exc))
+            log.warning(
+                "batch failed, will retry from the stored positions: %s",
+                _one_line(exc),
+                extra={"error": _one_line(exc)},
+            )
             if self.metrics:
                 self.metrics.batch_failed(exc)
             self.projector.forget()
@@ -230,7 +251,12 @@ class ProjectorService:
         if self.metrics:
             self.metrics.batch_applied(result, time.perf_counter() - started, records)
         for d in result.dead_letters:
-            log.warning("dead letter %s: %s", d.record.position, d.reason)
+            log.warning(
+                "dead letter %s: %s",
+                d.record.position,
+                d.reason,
+                extra={"position": d.record.position, "reason": d.reason},
+            )
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         for rec in records:
             tp = TopicPartition(self.settings.kafka.topic, rec.partition)
@@ -286,7 +312,7 @@ class ProjectorService:
     def _backoff_wait(self) -> None:
         assert self.consumer is not None
         self.backoff = min(self.settings.consumer.max_backoff_s, max(0.5, self.backoff * 2))
-        log.info("retrying in %.1f s", self.backoff)
+        log.info("retrying in %.1f s", self.backoff, extra={"retry_in_s": self.backoff})
         deadline = time.monotonic() + self.backoff
         while time.monotonic() < deadline and not self.stopping:
             # Paused partitions return nothing, but polling keeps the membership alive.
@@ -312,13 +338,21 @@ class ProjectorService:
             return
         elapsed = now - self.last_log
         rate = (self.stats.applied - self.logged_stats.applied) / elapsed if elapsed else 0.0
+        lag = self.lag()
         log.info(
             "applied %d events (%.0f/s), %d duplicates, %d dead letters; lag by partition %s",
             self.stats.applied,
             rate,
             self.stats.duplicates,
             self.stats.dead_lettered,
-            self.lag(),
+            lag,
+            extra={
+                "applied": self.stats.applied,
+                "events_per_second": round(rate, 1),
+                "duplicates": self.stats.duplicates,
+                "dead_lettered": self.stats.dead_lettered,
+                "lag": lag,
+            },
         )
         self.last_log = now
         self.logged_stats = Stats(**{**self.stats.__dict__})

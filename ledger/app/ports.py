@@ -57,6 +57,30 @@ class PolicyChanged(LedgerError):
             raise cls(changed)
 
 
+# --- the phone key ----------------------------------------------------------------------
+
+
+class PhoneKeyChanged(LedgerError):
+    """The store's phone hashes were made with another LEDGER_PHONE_KEY than this writer's:
+    hashes of one number under two keys never match, so the two would mix silently."""
+
+    def __init__(self, stored: str, given: str) -> None:
+        super().__init__(
+            f"this store's phone hashes were made with another LEDGER_PHONE_KEY (fingerprint "
+            f"{stored[:12]}…, this key's {given[:12]}…): every writer of a store must use the "
+            "same key; set the one it was written with, or replay the events into a new "
+            "store under the new key"
+        )
+        self.stored = stored
+        self.given = given
+
+    @classmethod
+    def check(cls, stored: str | None, given: str) -> None:
+        """Raise if the store records a fingerprint (None: none yet) other than `given`."""
+        if stored is not None and stored != given:
+            raise cls(stored, given)
+
+
 # --- writing batches --------------------------------------------------------------------
 
 
@@ -110,6 +134,12 @@ class BatchStore(Protocol):
 
     def reset_positions(self, source: str) -> int:
         """Forget a source's stored positions; returns how many partitions had one."""
+        ...
+
+    def phone_key_fingerprint(self) -> str | None:
+        """The fingerprint of the phone key the store's hashes were made with (None: not
+        recorded yet). `write` records it with the first events it stores, and refuses
+        (PhoneKeyChanged) a plan made under another key, in the batch's transaction."""
         ...
 
 
@@ -172,6 +202,10 @@ class AuditSnapshot(Protocol):
 
     def pins(self) -> dict[str, str]:
         """Pinned policy versions: version -> hex content hash."""
+        ...
+
+    def phone_key_fingerprint(self) -> str | None:
+        """The recorded fingerprint of the store's phone key (None: not recorded)."""
         ...
 
     def max_app_seq(self) -> int:

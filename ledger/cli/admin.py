@@ -31,6 +31,12 @@ topics_app = command_group(
 )
 
 
+def partitions_text(count: object) -> str:
+    """A partition count in words: 1 partition, 6 partitions (? when the broker did not
+    say)."""
+    return f"{count} partition" if count == 1 else f"{count} partitions"
+
+
 @topics_app.callback()
 def _topics_group() -> None:
     # Without a callback Typer collapses a one-command app into that command.
@@ -41,8 +47,9 @@ def _topics_group() -> None:
 def db_upgrade(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Create or migrate the store's tables to the newest schema.
 
-    Every command does this itself on an empty database; run it explicitly before
-    deploying a new version against a shared database."""
+    Every command that writes does this itself on an empty database (commands that only
+    read refuse one); run it explicitly before deploying a new version against a shared
+    database."""
     from ledger.store.database import upgrade
 
     before, after = upgrade(settings(db_url=db).db_url)
@@ -129,11 +136,11 @@ def topics_create(
     for spec in specs:
         state = "created" if spec.name in result.created else "already existed"
         have = result.partitions.get(spec.name, "?")
-        out.print(plain(f"{spec.name}: {state} ({have} partitions)"), soft_wrap=True)
+        out.print(plain(f"{spec.name}: {state} ({partitions_text(have)})"), soft_wrap=True)
     for name, (want, have) in result.mismatches().items():
         err.print(
             escape_control(
-                f"warning: {name} has {have} partitions, not {want}; "
+                f"warning: {name} has {partitions_text(have)}, not {want}; "
                 "existing topics are not changed"
             ),
             soft_wrap=True,

@@ -19,6 +19,7 @@ from ledger.cli.common import (
     POLICIES_HELP,
     DbOption,
     JsonOption,
+    check_output,
     command_group,
     count_progress,
     emit_json,
@@ -28,6 +29,7 @@ from ledger.cli.common import (
     plain,
     policy_set,
     settings,
+    writing,
 )
 from ledger.domain.time import format_instant, truncate_ms
 from ledger.errors import LedgerError, UsageError
@@ -145,7 +147,8 @@ def verify(
     believed and superseded rows alike, is exactly what folding the stored events through
     the policies gives; every history row carries its policy version's pinned hash, and
     every pinned version hashes as the policy file given. With --digest: the Merkle root
-    over the chains up to the digest's seq equals the digest's.
+    over the chains up to the digest's seq equals the digest's. With LEDGER_PHONE_KEY set:
+    the store's phone hashes were made with that key (its recorded fingerprint).
 
     Exit status: 0 when everything matches; 1 when anything does not (each problem is
     listed: user, kind, event seq or history row, detail), or on errors; 2 on usage errors.
@@ -168,7 +171,16 @@ def verify(
     shown, advance = count_progress(total, "verify")
     try:
         with shown:
-            report = run_verify(_source(engine), rules, user=user, digest=digest, progress=advance)
+            report = run_verify(
+                _source(engine),
+                rules,
+                user=user,
+                digest=digest,
+                # Without LEDGER_PHONE_KEY there is no key to check (an auditor need not
+                # hold it): the public development key is not compared.
+                phone_key=None if s.uses_dev_phone_key else s.phone_key,
+                progress=advance,
+            )
     finally:
         engine.dispose()
     if user is not None and report.users == 0:
@@ -194,13 +206,15 @@ def _render_verify(report: Any) -> None:
     t.add_row("events (hash chains)", f"{report.events:,}")
     t.add_row("history rows (re-derived)", f"{report.history_rows:,}")
     t.add_row("policy pins", f"{report.pins:,}")
+    t.add_row("phone key (LEDGER_PHONE_KEY)", report.phone_key)
     if report.digest is not None:
         d = report.digest
         verdict = "matches" if d.matches else "DIFFERS"
         t.add_row("digest", f"{verdict} (seq {d.seq:,}, {d.computed_events:,} events)")
     t.add_row("problems", f"{report.problem_count:,}")
     t.add_row("time", f"{report.seconds:.1f} s")
-    t.add_row("throughput", f"{report.events_per_second:,.0f} events/s")
+    if report.events:
+        t.add_row("throughput", f"{report.events_per_second:,.0f} events/s")
     out.print(t)
     if not report.problems:
         return
@@ -231,7 +245,6 @@ def digest(
             "--output",
             help="File to write the digest to (default: standard output).",
             show_default=False,
-            dir_okay=False,
         ),
     ] = None,
     private_key: Annotated[
@@ -261,6 +274,8 @@ def digest(
     from ledger.domain.audit.digest import DigestError
 
     pem = _read_bytes(private_key, "private key") if private_key is not None else None
+    if output is not None and str(output) != "-":
+        check_output(output)
     s, engine = _reader(db)
     try:
         taken = take_digest(_source(engine), truncate_ms(datetime.now(UTC)))
@@ -282,7 +297,8 @@ def digest(
     if output is None or str(output) == "-":
         sys.stdout.write(text)
         return
-    output.write_text(text, encoding="utf-8")
+    with writing(output):
+        output.write_text(text, encoding="utf-8")
     summary = {
         "path": str(output),
         "seq": taken.seq,
@@ -363,6 +379,8 @@ def export_decisions_command(
     path = Path(output)
     if not to_stdout and path.suffix != ".jsonl":
         raise UsageError(f"{output}: the decision log is JSON Lines; name it *.jsonl")
+    if not to_stdout:
+        check_output(path)
     _, engine = _reader(db)
     try:
         if to_stdout:
@@ -371,14 +389,15 @@ def export_decisions_command(
         # Written beside the target and renamed when complete: a failed export never
         # leaves a file that looks whole.
         partial = path.with_name(path.name + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with open(fd, "w", encoding="utf-8", newline="\n") as fo:
-                written = export_decisions(_source(engine), fo, since=start, until=end)
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
+        with writing(path):
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                with open(fd, "w", encoding="utf-8", newline="\n") as fo:
+                    written = export_decisions(_source(engine), fo, since=start, until=end)
+                os.replace(partial, path)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
     finally:
         engine.dispose()
     if as_json:

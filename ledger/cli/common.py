@@ -3,10 +3,12 @@ the wiring of stores and projectors (the CLI is the composition root)."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -33,7 +35,8 @@ from ledger.cli import settings as settings
 from ledger.cli import stderr_console, stdout_console
 from ledger.cli.options import DB, JSON, Argument, Option
 from ledger.config import Settings
-from ledger.errors import EXIT_ERROR, LedgerError
+from ledger.domain.limits import quote
+from ledger.errors import EXIT_ERROR, LedgerError, UsageError
 
 # The consoles, `plain`, `escape_control`, `emit_json`, `settings` and `parse_time` live in
 # the typer-free `ledger.cli` (for `ledger.cli.history.run_plain`); every command takes them
@@ -85,10 +88,23 @@ def failed(exc: LedgerError | OSError) -> int:
     return EXIT_ERROR
 
 
+def without_flag_placeholders(command: Any, ctx: Any) -> Any:
+    """`command` with no value placeholder in the help of its flags: typer's help shows
+    every option's type, `<bool>` for a flag too, as if it took a value (`--json <bool>`);
+    a flag takes none. An empty metavar is what typer shows instead of the type."""
+    for param in command.get_params(ctx):
+        if (getattr(param, "is_flag", False) or getattr(param, "count", False)) and (
+            param.metavar is None
+        ):
+            param.metavar = ""
+    return command
+
+
 class LedgerGroup(TyperGroup):
     """A command group that turns every `LedgerError` (and OS errors such as a full disk)
     raised by its commands into the error line and exit status of `ledger.errors`, so no
-    command needs its own handler and none shows a traceback for a known failure."""
+    command needs its own handler and none shows a traceback for a known failure. The
+    help of its commands and its own shows flags without a value placeholder."""
 
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
@@ -96,18 +112,134 @@ class LedgerGroup(TyperGroup):
         except (LedgerError, OSError) as exc:
             raise typer.Exit(failed(exc)) from None
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        return None if command is None else without_flag_placeholders(command, ctx)
 
-def command_group(help: str, cls: type[LedgerGroup] = LedgerGroup) -> typer.Typer:
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        without_flag_placeholders(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+def command_group(
+    help: str, cls: type[LedgerGroup] = LedgerGroup, *, completion: bool = False
+) -> typer.Typer:
+    """A command group. `completion`: it offers `--install-completion` and
+    `--show-completion`, which complete every command under it: the root only."""
     return typer.Typer(
         cls=cls,
         help=help,
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=completion,
         pretty_exceptions_enable=False,
         # Markdown reflows the docstrings' paragraphs to the terminal's width (Rich mode
         # keeps their source line breaks, which then wrap a second time).
         rich_markup_mode="markdown",
     )
+
+
+# --- files the user names for output ------------------------------------------------------
+# The OS's own message names the file it was opening (a partial file beside the target,
+# say) in Python's `[Errno 2] ...` form; these name the path the user gave and what is wrong.
+
+
+def _os_reason(path: Path, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return f"directory {path.parent} does not exist"
+    if exc.errno == errno.ENOTDIR:
+        return f"{path.parent} is not a directory"
+    if exc.errno == errno.EISDIR:
+        return "it is a directory"
+    text = exc.strerror or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+def check_output(path: Path) -> None:
+    """Refuses, in one line naming `path`, an output file that cannot be created where the
+    user put it: before a command spends minutes on what it would write there."""
+    parent = path.parent
+    if path.is_dir():
+        raise LedgerError(f"cannot write {path}: it is a directory")
+    if not parent.exists():
+        raise LedgerError(f"cannot write {path}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise LedgerError(f"cannot write {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LedgerError(f"cannot write {path}: permission denied in {parent}")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """OS errors while writing `path` (or a file beside it that becomes it) as one line
+    naming `path`: a full disk, a directory removed meanwhile, permissions."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise LedgerError(f"cannot write {path}: {_os_reason(path, exc)}") from None
+
+
+# --- standard input and output as event streams -----------------------------------------
+
+STDIO = "-"  # a file argument naming standard input or output, as kcat and tar take it
+
+FormatOption = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="jsonl or avro: the format of standard input or output given as -. A file's "
+        "format comes from its name (.jsonl, .avro).",
+        show_default=False,
+    ),
+]
+
+
+def event_format(target: str, fmt: str | None) -> str:
+    """The event format of `target` (a file name, or - for standard input or output): its
+    suffix, or `--format` for -, which has no name to tell it by. A usage error when it
+    cannot be known or the two disagree."""
+    from ledger.sources.files import FORMATS
+
+    if fmt is not None and fmt not in FORMATS:
+        raise UsageError(f"--format {quote(fmt)}: expected jsonl or avro")
+    if target == STDIO:
+        if fmt is None:
+            raise UsageError("- is standard input or output: give --format jsonl or --format avro")
+        return fmt
+    suffix = Path(target).suffix
+    named = suffix.removeprefix(".")
+    if named not in FORMATS:
+        raise UsageError(
+            f"{target}: unknown file type {suffix!r} (use .jsonl or .avro, or - with --format)"
+        )
+    if fmt is not None and fmt != named:
+        raise UsageError(f"{target}: --format {fmt} but the file name says {named}")
+    return named
+
+
+@contextmanager
+def event_files(files: Sequence[Path], fmt: str | None) -> Iterator[list[Path]]:
+    """The event files named, checked, with standard input (-) in its place spooled to a
+    temporary file (`ledger.sources.files.spool`), removed afterwards. The files are
+    checked before standard input is read, so a mistyped name fails at once."""
+    from ledger.sources.files import check_paths, spool
+
+    names = [str(f) for f in files]
+    if names.count(STDIO) > 1:
+        raise UsageError("- (standard input) can be read only once")
+    check_paths([f for f, name in zip(files, names, strict=True) if name != STDIO])
+    if STDIO not in names:
+        if fmt is not None:
+            raise UsageError(
+                "--format is the format of standard input (-); a file's comes from its name"
+            )
+        yield list(files)
+        return
+    chosen = event_format(STDIO, fmt)
+    with tempfile.TemporaryDirectory(prefix="ledger-stdin-") as tmp:
+        spooled = spool(sys.stdin.buffer, Path(tmp), chosen)
+        yield [spooled if name == STDIO else f for f, name in zip(files, names, strict=True)]
 
 
 # --- options ----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ledger.cli.common import (
     DbOption,
     JsonOption,
     PoliciesOption,
+    check_output,
     command_group,
     count_progress,
     emit_json,
@@ -30,6 +31,7 @@ from ledger.cli.common import (
     projector,
     settings,
     warn_if_dev_phone_key,
+    writing,
 )
 from ledger.domain.time import format_instant, truncate_ms
 from ledger.errors import EXIT_DEAD_LETTERS, LedgerError, UsageError
@@ -104,10 +106,11 @@ def _dead_letter_id(value: str) -> int:
     return int(match.group(1))
 
 
-def _engine(db: str | None) -> Any:
+def _engine(db: str | None, *, create: bool = False) -> Any:
+    """The store's engine; only a command that writes (`create`) makes a missing store."""
     from ledger.store.database import open_engine
 
-    return open_engine(settings(db_url=db).db_url)
+    return open_engine(settings(db_url=db).db_url, create=create)
 
 
 def _selection(
@@ -255,16 +258,18 @@ def export_command(
     if output.suffix != ".jsonl":
         raise UsageError(f"{output}: dead letters are exported as JSON Lines; name it *.jsonl")
     sel = _selection(reason, source, since, before, unresolved)
+    check_output(output)
     engine = _engine(db)
     chosen = dl.ids(engine, sel)
-    # Owner-only from the start: the file holds raw input, perhaps personal data.
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     written = 0
-    with open(fd, "w", encoding="utf-8", newline="\n") as fo:
-        for row in dl.iter_with_raw(engine, chosen):
-            # ASCII-only JSON: safe to `cat`, whatever bytes the raw input holds.
-            fo.write(json.dumps(full_json(row)) + "\n")
-            written += 1
+    with writing(output):
+        # Owner-only from the start: the file holds raw input, perhaps personal data.
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8", newline="\n") as fo:
+            for row in dl.iter_with_raw(engine, chosen):
+                # ASCII-only JSON: safe to `cat`, whatever bytes the raw input holds.
+                fo.write(json.dumps(full_json(row)) + "\n")
+                written += 1
     if as_json:
         emit_json({"path": str(output), "written": written})
     else:
@@ -387,7 +392,7 @@ def purge_command(
 
     cutoff = parse_time(before, "--before")
     assert cutoff is not None
-    engine = _engine(db)
+    engine = _engine(db, create=True)
     matched, unresolved = dl.count(engine, dl.Selection(before=cutoff, unresolved=False))
     deleted = dl.purge(engine, cutoff) if yes else 0
     if as_json:

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 @contextmanager
 def _store(db: str | None) -> Iterator[Engine | DriverReader]:
     """The configured store, to read: a read-only connection of the driver when the store is
-    at the newest schema (`connect_at_head`), else the engine every command opens (which
-    creates, migrates or refuses the store, with the same errors as ever)."""
+    at the newest schema (`connect_at_head`), else the engine of a command that reads
+    (which migrates an older store, and refuses one that is not there rather than create
+    an empty one)."""
     from ledger.store.readonly import connect_at_head
 
     url = settings(db_url=db).db_url
@@ -40,7 +41,7 @@ def _store(db: str | None) -> Iterator[Engine | DriverReader]:
     if direct is None:
         from ledger.store.database import open_engine
 
-        yield open_engine(url)
+        yield open_engine(url, create=False)
         return
     try:
         yield direct

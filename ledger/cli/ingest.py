@@ -3,6 +3,7 @@ onto the topic) and `export` (the topic into an archive)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,14 +11,18 @@ import typer
 from rich.table import Table
 
 from ledger.cli.common import (
+    STDIO,
     BootstrapOption,
     DbOption,
+    FormatOption,
     JsonOption,
     PoliciesOption,
     ResetPositionsOption,
     TopicOption,
+    check_output,
     emit_json,
     err,
+    event_files,
     file_progress,
     kafka_errors,
     out,
@@ -51,7 +56,9 @@ def render_summary(summary: Any, title: str) -> None:
     for assignment, n in sorted(summary.assignments.items()):
         t.add_row(plain(f"  {assignment}"), f"{n:,}")
     t.add_row("time", f"{summary.seconds:.1f} s")
-    t.add_row("throughput", f"{summary.events_per_second:,.0f} events/s")
+    if summary.applied:
+        # A rate of nothing applied would only measure how fast a file is skipped.
+        t.add_row("throughput", f"{summary.events_per_second:,.0f} events/s")
     out.print(t)
     if summary.dead_letter_samples:
         err.print("dead letters (first ones):", markup=False)
@@ -75,8 +82,13 @@ def parse_offsets(value: str) -> dict[int, int]:
 def replay(
     files: Annotated[
         list[Path] | None,
-        typer.Argument(help="Event files (.jsonl or .avro), applied in order.", show_default=False),
+        typer.Argument(
+            help="Event files (.jsonl or .avro), applied in order; - for standard input "
+            "(with --format).",
+            show_default=False,
+        ),
     ] = None,
+    fmt: FormatOption = None,
     db: DbOption = None,
     from_kafka: Annotated[
         bool, typer.Option("--from-kafka", help="Replay the topic instead of files.")
@@ -116,7 +128,9 @@ def replay(
     """Apply event files, or a Kafka topic, to the ledger.
 
     Files: already applied events are skipped (each file's stored position, and event
-    ids), so a second replay of the same file applies nothing.
+    ids), so a second replay of the same file applies nothing. `-` reads standard input
+    (`--format jsonl|avro`), spooled to a temporary file first: replaying the same bytes
+    twice applies nothing the second time, as for a file.
 
     --from-kafka: rebuilds (fresh database) or continues a projection from the topic and
     stops when caught up with the end seen at start (the last stable offset: records of
@@ -129,7 +143,6 @@ def replay(
     errors.
     """
     from ledger.app.ingest.replay import replay_files, replay_topic
-    from ledger.sources.files import check_paths
     from ledger.sources.kafka import StartAt
 
     if from_kafka == bool(files):
@@ -140,15 +153,17 @@ def replay(
         )
     if sum(map(bool, (from_beginning, from_offset, from_time))) > 1:
         raise UsageError("use only one of --from-beginning, --from-offset, --from-time")
+    if from_kafka and fmt is not None:
+        raise UsageError("--format is the format of standard input (-), not of a topic")
     s = settings(db_url=db, batch_size=batch_size, kafka_bootstrap=bootstrap, kafka_topic=topic)
     if files:
-        check_paths(files)
-        wired = projector(s, policies)
-        warn_if_dev_phone_key(s)  # once the command line and store are known good
-        tune_gc_for_streaming()
-        shown, hook = file_progress(files)
-        with shown:
-            summary = replay_files(wired, files, batch_size=s.batch_size, progress=hook)
+        with event_files(files, fmt) as paths:
+            wired = projector(s, policies)
+            warn_if_dev_phone_key(s)  # once the command line and store are known good
+            tune_gc_for_streaming()
+            shown, hook = file_progress(paths)
+            with shown:
+                summary = replay_files(wired, paths, batch_size=s.batch_size, progress=hook)
     else:
         start: StartAt | None = None
         if from_beginning:
@@ -182,7 +197,11 @@ def replay(
 
 
 def publish(
-    files: Annotated[list[Path], typer.Argument(help="Event files (.jsonl or .avro).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Event files (.jsonl or .avro); - for standard input (with --format)."),
+    ],
+    fmt: FormatOption = None,
     bootstrap: BootstrapOption = None,
     topic: TopicOption = None,
     compression: Annotated[
@@ -194,7 +213,8 @@ def publish(
     ] = DEFAULT_COMPRESSION,
     as_json: JsonOption = False,
 ) -> None:
-    """Send events from files to the topic (key = user_id, Avro single-object encoding).
+    """Send events from files (or standard input, `-`) to the topic (key = user_id, Avro
+    single-object encoding).
 
     Each event is validated first; invalid lines are reported with their position and
     not sent. Sends use acks=all with one request in flight per broker, so a user's
@@ -203,7 +223,6 @@ def publish(
     """
     from ledger.app.ingest.publish import publish_files
     from ledger.codecs.policy_files import load_policies
-    from ledger.sources.files import check_paths
     from ledger.sources.kafka import make_producer
 
     if compression not in COMPRESSION_TYPES:
@@ -212,23 +231,24 @@ def publish(
         )
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
     server = s.kafka.require_bootstrap()
-    check_paths(files)
-    rules = load_policies()
-    with kafka_errors(server):
-        producer = make_producer(s.kafka, compression=compression)
-        shown, hook = file_progress(files)
-        try:
-            with shown:
-                summary = publish_files(producer, s.kafka.topic, files, rules, progress=hook)
-        finally:
-            producer.close(timeout=30)
+    with event_files(files, fmt) as paths:
+        rules = load_policies()
+        with kafka_errors(server):
+            producer = make_producer(s.kafka, compression=compression)
+            shown, hook = file_progress(paths)
+            try:
+                with shown:
+                    summary = publish_files(producer, s.kafka.topic, paths, rules, progress=hook)
+            finally:
+                producer.close(timeout=30)
     if as_json:
         emit_json(summary.to_json())
     else:
+        rate = f" ({summary.events_per_second:,.0f}/s)" if summary.sent else ""
         out.print(
             plain(
-                f"sent {summary.sent:,} events to {s.kafka.topic} in {summary.seconds:.1f} s "
-                f"({summary.events_per_second:,.0f}/s); {summary.invalid:,} invalid, not sent"
+                f"sent {summary.sent:,} events to {s.kafka.topic} in {summary.seconds:.1f} s"
+                f"{rate}; {summary.invalid:,} invalid, not sent"
             )
         )
         for line in summary.invalid_samples:
@@ -238,7 +258,12 @@ def publish(
 
 
 def export(
-    output: Annotated[Path, typer.Option("-o", "--output", help="Archive to write (.avro).")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "-o", "--output", help="Archive to write (.avro); - for standard output."
+        ),
+    ],
     bootstrap: BootstrapOption = None,
     topic: TopicOption = None,
     as_json: JsonOption = False,
@@ -248,25 +273,36 @@ def export(
     Each event carries its record time (the Kafka timestamp) as recorded_at, so
     `ledger replay ARCHIVE` builds exactly the history `ledger replay --from-kafka` does.
     Undecodable records are skipped and reported (they belong to the dead-letter topic).
+    `-o -` writes the archive to standard output, and the report to standard error.
     """
     from ledger.app.ingest.export import export_topic
-    if output.suffix != ".avro":
+
+    to_stdout = str(output) == STDIO
+    if to_stdout and as_json:
+        raise UsageError("--json reports on a file written: give -o FILE.avro with it")
+    if not to_stdout and output.suffix != ".avro":
         raise UsageError(f"{output}: exports are Avro container files; name it *.avro")
     s = settings(kafka_bootstrap=bootstrap, kafka_topic=topic)
+    if not to_stdout:
+        check_output(output)
     with reading_topic(s, f"export {s.kafka.topic}") as (consumer, advance):
         summary = export_topic(
             consumer,
             s.kafka.topic,
-            output,
+            sys.stdout.buffer if to_stdout else output,
             watermark_timeout_s=s.kafka.watermark_timeout_s,
             progress=advance,
         )
+    if to_stdout:
+        sys.stdout.buffer.flush()
     if as_json:
         emit_json(summary.to_json())
     else:
-        out.print(
+        # Standard output may be the archive itself: the report goes beside it.
+        (err if to_stdout else out).print(
             plain(
                 f"wrote {summary.written:,} events from {s.kafka.topic} to {output} "
                 f"({summary.skipped:,} undecodable skipped) in {summary.seconds:.1f} s"
-            )
+            ),
+            soft_wrap=True,
         )

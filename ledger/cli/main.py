@@ -24,7 +24,12 @@ from ledger.cli import history as history_commands
 from ledger.cli import impact as impact_commands
 from ledger.cli import policy as policy_commands
 from ledger.cli import serve as serve_commands
-from ledger.cli.common import LedgerGroup, command_group, typer_parameter
+from ledger.cli.common import (
+    LedgerGroup,
+    command_group,
+    typer_parameter,
+    without_flag_placeholders,
+)
 from ledger.cli.options import READS, Command
 
 if TYPE_CHECKING:
@@ -57,9 +62,11 @@ class RootGroup(LedgerGroup):
             group = typer.main.get_group(loaded)
             group.name = cmd_name
             return group
-        single = typer.Typer(rich_markup_mode="markdown")  # as command_group
+        # As command_group: no shell completion of its own (the root offers it, for every
+        # command), markdown help.
+        single = typer.Typer(rich_markup_mode="markdown", add_completion=False)
         single.command(cmd_name)(loaded)
-        return typer.main.get_command(single)
+        return without_flag_placeholders(typer.main.get_command(single), ctx)
 
 
 # --- the commands that ask the ledger --------------------------------------------------
@@ -139,6 +146,7 @@ app = command_group(
     "Exit status: 0 success; 1 an error (one line on stderr); 2 a usage error; "
     "3 finished, but some input was dead-lettered.",
     cls=RootGroup,
+    completion=True,
 )
 app.command()(generate.generate)
 app.command()(ingest.replay)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,16 +12,17 @@ import typer
 
 from ledger.cli import signals
 from ledger.cli.common import (
+    DEV_KEY_WARNING,
     DbOption,
     JsonOption,
+    check_output,
     emit_json,
-    err,
-    escape_control,
     out,
     plain,
     settings,
-    warn_if_dev_phone_key,
+    writing,
 )
+from ledger.cli.logs import LogFormatOption, ServiceLog
 from ledger.errors import LedgerError, UsageError
 
 UserArgument = Annotated[str, typer.Argument(help="User id, e.g. u-000042.")]
@@ -34,16 +34,8 @@ NO_TOKENS_NOTE = (
 )
 
 
-class _PlainFormatter(logging.Formatter):
-    # Log lines quote request paths and database messages: spell out control characters.
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        return escape_control(super().formatMessage(record))
-
-
-def _log_to_stderr(access_log: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+def _log_to_stderr(service_log: ServiceLog, access_log: bool) -> None:
+    service_log.configure("%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
     # uvicorn's start-up chatter repeats what `serve` prints itself.
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -136,6 +128,7 @@ def serve(
             help="Run even though LEDGER_PHONE_KEY is not set (for development only).",
         ),
     ] = False,
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Serve the ledger over HTTP: the questions of current, history and explain, the
     timeline picture, stats, dead letters (admin), health and Prometheus metrics.
@@ -146,20 +139,51 @@ def serve(
     even while the database is down (then /readyz answers 503 until it is back).
     SIGTERM/SIGINT finish the requests under way and exit 0.
 
-    Refuses to start (exit 2) without LEDGER_PHONE_KEY unless --allow-dev-key is given."""
+    Refuses to start (exit 2) without LEDGER_PHONE_KEY unless --allow-dev-key is given.
+
+    --log-format json writes every log line (uvicorn's too), notice and the error that
+    stops it as one JSON object (time, level, logger, message and fields; an access log
+    line has client, method, path, http_version and status)."""
     # A stop asked for while starting is kept and honoured once the server runs.
     signals.hold()
+    service_log = ServiceLog(log_format, "ledger.serve")
+    if service_log.json:
+        # Configured first: in JSON, even a setting refused below is a JSON line.
+        _log_to_stderr(service_log, access_log)
+    with service_log.errors():
+        _serve(
+            service_log,
+            settings(db_url=db, api_tokens_file=tokens_file, api_metrics_access=metrics_access),
+            host=host,
+            port=port,
+            threads=threads,
+            access_log=access_log,
+            allow_dev_key=allow_dev_key,
+        )
+    raise typer.Exit(0)
+
+
+def _serve(
+    service_log: ServiceLog,
+    s: Any,
+    *,
+    host: str,
+    port: int,
+    threads: int,
+    access_log: bool,
+    allow_dev_key: bool,
+) -> None:
     from ledger.http.auth import load_access
     from ledger.store.readonly import open_reader, readiness
 
-    s = settings(db_url=db, api_tokens_file=tokens_file, api_metrics_access=metrics_access)
     if s.uses_dev_phone_key and not allow_dev_key:
         raise UsageError(
             "LEDGER_PHONE_KEY is not set: refusing to serve a ledger whose phone hashes use "
             "the public development key; set LEDGER_PHONE_KEY (or pass --allow-dev-key for "
             "development)"
         )
-    warn_if_dev_phone_key(s)
+    if s.uses_dev_phone_key:
+        service_log.say(DEV_KEY_WARNING, logging.WARNING)
     access, warnings = load_access(s.api)
     infos = _addresses(host, port)
     if access.open and not _is_loopback(infos):
@@ -169,20 +193,20 @@ def serve(
             "127.0.0.1"
         )
     engine = open_reader(s.db_url, pool_size=threads)
-    _log_to_stderr(access_log)
+    if not service_log.json:
+        _log_to_stderr(service_log, access_log)
     for line in warnings:
-        err.print(plain(line), soft_wrap=True)
+        service_log.say(line, logging.WARNING)
     state = readiness(engine)
     if not state.ready:
-        err.print(plain(f"warning: not ready yet: {state.problem}"), soft_wrap=True)
+        service_log.say(f"warning: not ready yet: {state.problem}", logging.WARNING)
     sock = _bind(infos)
     url = _url(sock.getsockname())
-    err.print(plain(f"serving {url} (API docs at {url}/docs)"), soft_wrap=True)
+    service_log.say(f"serving {url} (API docs at {url}/docs)", url=url, docs=f"{url}/docs")
     if access.open:
-        err.print(plain(NO_TOKENS_NOTE.format(host=sock.getsockname()[0])), soft_wrap=True)
+        service_log.say(NO_TOKENS_NOTE.format(host=sock.getsockname()[0]), logging.WARNING)
     _run(engine, access, sock, access_log, threads)
     engine.dispose()
-    raise typer.Exit(0)
 
 
 def _run(engine: Any, access: Any, sock: socket.socket, access_log: bool, threads: int) -> None:
@@ -243,9 +267,11 @@ def timeline(
     suffix = output.suffix.lower()
     if suffix not in (".svg", ".html", ".htm"):
         raise UsageError(f"-o {str(output)!r}: name a .svg or .html file")
-    data = query_timeline(open_engine(settings(db_url=db).db_url), user)
+    check_output(output)
+    data = query_timeline(open_engine(settings(db_url=db).db_url, create=False), user)
     content = render_svg(data) if suffix == ".svg" else render_html(data)
-    output.write_text(content, encoding="utf-8")
+    with writing(output):
+        output.write_text(content, encoding="utf-8")
     summary = {
         "user_id": user,
         "output": str(output),

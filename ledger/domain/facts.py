@@ -59,6 +59,18 @@ def event_phones(event: Event) -> tuple[str, ...]:
     return (p.phone,) if isinstance(p, SignedUp | PhoneChanged) else ()
 
 
+# What the phone key's fingerprint is the MAC of: a fixed label, never a phone number.
+PHONE_KEY_FINGERPRINT_LABEL = b"jurisdiction-ledger phone-key fingerprint v1"
+
+
+@lru_cache(maxsize=8)
+def phone_key_fingerprint(key: bytes) -> str:
+    """Which key a store's phone hashes were made with, without the key: HMAC-SHA256 of a
+    fixed label under it (hex). Two keys give different fingerprints, and the fingerprint
+    gives the key away no more than the stored phone hashes already do."""
+    return hmac.new(key, PHONE_KEY_FINGERPRINT_LABEL, hashlib.sha256).hexdigest()
+
+
 def reduce_phone(
     raw: str, key: bytes, parsed: Mapping[str, ParsedPhone] | None = None
 ) -> PhoneFacts:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -38,7 +39,18 @@ from ledger.queries.timeline import timeline as query_timeline
 from ledger.render.timeline import render_html, render_svg
 from ledger.store.readonly import readiness
 
-API_VERSION = "1.0.0"
+DISTRIBUTION = "jurisdiction-ledger"  # the package's name in pyproject.toml
+
+
+def package_version() -> str:
+    """The installed package's version, which the OpenAPI document states: one version,
+    from the package metadata, wherever the ledger says which it is."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 STATS_TTL_S = 10.0  # /v1/stats reads whole tables; dashboards poll it
 DEAD_LETTER_PAGE_BYTES = 16 << 20  # raw input per /v1/dead-letters answer, about
 # The timeline page fetches nothing and runs nothing; the SVG alike.
@@ -157,7 +169,7 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
     app = FastAPIOffline(
         lifespan=lifespan,
         title="Jurisdiction ledger",
-        version=API_VERSION,
+        version=package_version(),
         description=DESCRIPTION,
         openapi_url="/openapi.json",
         docs_url="/docs",
@@ -168,7 +180,7 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
     app.state.access = access
     metrics = HttpMetrics()
     install(app)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
     stats_cache = _Cached(STATS_TTL_S)
 
     auditor = [Depends(requirement("auditor"))]

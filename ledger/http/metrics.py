@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -14,6 +15,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from starlette.routing import Match
 
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # {user_id:path} -> {user_id}, as in OpenAPI
 
@@ -44,11 +46,29 @@ class HttpMetrics:
 class MetricsMiddleware:
     """Plain ASGI (no per-request task or body buffering). Routes are labelled by their
     template (`/v1/users/{user_id}/history`), never by the path: user ids would make the
-    label set unbounded and put personal identifiers into the metrics."""
+    label set unbounded and put personal identifiers into the metrics.
 
-    def __init__(self, app: Any, metrics: HttpMetrics) -> None:
+    FastAPI names the route it chose in the scope for its own endpoints only; the routes
+    the framework adds (`/openapi.json`, `/docs`, `/redoc`, the documentation's static
+    files) are looked up in `routes`, the app's route list, so that they are not counted
+    as "unmatched" with the paths nothing serves."""
+
+    def __init__(self, app: Any, metrics: HttpMetrics, routes: Sequence[Any] = ()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
+
+    def _template(self, scope: Any, asked: Any) -> str:
+        """The route template of the request: `scope` as the app left it, `asked` as it
+        arrived (a mount rewrites the paths in the scope it hands on)."""
+        path = getattr(scope.get("route"), "path", None)
+        if path:
+            return _CONVERTOR.sub(r"{\1}", path)
+        for route in self.routes:
+            match, _ = route.matches(asked)
+            if match is Match.FULL:
+                return str(getattr(route, "path_format", None) or route.path)
+        return "unmatched"
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -56,6 +76,7 @@ class MetricsMiddleware:
             return
         start = time.perf_counter()
         status = 500
+        asked = dict(scope)
 
         async def sending(message: Any) -> None:
             nonlocal status
@@ -66,7 +87,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            path = getattr(scope.get("route"), "path", None)
-            route = _CONVERTOR.sub(r"{\1}", path) if path else "unmatched"
+            route = self._template(scope, asked)
             self.metrics.requests.labels(scope["method"], route, str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)

@@ -12,6 +12,7 @@ bytes) and Avro blocks and records are bounded the same way (`AvroCodec.read_con
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,10 @@ from ledger.errors import LedgerError
 from ledger.sources.records import SourceRecord
 
 SUFFIXES = (".jsonl", ".avro")
+# The formats by name, as `--format` takes them for standard input and output.
+FORMATS = ("jsonl", "avro")
+# The name under which standard input is spooled: positions read `stdin.jsonl:17`.
+STDIN_NAME = "stdin"
 
 
 class SourceError(LedgerError):
@@ -166,6 +171,40 @@ def _avro(
             )
 
 
+def spool(stream: IO[bytes], directory: Path, fmt: str) -> Path:
+    """Copy `stream` (standard input) into a file `stdin.<fmt>` in `directory` and return
+    it: a file's source key is the hash of its whole content, so standard input is read to
+    its end before anything is applied, in pieces (bounded by the disk, not by memory), and
+    then replays exactly as a file of the same bytes does: the same events applied once,
+    nothing the second time."""
+    if fmt not in FORMATS:
+        raise SourceError(f"unknown format {fmt!r} (expected jsonl or avro)")
+    path = directory / f"{STDIN_NAME}.{fmt}"
+    with path.open("wb") as fo:
+        shutil.copyfileobj(stream, fo, _SKIP_CHUNK)
+    return path
+
+
+def write_event_stream(
+    fo: IO[bytes],
+    fmt: str,
+    items: Iterable[tuple[Event, datetime | None]],
+    *,
+    sync_marker: bytes | None = None,
+) -> int:
+    """Write (event, record time or None) pairs to a binary stream as JSON Lines (`fmt`
+    "jsonl") or an Avro object container ("avro"); returns how many were written."""
+    if fmt == "jsonl":
+        count = 0
+        for event, recorded_at in items:
+            fo.write(event_to_json_line(event, recorded_at).encode("utf-8") + b"\n")
+            count += 1
+        return count
+    if fmt == "avro":
+        return AvroCodec().write_container(fo, items, sync_marker=sync_marker)
+    raise SourceError(f"unknown format {fmt!r} (expected jsonl or avro)")
+
+
 def write_event_file(
     path: Path,
     items: Iterable[tuple[Event, datetime | None]],
@@ -174,15 +213,7 @@ def write_event_file(
 ) -> int:
     """Write (event, record time or None) pairs as `.jsonl` or an `.avro` container, by
     suffix; returns how many were written."""
-    if path.suffix == ".jsonl":
-        count = 0
-        with path.open("w", encoding="utf-8", newline="\n") as fo:
-            for event, recorded_at in items:
-                fo.write(event_to_json_line(event, recorded_at))
-                fo.write("\n")
-                count += 1
-        return count
-    if path.suffix == ".avro":
-        with path.open("wb") as fo:
-            return AvroCodec().write_container(fo, items, sync_marker=sync_marker)
-    raise SourceError(f"{path}: unknown file type {path.suffix!r} (expected .jsonl or .avro)")
+    if path.suffix not in SUFFIXES:
+        raise SourceError(f"{path}: unknown file type {path.suffix!r} (expected .jsonl or .avro)")
+    with path.open("wb") as fo:
+        return write_event_stream(fo, path.suffix.removeprefix("."), items, sync_marker=sync_marker)

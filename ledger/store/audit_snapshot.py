@@ -30,6 +30,7 @@ from sqlalchemy.sql import ColumnElement, Select
 
 from ledger.app.ports import StoredEvent, StoredHistory, StoredUser
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
+from ledger.store.batch_writer import stored_fingerprint
 from ledger.store.errors import translated_errors
 from ledger.store.rows import history_row_from_row, observation_from_row
 from ledger.store.schema import assignment_history, events, policy_pins, users
@@ -203,6 +204,10 @@ class SqlAuditSnapshot:
         q = select(policy_pins.c.version, policy_pins.c.hash)
         with translated_errors(reading=True):
             return {r.version: r.hash for r in self.conn.execute(q)}
+
+    def phone_key_fingerprint(self) -> str | None:
+        with translated_errors(reading=True):
+            return stored_fingerprint(self.conn)
 
     def max_app_seq(self) -> int:
         with translated_errors(reading=True):

@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, Table, select
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan
+from ledger.app.ports import PhoneKeyChanged
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
 from ledger.domain.facts import (
     observed_fields,
@@ -27,6 +28,7 @@ from ledger.store.schema import (
     assignment_history,
     dead_letters,
     events,
+    key_fingerprints,
     policy_pins,
     source_positions,
     sqlite_instant,
@@ -252,9 +254,33 @@ def dead_letter_values(plan: BatchPlan, raw_limit: int) -> list[dict[str, Any]]:
     return rows
 
 
+PHONE_KEY = "phone"  # the purpose of the phone key's row in key_fingerprints
+
+
+def stored_fingerprint(conn: Connection, purpose: str = PHONE_KEY) -> str | None:
+    """The fingerprint the store records for `purpose` (None: none yet)."""
+    q = select(key_fingerprints.c.fingerprint).where(key_fingerprints.c.purpose == purpose)
+    return conn.execute(q).scalar()
+
+
+def claim_phone_key(rows: _Rows, fingerprint: str, recorded_at: datetime | None) -> None:
+    """Record the phone key's fingerprint unless the store has one, and refuse a plan made
+    under another key: in the batch's transaction, so two writers under different keys
+    starting on an empty store cannot both win (the second waits for the first's row,
+    then reads it)."""
+    rows.insert_new(
+        key_fingerprints,
+        ("purpose", "fingerprint", "recorded_at"),
+        [(PHONE_KEY, fingerprint, rows.instant(recorded_at))],
+    )
+    PhoneKeyChanged.check(stored_fingerprint(rows.conn), fingerprint)
+
+
 def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     """All writes of one batch; the caller owns the transaction."""
     rows = _Rows(conn)
+    if plan.events and plan.phone_key_fingerprint is not None:
+        claim_phone_key(rows, plan.phone_key_fingerprint, plan.recorded_at)
     # In key order, so two writers that share users take their row locks in the same
     # order and one waits for the other instead of deadlocking.
     numbered = zip(rows.app_seqs(len(plan.events)), plan.events, strict=True)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Kept here so that a command on a current store never imports
 # Alembic (a tenth of a second); a test checks it against Alembic's own head.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 def _alembic_config() -> Any:
@@ -51,8 +51,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def open_engine(url: str, *, migrate: bool = True) -> Engine:
-    """An engine on `url`, migrated to the newest schema unless `migrate` is false."""
+def missing_store(url: str, path: Path) -> StoreUnavailable:
+    """The error of a command that reads a SQLite store whose file is not there: opening it
+    would create an empty database, and a mistyped path would then answer "unknown user"."""
+    return StoreUnavailable(
+        f"no ledger database at {url}: no such file {path} (replay events into it first)"
+    )
+
+
+def open_engine(url: str, *, migrate: bool = True, create: bool = True) -> Engine:
+    """An engine on `url`, migrated to the newest schema unless `migrate` is false.
+
+    `create` false is for commands that only read: a SQLite file that is not there, or a
+    database without the ledger's tables, is refused (StoreUnavailable) instead of being
+    created; a store at an older schema is still migrated."""
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
@@ -62,9 +74,12 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
     except ArgumentError:
         raise StoreUnavailable(f"not a database URL: {url!r} (e.g. sqlite:///ledger.db)") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        parent = Path(parsed.database).expanduser().resolve().parent
+        path = Path(parsed.database).expanduser()
+        parent = path.resolve().parent
         if not parent.is_dir():
             raise StoreUnavailable(f"cannot open database {url}: directory {parent} does not exist")
+        if not create and not path.is_file():
+            raise missing_store(url, path)
     sqlite = parsed.get_backend_name() == "sqlite"
     # A writer waits this long for another's SQLite write lock (a batch, or a migration of
     # a large store) before it counts as contention.
@@ -80,6 +95,13 @@ def open_engine(url: str, *, migrate: bool = True) -> Engine:
         event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect() as conn:
+            if not create and current_revision(conn) is None:
+                conn.rollback()
+                engine.dispose()
+                raise StoreUnavailable(
+                    f"no ledger database at {parsed.render_as_string()}: the database has "
+                    "no ledger tables (replay events into it first)"
+                )
             if migrate:
                 _upgrade(conn)
     except OperationalError as exc:

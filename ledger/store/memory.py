@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.app.ports import HistoryTableRow, StoreConflict
+from ledger.app.ports import HistoryTableRow, PhoneKeyChanged, StoreConflict
 from ledger.domain.audit.chain import GENESIS
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
@@ -54,6 +54,7 @@ class _State:
     positions: dict[PositionKey, int] = field(default_factory=dict)
     identities: dict[str, SourceIdentity] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)  # policy version -> content hash
+    phone_key: str | None = None  # the fingerprint of the key of the phone hashes
 
 
 class MemoryTransaction:
@@ -125,6 +126,9 @@ class MemoryStore:
     def policy_pins(self) -> dict[str, str]:
         return dict(self._state.pins)
 
+    def phone_key_fingerprint(self) -> str | None:
+        return self._state.phone_key
+
     def reset_positions(self, source: str) -> int:
         with self._lock:
             keys = [k for k in self._state.positions if k[0] == source]
@@ -185,6 +189,9 @@ def _check_keys(state: _State, plan: BatchPlan) -> None:
 
 def _apply(state: _State, plan: BatchPlan, raw_limit: int) -> None:
     _check_keys(state, plan)
+    if plan.events and plan.phone_key_fingerprint is not None:
+        PhoneKeyChanged.check(state.phone_key, plan.phone_key_fingerprint)
+        state.phone_key = state.phone_key or plan.phone_key_fingerprint
     for applied in plan.events:
         state.events[applied.observation.event_id] = applied
         state.user_events.setdefault(applied.observation.user_id, []).append(

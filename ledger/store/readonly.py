@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.errors import StoreUnavailable
-from ledger.store.database import HEAD_REVISION, current_revision, head_revision
+from ledger.store.database import (
+    HEAD_REVISION,
+    current_revision,
+    head_revision,
+    missing_store,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -91,11 +96,11 @@ def connect_at_head(url: str) -> DriverReader | None:
     """A read-only connection of the driver itself to the store `url`, if `url` plainly names
     an existing SQLite file or a `postgresql+psycopg` database whose schema is at
     `HEAD_REVISION`. None for anything else: another backend or driver, a URL with query
-    parameters, escapes or several hosts, a missing file (opening creates it), an older
-    schema (opening migrates it), a server that does not answer, a file that is not a
-    database. The caller then opens the store with `ledger.store.database.open_engine`,
-    which does or reports all of that as it always has; so does a URL that SQLAlchemy might
-    read differently from the driver."""
+    parameters, escapes or several hosts, a missing file, an older schema (opening
+    migrates it), a server that does not answer, a file that is not a database. The caller
+    then opens the store with `ledger.store.database.open_engine(url, create=False)`, which
+    does or reports all of that (a missing store is refused, never created); so does a URL
+    that SQLAlchemy might read differently from the driver."""
     for prefix in ("sqlite:///", "sqlite+pysqlite:///"):
         if url.startswith(prefix):
             return _sqlite_at_head(url.removeprefix(prefix))
@@ -175,9 +180,7 @@ def open_reader(url: str, *, pool_size: int = 8) -> Engine:
             raise StoreUnavailable("an in-memory SQLite database has nothing to serve")
         path = Path(parsed.database).expanduser()
         if not path.is_file():
-            raise StoreUnavailable(
-                f"no ledger database at {url}: no such file {path} (replay events into it first)"
-            )
+            raise missing_store(url, path)
         # A reader in WAL mode waits for a writer's lock only around checkpoints.
         args: dict[str, object] = {"timeout": 5.0, "check_same_thread": False}
         kwargs: dict[str, object] = {}

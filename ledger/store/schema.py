@@ -171,6 +171,17 @@ policy_pins = Table(
     Column("pinned_at", UTCDateTime(), nullable=False),
 )
 
+# Fingerprints of the keys the store's stored values depend on, by purpose ("phone": the
+# HMAC key of the phone hashes), recorded with the first events (never the key itself): a
+# writer under another key is refused (ledger.app.ports.PhoneKeyChanged).
+key_fingerprints = Table(
+    "key_fingerprints",
+    metadata,
+    Column("purpose", String(32), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+)
+
 source_positions = Table(
     "source_positions",
     metadata,

@@ -18,7 +18,7 @@ from ledger.domain.facts import (
 )
 from ledger.domain.projection import HistoryRow, UserProjection
 from ledger.sources.records import SourceIdentity
-from ledger.store.batch_writer import write_plan
+from ledger.store.batch_writer import stored_fingerprint, write_plan
 from ledger.store.errors import translated_errors
 from ledger.store.rows import history_row_from_row, observation_from_row
 from ledger.store.schema import (
@@ -183,6 +183,10 @@ class SqlStore:
     def policy_pins(self) -> dict[str, str]:
         with translated_errors(), self.engine.connect() as conn:
             return dict(conn.execute(select(policy_pins.c.version, policy_pins.c.hash)).all())
+
+    def phone_key_fingerprint(self) -> str | None:
+        with translated_errors(), self.engine.connect() as conn:
+            return stored_fingerprint(conn)
 
     def reset_positions(self, source: str) -> int:
         with translated_errors(), self.engine.begin() as conn:

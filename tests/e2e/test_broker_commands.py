@@ -25,15 +25,17 @@ def test_cli_start_status_topics_stop(tmp_path: Path) -> None:
     runner = CliRunner()
     state = ["--state-dir", str(tmp_path)]
 
-    started = runner.invoke(broker_app, ["start", "--json", *state])
+    started = runner.invoke(broker_app, ["start", *state])
     assert started.exit_code == 0, started.output
-    info = json.loads(started.stdout)
     try:
         status = runner.invoke(broker_app, ["status", "--json", *state])
         assert status.exit_code == 0, status.output
-        assert [(b["port"], b["alive"]) for b in json.loads(status.stdout)] == [
-            (info["port"], True)
-        ]
+        [info] = json.loads(status.stdout)
+        assert info["alive"]
+        # Commands to paste, whole: before, `stop it: broker stop …` lacked `ledger`.
+        lines = started.stdout.splitlines()
+        assert f"use it:  export LEDGER_BOOTSTRAP={info['bootstrap']}" in lines
+        assert f"stop it: ledger broker stop --state-dir {tmp_path}" in lines
 
         created = runner.invoke(
             topics_app,
@@ -44,7 +46,11 @@ def test_cli_start_status_topics_stop(tmp_path: Path) -> None:
         assert json.loads(created.stdout)["created"] == ["account-events", "account-events.dlq"]
         again = runner.invoke(topics_app, ["create", "--bootstrap", info["bootstrap"]])
         assert again.exit_code == 0, again.output
-        assert "already existed" in again.stdout
+        # Before, "(1 partitions)".
+        assert again.stdout.splitlines() == [
+            "account-events: already existed (6 partitions)",
+            "account-events.dlq: already existed (1 partition)",
+        ]
     finally:
         stopped = runner.invoke(broker_app, ["stop", *state])
     assert stopped.exit_code == 0, stopped.output

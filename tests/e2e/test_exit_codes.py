@@ -74,6 +74,28 @@ def test_replay(db: str, events: Path, bad_events: Path, tmp_path: Path) -> None
     assert "cannot reach Kafka" in gone.stderr
 
 
+def test_standard_input_and_output_need_a_format(db: str, events: Path, tmp_path: Path) -> None:
+    """`-` names standard input or output, which has no suffix to tell its format by."""
+    for args, says in (
+        (("generate", "-o", "-"), "give --format jsonl or --format avro"),
+        (("generate", "-o", "-", "--format", "csv"), "--format 'csv': expected jsonl or avro"),
+        (("generate", "-o", "-", "--format", ""), "--format '': expected jsonl or avro"),
+        (("generate", "-o", "-", "--format", "jsonl", "--json"), "give -o FILE with it"),
+        (("generate", "-o", str(tmp_path / "g.jsonl"), "--format", "avro"), "the file name says"),
+        (("replay", "-", "--db", db), "give --format jsonl or --format avro"),
+        (("replay", "-", "-", "--format", "jsonl", "--db", db), "can be read only once"),
+        (("replay", str(events), "--format", "jsonl", "--db", db), "format of standard input"),
+        (("replay", "--from-kafka", "--format", "avro", "--bootstrap", NO_BROKER), "a topic"),
+        (("publish", "-", "--bootstrap", NO_BROKER), "give --format jsonl or --format avro"),
+        (("export", "-o", "-", "--json", "--bootstrap", NO_BROKER), "give -o FILE.avro"),
+    ):
+        assert says in run(*args, code=2).stderr, args
+    assert "nope.jsonl: no such file" in run(
+        "replay", str(tmp_path / "nope.jsonl"), "-", "--format", "jsonl", "--db", db, code=1
+    ).stderr  # the files are checked before standard input is read
+    assert not (tmp_path / "g.jsonl").exists()
+
+
 def test_current(db: str, events: Path) -> None:
     run("replay", str(events), "--db", db, code=0)
     run("current", "u-1", "--at", "2026-02-01", "--db", db, code=0)
@@ -121,6 +143,33 @@ def test_consume(db: str) -> None:
     run("consume", "--bootstrap", NO_BROKER, "--allow-dev-key", "--db", db, code=1)
     run("consume", "--batch-size", "0", "--db", db, code=2)
     run("consume", "--metrics-port", "70000", "--allow-dev-key", "--db", db, code=2)
+    for hostile in ("xml", "", "JSON", "json\x1b[2J"):
+        refused = run("consume", "--log-format", hostile, "--db", db, code=2)
+        assert refused.stderr.startswith("ledger: error: --log-format")
+        assert "\x1b" not in refused.stderr
+
+
+def test_serve(db: str, tmp_path: Path) -> None:
+    """Only what fails before the server runs (the server itself: test_http_api.py); as a
+    process: serve holds SIGTERM and SIGINT from its start."""
+
+    def serve(*args: str, code: int) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+        done = subprocess.run(
+            [LEDGER, "serve", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert done.returncode == code, (args, done.stderr)
+        assert done.stderr.splitlines()[-1].startswith("ledger: error:")
+        return done
+
+    for hostile in ("xml", "", "text "):
+        refused = serve("--log-format", hostile, "--db", db, code=2)
+        assert refused.stderr.startswith("ledger: error: --log-format")
+        assert refused.stderr.count("\n") == 1
+    assert "LEDGER_PHONE_KEY is not set" in serve("--db", db, code=2).stderr
+    missing = tmp_path / "none.db"
+    result = serve("--allow-dev-key", "--db", f"sqlite:///{missing}", code=1)
+    assert "no ledger database" in result.stderr and not missing.exists()
 
 
 def test_topics_create() -> None:
@@ -215,6 +264,90 @@ def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_p
     huge.write_text(" " * (1 << 20) + "{}")
     for path in (garbage, partial, deep, huge):
         assert "ledger: error:" in run("verify", "--digest", str(path), "--db", db, code=1).stderr
+
+
+# --- a store that is not there ------------------------------------------------------------
+
+# Every command that only reads a store, with what else it needs.
+READERS = [
+    ("history", "u-1"),
+    ("current", "u-1"),
+    ("explain", "u-1"),
+    ("timeline", "u-1", "-o", "{tmp}/u-1.svg"),
+    ("dead-letters", "list"),
+    ("dead-letters", "show", "1"),
+    ("dead-letters", "export", "-o", "{tmp}/dead.jsonl"),
+    ("decisions", "export", "-o", "{tmp}/decisions.jsonl"),
+    ("verify",),
+    ("digest",),
+    ("impact", "--only", "wechat-style"),
+]
+
+
+@pytest.mark.parametrize("args", READERS, ids=" ".join)
+def test_a_command_that_reads_refuses_a_store_that_is_not_there(
+    args: tuple[str, ...], tmp_path: Path
+) -> None:
+    """Before, the user commands and the dead-letter commands created an empty database at a
+    mistyped path and answered from it ("unknown user", "no unresolved dead letters")."""
+    missing = tmp_path / "new.db"
+    argv = [a.format(tmp=tmp_path) for a in args]
+    result = run(*argv, "--db", f"sqlite:///{missing}", code=1)
+    assert result.stderr == (
+        f"ledger: error: no ledger database at sqlite:///{missing}: no such file {missing} "
+        "(replay events into it first)\n"
+    )
+    assert not any(tmp_path.iterdir()), "nothing is created, the store nor an output"
+
+
+WRITERS = [("db", "upgrade"), ("dead-letters", "purge", "--before", "2026-01-01")]
+
+
+@pytest.mark.parametrize("args", WRITERS, ids=" ".join)
+def test_a_command_that_writes_creates_the_store(args: tuple[str, ...], tmp_path: Path) -> None:
+    store = tmp_path / "new.db"
+    run(*args, "--db", f"sqlite:///{store}", code=0)
+    assert store.is_file()
+    run("dead-letters", "list", "--db", f"sqlite:///{store}", code=0)
+
+
+# --- files a command writes ------------------------------------------------------------------
+
+# Every command that writes a file the user names, with the suffix it wants.
+WRITES_A_FILE = {
+    "generate": (("generate", "--users", "2", "-o"), ".jsonl"),
+    "timeline": (("timeline", "u-1", "-o"), ".svg"),
+    "decisions export": (("decisions", "export", "-o"), ".jsonl"),
+    "dead-letters export": (("dead-letters", "export", "-o"), ".jsonl"),
+    "digest": (("digest", "-o"), ".json"),
+    "export": (("export", "--bootstrap", NO_BROKER, "-o"), ".avro"),
+}
+
+
+@pytest.mark.parametrize("command", WRITES_A_FILE)
+def test_an_output_path_that_cannot_be_written_is_named_in_one_line(
+    command: str, db: str, events: Path, tmp_path: Path
+) -> None:
+    """Before: `[Errno 2] No such file or directory: '/nonexistent/d.jsonl.partial'`, the
+    OS's message about a file the user never named. Now the path given, and what is wrong
+    with it, before any work is done."""
+    args, suffix = WRITES_A_FILE[command]
+    store = ["--db", db] if command not in ("generate", "export") else []
+    run("replay", str(events), "--db", db, code=0)
+    before = sorted(tmp_path.iterdir())
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    taken = tmp_path / f"taken{suffix}"
+    taken.mkdir()
+    missing = tmp_path / "no" / "dir"
+    for target, problem in (
+        (missing / f"out{suffix}", f"directory {missing} does not exist"),
+        (a_file / f"out{suffix}", f"{a_file} is not a directory"),
+        (taken, "it is a directory"),
+    ):
+        result = run(*args, str(target), *store, code=1)
+        assert result.stderr == f"ledger: error: cannot write {target}: {problem}\n"
+    assert sorted(tmp_path.iterdir()) == sorted([*before, a_file, taken])
 
 
 # --- errors about what a command reaches: Kafka and the database ------------------------

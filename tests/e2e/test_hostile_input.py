@@ -365,6 +365,44 @@ def test_replaying_a_line_over_the_limit_keeps_memory_bounded(tmp_path: Path) ->
     assert huge - baseline < 24 * 1024, (baseline, huge)
 
 
+# --- standard input: the same inputs, the same outcome -------------------------------------
+
+
+def test_hostile_lines_on_standard_input_are_dead_lettered_as_from_a_file(
+    cli: Cli, tmp_path: Path, reference
+) -> None:
+    """`ledger replay - --format jsonl` spools standard input to a file and replays that:
+    every hostile line is dead-lettered with the reason it has in a file, the valid ones
+    are applied, the line over the size limit too is never held whole, and the same bytes
+    again apply nothing."""
+    path = huge_line_file(tmp_path / "huge.jsonl", 4 << 20)
+    lines = path.read_bytes().splitlines(keepends=True)
+    data = b"".join(lines[:2]) + write_lines(tmp_path / "bad.jsonl", PUBLISH_BAD).read_bytes()
+    data += b"".join(lines[2:])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    replay = [str(Path(sys.executable).with_name("ledger")), "replay", "-", "--format", "jsonl"]
+
+    def piped() -> tuple[int, dict[str, object]]:
+        done = subprocess.run(
+            [*replay, "--json", "--db", cli.db], input=data, capture_output=True, env=env
+        )
+        return done.returncode, json.loads(done.stdout)
+
+    code, summary = piped()
+    bad = len(PUBLISH_BAD) + 1
+    assert (code, summary["applied"], summary["dead_lettered"]) == (3, len(GOOD), bad)
+    piped_reasons = sorted((r.position, r.reason) for r in _rows(cli.db, dead_letters))
+    assert {position.split(":")[0] for position, _ in piped_reasons} == {"stdin.jsonl"}
+    assert history_rows(cli.db) == reference(GOOD)
+    code, again = piped()
+    assert (code, again["applied"], again["dead_lettered"]) == (0, 0, 0)
+    # The same bytes as a file: the same reasons, at the same lines.
+    other = Cli(f"sqlite:///{tmp_path / 'file.db'}")
+    (tmp_path / "stdin.jsonl").write_bytes(data)
+    other.run("replay", str(tmp_path / "stdin.jsonl"), expect=3)
+    assert sorted((r.position, r.reason) for r in _rows(other.db, dead_letters)) == piped_reasons
+
+
 # --- publish: the same inputs are reported, not sent --------------------------------------
 
 @pytest.mark.kafka

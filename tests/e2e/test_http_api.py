@@ -12,6 +12,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
@@ -237,6 +238,37 @@ def test_health_readiness_metrics_and_openapi(api: SimpleNamespace) -> None:
     assert status == 200 and b"/static-offline-docs/swagger-ui-bundle.js" in html
     assert b"cdn." not in html  # the docs work without the internet
     assert s.get("/static-offline-docs/swagger-ui-bundle.js")[0] == 200
+
+
+def test_the_api_states_the_package_s_version(api: SimpleNamespace) -> None:
+    """Before, /openapi.json said 1.0.0 whatever the package's version (0.1.0)."""
+    assert api.server.json("/openapi.json")["info"]["version"] == version("jurisdiction-ledger")
+
+
+def test_the_documentation_s_routes_are_counted_by_their_own_names(api: SimpleNamespace) -> None:
+    """Before, /openapi.json, /docs and the documentation's files counted as
+    route="unmatched", beside the paths nothing serves."""
+    s = api.server
+
+    def answered(route: str, status: int) -> float:
+        _, _, body = s.get("/metrics", METRICS)
+        wanted = f'ledger_http_requests_total{{method="GET",route="{route}",status="{status}"}}'
+        lines = [line for line in body.decode().splitlines() if line.startswith(wanted)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    asked = {
+        "/openapi.json": ("/openapi.json", 200),
+        "/docs": ("/docs", 200),
+        "/redoc": ("/redoc", 200),
+        "/static-offline-docs/swagger-ui.css": ("/static-offline-docs/{path}", 200),
+        "/no/such/path": ("unmatched", 404),
+    }
+    before = {path: answered(*counted) for path, counted in asked.items()}
+    for path, (_, status) in asked.items():
+        assert s.get(path)[0] == status, path
+    for path, counted in asked.items():
+        assert answered(*counted) == before[path] + 1, path
+    assert answered("unmatched", 200) == 0
 
 
 # --- starting, stopping, access control ------------------------------------------------------

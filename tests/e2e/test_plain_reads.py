@@ -154,11 +154,42 @@ def test_a_store_the_reader_declines_fails_as_before(tmp_path: Path, make: str) 
     }.get(make, f"sqlite:///{path}")
     args = ["history", "u-1", "--json", "--db", url]
     typer_result = _typer(args)
-    if make == "missing":  # the typer run created it, as opening always has
-        for created in tmp_path.glob("ledger.db*"):
-            created.unlink()
     assert _process(args) == typer_result
     assert typer_result[0] == 1
+    if make == "missing":  # a command that reads never creates the store
+        assert not list(tmp_path.glob("ledger.db*"))
+
+
+@pytest.mark.parametrize("command", ["history", "current", "explain"])
+def test_a_mistyped_store_path_is_refused_not_created(tmp_path: Path, command: str) -> None:
+    """Before, `ledger history u-000042 --db sqlite:///new.db` created an empty new.db and
+    answered "unknown user"; a command that reads now says the store is not there."""
+    done = subprocess.run(
+        [LEDGER, command, "u-000042", "--db", "sqlite:///new.db"],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "ledger: error: no ledger database at sqlite:///new.db: no such file new.db "
+        "(replay events into it first)\n"
+    )
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.postgres
+def test_a_database_without_the_ledger_s_tables_is_refused_not_filled(pg_url: str) -> None:
+    result = _typer(["history", "u-1", "--db", pg_url])
+    assert result[0] == 1 and "the database has no ledger tables" in result[2]
+    assert _process(["history", "u-1", "--db", pg_url]) == result
+    engine = sa.create_engine(pg_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def _loaded_by(args: list[str]) -> set[str]:

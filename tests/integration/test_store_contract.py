@@ -15,7 +15,9 @@ StoreRefused with nothing written, and the projector dead-letters that record al
 the SQL stores can refuse: the memory store holds any value the event model admits);
 positions are stored, locked and reset per source and partition with the source's
 identity; the policy versions a store decided with are pinned at first use, and a changed
-policy under a pinned version is refused (PolicyChanged); and the reads
+policy under a pinned version is refused (PolicyChanged); the fingerprint of the phone
+key is recorded with the first events, and a plan under another key is refused in its
+transaction (PhoneKeyChanged); and the reads
 (`assignment_counts`, `history_rows`) give what was written.
 """
 
@@ -38,12 +40,14 @@ from ledger.app.ports import (
     BatchStore,
     BatchTransaction,
     HistoryTableRow,
+    PhoneKeyChanged,
     PolicyChanged,
     StoreConflict,
     StoreRefused,
 )
 from ledger.codecs.policy_files import load_policies, load_policy_paths
 from ledger.domain.events import EventError
+from ledger.domain.facts import phone_key_fingerprint
 from ledger.generate import generate_events
 from ledger.sources.records import SourceIdentity, SourceRecord
 from ledger.store.database import open_engine
@@ -141,6 +145,7 @@ def state(store: MemoryStore | SqlStore, *sources: str) -> tuple[Any, ...]:
         store.policy_pins(),
         {s: store.stored_positions(s) for s in sources},
         {s: store.source_identity(s) for s in sources},
+        store.phone_key_fingerprint(),
     )
 
 
@@ -197,7 +202,7 @@ class Spy:
 
 def test_a_batch_stores_its_rows_and_its_positions(subject: Subject) -> None:
     store = subject.store
-    assert state(store, "s") == ([], {}, {}, {"s": {}}, {"s": None})
+    assert state(store, "s") == ([], {}, {}, {"s": {}}, {"s": None}, None)
     batch = records(
         "s",
         0,
@@ -263,7 +268,7 @@ def test_a_duplicate_event_changes_nothing_but_the_position(subject: Subject) ->
     before = state(store)
     # The same event again, from another source (the first one's position is past it).
     again = projector(store).apply_batch(records("again", 0, 0, first[:1]), T0)
-    rows_before, counts, pins, _, _ = before
+    rows_before, counts, pins, *_ = before
     assert (again.applied, again.duplicates, again.dead_lettered) == (0, 1, 0)
     assert state(store)[:3] == (rows_before, counts, pins)
     assert store.stored_positions("again") == {0: 1}
@@ -479,6 +484,43 @@ def test_a_changed_policy_under_a_pinned_version_is_refused(
     assert pinned == policy_hashes(POLICIES)[version] == store.policy_pins()[version]
     assert now == policy_hashes(changed)[version] != pinned
     projector(store)  # the shipped content is still the pinned one
+
+
+# --- the phone key ---------------------------------------------------------------------------
+
+
+def test_the_phone_key_s_fingerprint_is_recorded_with_the_first_events(subject: Subject) -> None:
+    store = subject.store
+    assert store.phone_key_fingerprint() is None
+    # Only dead letters: no phone hash stored, nothing to record.
+    projector(store).apply_batch(records("s", 0, 0, [EventError("not an event")]), T0)
+    assert store.phone_key_fingerprint() is None
+    projector(store).apply_batch(records("s", 0, 1, delivered(signup(1, "u-1"))), T0)
+    assert store.phone_key_fingerprint() == phone_key_fingerprint(KEY)
+    assert KEY.hex() not in store.phone_key_fingerprint() and len(set(KEY)) > 1
+
+
+def test_a_writer_under_another_phone_key_is_refused_and_writes_nothing(
+    subject: Subject,
+) -> None:
+    """Before, a store replayed under two keys mixed phone hashes that can never match."""
+    store = subject.store
+    other = Projector(store, POLICIES, b"another-key")  # nothing recorded yet: any key goes
+    projector(store).apply_batch(records("s", 0, 0, delivered(signup(1, "u-1"))), T0)
+    before = state(store, "s", "t")
+    # The writer that started before the first one wrote meets the fingerprint in its
+    # batch's transaction; one that starts now is refused at once.
+    with pytest.raises(PhoneKeyChanged) as refused:
+        other.apply_batch(records("t", 0, 0, delivered(signup(2, "u-2"))), T0)
+    assert (refused.value.stored, refused.value.given) == (
+        phone_key_fingerprint(KEY),
+        phone_key_fingerprint(b"another-key"),
+    )
+    assert "LEDGER_PHONE_KEY" in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(PhoneKeyChanged):
+        Projector(store, POLICIES, b"another-key")
+    assert state(store, "s", "t") == before
+    projector(store).apply_batch(records("t", 0, 0, delivered(signup(2, "u-2"))), T0)
 
 
 # --- reads ---------------------------------------------------------------------------------

@@ -74,6 +74,10 @@ class VerifyReport:
     seconds: float = 0.0
     digest: DigestCheck | None = None
     max_problems: int = MAX_PROBLEMS
+    # The phone key given against the store's recorded fingerprint: "matches", "differs",
+    # "not recorded" (a store without events, or written before fingerprints), or
+    # "not checked" (no key given).
+    phone_key: str = "not checked"
 
     @property
     def ok(self) -> bool:
@@ -95,6 +99,7 @@ class VerifyReport:
             "events": self.events,
             "history_rows": self.history_rows,
             "pins": self.pins,
+            "phone_key": self.phone_key,
             "problem_count": self.problem_count,
             "problems": [p.to_json() for p in self.problems],
             "digest": self.digest.to_json() if self.digest else None,

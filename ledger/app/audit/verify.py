@@ -10,6 +10,9 @@ Three checks per user, on one consistent snapshot read while writers go on:
 - the policies: each pinned version must hash as the policy of that version given here,
   and each history row must carry its version's pinned hash.
 
+With a phone key, the store's recorded fingerprint of the key its phone hashes were made
+with must be that key's: hashes under another key would never match the ones stored.
+
 With a digest, each user's chain is also recomputed from the event fields (not the stored
 links) over the events the digest covers (`app_seq <= digest.seq`) and the Merkle root over
 all users must be the digest's: an event applied before the digest and changed since is
@@ -34,6 +37,7 @@ from ledger.app.ports import AuditSource, StoredEvent, StoredHistory, StoredUser
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.domain.audit.digest import Digest
 from ledger.domain.audit.merkle import MerkleBuilder
+from ledger.domain.facts import phone_key_fingerprint
 from ledger.domain.policy import PolicySet
 from ledger.errors import LedgerError, UsageError
 
@@ -45,12 +49,14 @@ def verify(
     *,
     user: str | None = None,
     digest: Digest | None = None,
+    phone_key: bytes | None = None,
     chunk_users: int = 1000,
     progress: Callable[[int], None] | None = None,
     max_problems: int = MAX_PROBLEMS,
 ) -> VerifyReport:
     """Verify the store behind `source` against `policies` (see the module's doc): every
     user, or only `user`; with `digest`, also that the events it covers are unchanged.
+    With `phone_key`, that the store's phone hashes were made with it.
     `progress` gets the number of events checked since its last call, every `chunk_users`
     users."""
     if user is not None and digest is not None:
@@ -65,6 +71,8 @@ def verify(
     pending = 0
     with source.snapshot() as snap, ExitStack() as streams:
         checker.check_pins(snap.pins(), digest)
+        if phone_key is not None:
+            report.phone_key = _check_phone_key(snap.phone_key_fingerprint(), phone_key, report)
         # Closed before the snapshot ends, failure or not: an open cursor must not outlive
         # its transaction until the garbage collector finds it.
         users = streams.enter_context(
@@ -97,6 +105,27 @@ def verify(
         report.digest = _digest_check(digest, merkle, covered, report)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_phone_key(stored: str | None, key: bytes, report: VerifyReport) -> str:
+    if stored is None:
+        return "not recorded"
+    given = phone_key_fingerprint(key)
+    if stored == given:
+        return "matches"
+    report.add(
+        Finding(
+            None,
+            "phone_key_changed",
+            f"the store's phone hashes were made with another key than LEDGER_PHONE_KEY "
+            f"(recorded fingerprint {stored[:12]}…, this key's {given[:12]}…): a writer "
+            "under this key would be refused, and its hashes would never match the stored ones",
+            field="phone_key_fingerprint",
+            stored=stored,
+            derived=given,
+        )
+    )
+    return "differs"
 
 
 def _chain_until(

@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from kafka import KafkaConsumer
 
 from ledger.codecs.avro import AvroCodec
 from ledger.domain.events import Event, EventError
-from ledger.sources.files import write_event_file
+from ledger.sources.files import write_event_file, write_event_stream
 from ledger.sources.kafka import StartAt, read_topic, to_source_record
 
 
@@ -38,12 +39,14 @@ class ExportSummary:
 def export_topic(
     consumer: KafkaConsumer,
     topic: str,
-    path: Path,
+    path: Path | IO[bytes],
     *,
     watermark_timeout_s: float = 30.0,
     progress: Callable[[int], None] | None = None,
 ) -> ExportSummary:
-    summary = ExportSummary(str(path))
+    """Write the topic up to its end as an Avro container to `path`, a file or a binary
+    stream (standard output)."""
+    summary = ExportSummary(str(path) if isinstance(path, Path) else "-")
     started = time.perf_counter()
     codec = AvroCodec()
 
@@ -63,6 +66,9 @@ def export_topic(
             if progress:
                 progress(len(batch))
 
-    write_event_file(path, events())
+    if isinstance(path, Path):
+        write_event_file(path, events())
+    else:
+        write_event_stream(path, "avro", events())
     summary.seconds = time.perf_counter() - started
     return summary

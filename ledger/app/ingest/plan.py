@@ -18,7 +18,13 @@ from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
 from ledger.domain.audit.chain import next_link
 from ledger.domain.audit.stable_ids import policy_hash
 from ledger.domain.events import Event, EventError
-from ledger.domain.facts import Observation, ParsedPhone, observe, observed_fields
+from ledger.domain.facts import (
+    Observation,
+    ParsedPhone,
+    observe,
+    observed_fields,
+    phone_key_fingerprint,
+)
 from ledger.domain.policy import PolicySet, event_problem
 from ledger.domain.projection import HistoryRow, UserChanges, UserProjection, UserSummary
 from ledger.sources.records import DeadLetter, SourceIdentity, SourceRecord
@@ -134,6 +140,9 @@ class BatchPlan:
     recorded_at: datetime | None = None  # of the batch: dead letters and positions
     # version -> content hash of the policies deciding the batch (policy pinning, docs/audit.md)
     policy_hashes: dict[str, str] = field(default_factory=dict)
+    # The fingerprint of the key the events' phone hashes were made with: the store records
+    # it with its first events and refuses events made under another.
+    phone_key_fingerprint: str | None = None
 
     def result(self) -> BatchResult:
         return BatchResult(
@@ -196,6 +205,7 @@ def plan_batch(
         already_applied=screened.already_applied,
         recorded_at=screened.default_recorded_at,
         policy_hashes=policy_hashes(policies),
+        phone_key_fingerprint=phone_key_fingerprint(phone_key),
     )
     changes = UserChanges()
     touched: dict[str, datetime] = {}

@@ -30,12 +30,13 @@ from ledger.app.ingest.plan import BatchResult, plan_batch, plan_refusal, policy
 from ledger.app.ports import (
     BatchStore,
     BatchTransaction,
+    PhoneKeyChanged,
     PolicyChanged,
     StoreConflict,
     StoreRefused,
 )
 from ledger.domain.events import Event, EventError
-from ledger.domain.facts import ParsedPhone, event_phones, parse_phones
+from ledger.domain.facts import ParsedPhone, event_phones, parse_phones, phone_key_fingerprint
 from ledger.domain.policy import PolicySet
 from ledger.domain.projection import UserProjection
 from ledger.sources.records import DeadLetter, SourceIdentity, SourceRecord
@@ -102,6 +103,9 @@ class Projector:
         # Refused before anything is applied: decisions under an edited policy would
         # contradict the ones the store already holds under the same version.
         PolicyChanged.check(store.policy_pins(), policy_hashes(policies))
+        # Likewise phone hashes under another key (checked again in each batch's
+        # transaction, where a writer that started at the same moment is caught).
+        PhoneKeyChanged.check(store.phone_key_fingerprint(), phone_key_fingerprint(phone_key))
 
     def forget(self) -> None:
         """Drop cached state (another writer may have changed these users)."""

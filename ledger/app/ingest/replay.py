@@ -63,7 +63,8 @@ class ReplaySummary:
             "users": self.users,
             "assignments": self.assignments,
             "seconds": round(self.seconds, 3),
-            "events_per_second": round(self.events_per_second, 1),
+            # None when nothing was applied: a rate would only say how fast it was skipped.
+            "events_per_second": round(self.events_per_second, 1) if self.applied else None,
             "dead_letter_samples": self.dead_letter_samples,
         }
 
