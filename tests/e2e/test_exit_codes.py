@@ -184,6 +184,28 @@ def test_decisions_export(db: str, events: Path, tmp_path: Path) -> None:
     run("decisions", "export", "--db", db, code=2)  # no -o
 
 
+def test_schema_check(tmp_path: Path) -> None:
+    assert "compatible" in run("schema", "check", code=0).stdout
+    # The shipped version 2 adds a type, which version 1 cannot read: forward fails.
+    failed = run("schema", "check", "--mode", "full", "--transitive", code=1)
+    assert failed.stderr.startswith("ledger: error: the event schemas are not compatible")
+    assert json.loads(run("schema", "check", "--json", code=0).stdout)["compatible"] is True
+    run("schema", "check", "--mode", "sideways", code=2)
+    run("schema", "check", "--schemas", str(tmp_path), code=2)  # no AccountEvent.avsc
+    (tmp_path / "AccountEvent.avsc").write_text("{not json")
+    run("schema", "check", "--schemas", str(tmp_path), code=1)
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    shown = run("--version", code=0).stdout
+    assert shown.startswith(f"jurisdiction-ledger {version('jurisdiction-ledger')} ")
+    assert "writes event schema version 2" in shown
+    script = subprocess.run([LEDGER, "--version"], capture_output=True, text=True, check=True)
+    assert script.stdout == shown
+
+
 def test_replay_with_hostile_policy_directories(db: str, events: Path, tmp_path: Path) -> None:
     """A --policies that is missing, empty, not TOML or a file is refused before anything
     is applied; the same events then apply with the shipped policies."""
