@@ -4,7 +4,8 @@ event, and the facts they give (`id_document_country`, `id_document_kind`,
 
 Nothing stored changes: no event of version 1 carries them, so they are null on every row
 there is, and the chain's canonical form leaves a null one out (docs/audit.md), so every
-stored link and chain head stays valid as it is.
+stored link and chain head stays valid as it is. A downgrade drops the columns, and with
+them what events of version 2 said: their links then no longer verify.
 
 Revision ID: 0004
 Revises: 0003
