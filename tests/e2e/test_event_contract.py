@@ -112,24 +112,3 @@ def test_policy_check_test_and_impact_take_the_real_name_draft(
     )
     assert "mainland-China resident identity card" in explained.stdout
 
-
-def test_policy_test_finds_the_promise_the_new_rule_breaks(tmp_path: Path) -> None:
-    """The March terms promise that a residence abroad decides (R2). Copied unchanged
-    into the draft, that no longer holds once N1 comes first, and the property test
-    draws a user who shows it: a mainland resident identity card, a residence abroad."""
-    condition = '  { fact = "id_document_country", ne = "CN" },\n'
-    assert condition in real_name_draft()
-    path = tmp_path / f"{REAL_NAME_VERSION}.toml"
-    path.write_text(real_name_draft().replace(condition, ""))
-    out = tmp_path / "counterexamples"
-    failed = Cli("unused").run(
-        *("policy", "test", str(path), "--derandomize", "--max-examples", "300"),
-        *("--out", str(out)),
-        expect=1,
-        db=False,
-    )
-    assert f"FAIL  {REAL_NAME_VERSION}/foreign-residence-international" in failed.stdout
-    assert "but it is xhs-domestic (policy tos-2026-07-real-name, rule N1)" in failed.stdout
-    (example,) = out.glob("*foreign-residence-international.jsonl")
-    types = {json.loads(line)["type"] for line in example.read_text().splitlines()}
-    assert {"IdentityVerified", "Relocated"} <= types

@@ -271,6 +271,35 @@ def test_a_version_1_ledger_reads_a_version_2_archive_record_by_record() -> None
     assert V2.decode(second.message) == (verified, None)
 
 
+# --- the facts of version 2 in a policy's property tests --------------------------------
+
+
+@pytest.mark.slow
+def test_policy_test_finds_the_promise_the_real_name_rule_breaks(tmp_path: Path) -> None:
+    """The March terms promise that a residence abroad decides (R2). Copied unchanged into
+    the real-name draft, that no longer holds once N1 comes first, and the property test
+    draws a user who shows it: a mainland resident identity card, a residence abroad."""
+    from ledger.cli.policy import policy_cases
+    from tests.helpers.policy_drafts import REAL_NAME_VERSION, real_name_draft
+
+    condition = '  { fact = "id_document_country", ne = "CN" },\n'
+    assert condition in real_name_draft()
+    path = tmp_path / f"{REAL_NAME_VERSION}.toml"
+    path.write_text(real_name_draft().replace(condition, ""))
+    out = tmp_path / "counterexamples"
+    (case,) = [
+        c
+        for c in policy_cases([path], out_dir=out)
+        if str(c) == f"invariant {REAL_NAME_VERSION}/foreign-residence-international"
+    ]
+    with pytest.raises(AssertionError) as failed:
+        case.check()
+    assert f"but it is xhs-domestic (policy {REAL_NAME_VERSION}, rule N1)" in str(failed.value)
+    (example,) = out.glob("*foreign-residence-international.jsonl")
+    types = {json.loads(line)["type"] for line in example.read_text().splitlines()}
+    assert {"IdentityVerified", "Relocated"} <= types
+
+
 # --- ledger schema check --------------------------------------------------------------
 
 SchemaChange = Callable[[dict[str, Any]], None]
