@@ -74,8 +74,11 @@ def check(
         raise UsageError(f"--schemas {schemas}: no AccountEvent.avsc there")
     try:
         report = check_schemas(schemas, mode, transitive=transitive)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise LedgerError(f"cannot read the schemas in {schemas}: {exc}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        # The files are a developer's, and may be any JSON at all: one line, never a trace.
+        where = schemas or "the shipped schemas"
+        problem = f"{type(exc).__name__}: {exc}"
+        raise LedgerError(f"cannot read the schemas in {where}: {problem}") from None
     if as_json:
         emit_json(report.to_json())
     else:

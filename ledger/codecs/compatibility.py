@@ -132,6 +132,15 @@ def check_schemas(
     the shipped ones) with its released versions under `mode`. The shipped schemas are
     also held to the pinned fingerprints of their released versions."""
     releases = load_releases(root)
+    for release in releases:
+        # The checker below would call a schema it cannot parse incompatible; say what it is.
+        try:
+            release.fingerprint  # noqa: B018 (parses the schema)
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            raise ValueError(
+                f"version {release.version} ({release.directory}) is no Avro schema: {problem}"
+            ) from None
     current, released = releases[-1], releases[:-1]
     compared = released if transitive else released[-1:]
     report = SchemaCheck(

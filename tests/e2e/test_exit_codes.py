@@ -192,8 +192,20 @@ def test_schema_check(tmp_path: Path) -> None:
     assert json.loads(run("schema", "check", "--json", code=0).stdout)["compatible"] is True
     run("schema", "check", "--mode", "sideways", code=2)
     run("schema", "check", "--schemas", str(tmp_path), code=2)  # no AccountEvent.avsc
-    (tmp_path / "AccountEvent.avsc").write_text("{not json")
-    run("schema", "check", "--schemas", str(tmp_path), code=1)
+    # Whatever the files hold, one line and exit 1: not JSON, JSON of another shape, a
+    # type Avro does not have, a payload type without its file.
+    for text in (
+        "{not json",
+        "[]",
+        '{"fields": 7}',
+        '{"type": "record", "name": "AccountEvent", "fields": [{"name": "x", "type": "nope"}]}',
+        '{"type": "record", "name": "AccountEvent",'
+        ' "fields": [{"name": "payload", "type": ["ledger.events.Gone"]}]}',
+        "[" * 100_000,
+    ):
+        (tmp_path / "AccountEvent.avsc").write_text(text)
+        failed = run("schema", "check", "--schemas", str(tmp_path), code=1)
+        assert failed.stderr.startswith("ledger: error: cannot read the schemas in ")
 
 
 def test_version() -> None:
