@@ -1,5 +1,7 @@
 """Avro encodings of events: single-object encoding for messages, object container files
-for archives. The writer schema of a message is found by its CRC-64-AVRO fingerprint.
+for archives. The writer schema of a message is found by its CRC-64-AVRO fingerprint among
+every released event schema version, resolved to the current schema and upcast
+(`ledger.codecs.releases`).
 
 Decoding never raises anything but `EventError`. It reads `timestamp-millis`, `date` and
 `uuid` values as the plain longs, ints and strings they are on the wire and converts them
