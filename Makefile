@@ -17,9 +17,12 @@ DEMO_USERS ?= 100000
 demo: $(STAMP)
 	$(BIN)/python -m ledger.cli.demo --users $(DEMO_USERS)
 
+# Lint, types, the event schemas against the released versions (`ledger schema check`,
+# backward), then the tests.
 test: $(STAMP)
 	$(BIN)/ruff check ledger consumers infra tests tools
 	$(BIN)/mypy
+	$(BIN)/ledger schema check
 	$(BIN)/python -m pytest -q
 
 # The benchmark suite: the ledger against its baselines on the same data (not in `make test`;

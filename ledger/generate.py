@@ -20,7 +20,15 @@ Shape of the population (the rules it exercises are in docs/rules.md):
   with all three evidence kinds, and terms acceptances;
 - about 8% of users follow a script that moves them between rulebooks at least twice: a CN
   signup after the December 2025 cutover (domestic, C2), a foreign phone and acceptance of the
-  residency terms (international, R4), then a declared move back to China (domestic, R1).
+  residency terms (international, R4), then a declared move back to China (domestic, R1);
+- event schema version 2: most signups carry a locale (the app's language and region: zh-CN
+  on the mainland, en-US for most of the January 2025 wave, fewer before the rednote brand),
+  and about 60% of mainland users, some from HK, MO and TW and a few from elsewhere have
+  their identity verified within three weeks of signup (a mainland resident identity card,
+  the Hong Kong or Macau card, a mainland travel permit, a passport).
+
+The version-2 parts draw from a random generator of their own: every event of the stream
+version 1 generated is still there, with the same id, time and delivery order.
 
 Memory is O(users): one small tuple per user with pending events; events are built only as
 they are emitted.
@@ -44,8 +52,10 @@ import phonenumbers
 from phonenumbers import PhoneNumber, PhoneNumberType
 
 from ledger.domain.events import (
+    DocumentKind,
     Event,
     EvidenceKind,
+    IdentityVerified,
     PhoneChanged,
     Relocated,
     SignedUp,
@@ -104,6 +114,30 @@ _P_DUPLICATE = 0.005
 # Delivery lag of an event sent when it happened: mostly seconds, at most a few minutes.
 _LAG_MEAN_MS = 20_000
 _LAG_MAX_MS = 10 * 60_000
+
+# Event schema version 2. Locales by signup phone region (the last entry: not a valid
+# number), as (tag, cumulative share in percent).
+_LOCALES: tuple[tuple[tuple[str, int], ...], ...] = (
+    (("zh-CN", 88), ("zh-Hans-CN", 96), ("en-US", 100)),  # CN
+    (("zh-HK", 70), ("en-HK", 100)),  # HK
+    (("zh-MO", 80), ("pt-MO", 100)),  # MO
+    (("zh-TW", 100),),  # TW
+    (("en-US", 90), ("es-US", 100)),  # US
+    (("en-CA", 75), ("fr-CA", 100)),  # CA
+    (("en-GB", 100),),  # GB
+    (("de-DE", 90), ("en-DE", 100)),  # DE
+    (("en-SG", 60), ("zh-SG", 100)),  # SG
+    (("ja-JP", 100),),  # JP
+    (("zh-CN", 50), ("en-US", 100)),  # invalid number
+)
+assert len(_LOCALES) == len(_REGIONS) + 1
+# Apps sent no locale before the rednote brand (January 2025), and a few never do.
+_P_NO_LOCALE = (0.40, 0.05)
+# Who verifies an identity document, by signup phone region index, and with what.
+_P_VERIFIED_CN = 0.60  # mainland real-name registration
+_P_VERIFIED_HK_MO_TW = 0.30
+_P_VERIFIED_ELSEWHERE = 0.12
+_VERIFY_WITHIN = 21 * _DAY
 
 # Avro container files carry a 16-byte sync marker that fastavro draws from os.urandom; a fixed
 # one keeps archives byte-identical across runs.
@@ -356,12 +390,59 @@ def _user_id(index: int) -> str:
     return f"u-{index + 1:06d}"
 
 
-def _in_valid_time_order(users: int, rng: random.Random) -> Iterator[Event]:
-    """Every event in ascending occurred_at (ties: signups first, then by user)."""
+def _locale(extra: random.Random, region_index: int, t: int) -> str | None:
+    if extra.random() < _P_NO_LOCALE[t >= _REFUGEE_WAVE[0]]:
+        return None
+    r = extra.random() * 100
+    return next(tag for tag, share in _LOCALES[region_index] if r < share)
+
+
+def _verification(extra: random.Random, region_index: int) -> IdentityVerified | None:
+    """The identity document a user verifies, if any. Hong Kong and Macau residents use
+    their own identity card or a mainland travel permit, which the mainland issues;
+    Taiwan residents the mainland's Taiwan compatriot permit."""
+    r = extra.random()
+    kind: DocumentKind
+    if region_index == 0:
+        if r >= _P_VERIFIED_CN:
+            return None
+        return IdentityVerified("CN", "resident_id")
+    if region_index in (1, 2, 3):
+        if r >= _P_VERIFIED_HK_MO_TW:
+            return None
+        region = _REGIONS[region_index]
+        if region != "TW" and extra.random() < 0.5:
+            return IdentityVerified(region, "resident_id")
+        return IdentityVerified("CN", "other")
+    if r >= _P_VERIFIED_ELSEWHERE:
+        return None
+    country = _REGIONS[region_index] if region_index != _INVALID else "US"
+    kind = "passport" if extra.random() < 0.9 else "other"
+    return IdentityVerified(country, kind)
+
+
+# An identity verification still to come: (occurred_at ms, user index, event id, payload).
+_Verification = tuple[int, int, str, IdentityVerified]
+
+
+def _in_valid_time_order(
+    users: int, rng: random.Random, extra: random.Random
+) -> Iterator[Event]:
+    """Every event in ascending occurred_at (ties: signups first, then by user; identity
+    verifications after the events of version 1 at the same instant)."""
     signups = _signup_times(rng, users)
     pending: list[_Pending] = []
+    verifications: list[_Verification] = []
     next_user = 0
-    while next_user < users or pending:
+    while next_user < users or pending or verifications:
+        first = min(
+            signups[next_user] if next_user < users else _END,
+            pending[0][0] if pending else _END,
+        )
+        if (verifications and verifications[0][0] < first) or first == _END:
+            t, index, event_id, document = heapq.heappop(verifications)
+            yield Event(event_id, _user_id(index), from_millis(t), document)
+            continue
         if next_user < users and (not pending or signups[next_user] <= pending[0][0]):
             index, t = next_user, signups[next_user]
             next_user += 1
@@ -372,8 +453,14 @@ def _in_valid_time_order(users: int, rng: random.Random) -> Iterator[Event]:
                 and rng.random() < _P_SCRIPTED_CN
             )
             phone = _phone(rng, region)
-            payload = SignedUp(phone, _channel(rng, region, t), _birth_date(rng, t))
+            payload = SignedUp(
+                phone, _channel(rng, region, t), _birth_date(rng, t), _locale(extra, region, t)
+            )
             yield Event(_event_id(rng), _user_id(index), from_millis(t), payload)
+            verified = _verification(extra, region)
+            at = t + 1 + int(extra.random() * _VERIFY_WITHIN)
+            if verified is not None and at < _END:
+                heapq.heappush(verifications, (at, index, _event_id(extra), verified))
             if scripted:
                 heapq.heappush(pending, (_after(rng, t, _HOUR, 45 * _DAY, 3), index, 2, 0, 0, 1))
             else:
@@ -411,23 +498,26 @@ def _deliveries(users: int, seed: int) -> Iterator[tuple[Event, int]]:
     if users < 0:
         raise ValueError(f"users must be >= 0, got {users}")
     rng = random.Random(seed)
+    extra = random.Random(f"event schema version 2:{seed}")
     # Events held back for later delivery: (release instant ms, sequence, event).
     held: list[tuple[int, int, Event]] = []
     sequence = 0
-    for event in _in_valid_time_order(users, rng):
+    for event in _in_valid_time_order(users, rng, extra):
         t = to_millis(event.occurred_at)
         while held and held[0][0] <= t:
             release, _, late = heapq.heappop(held)
             yield late, release
-        r = rng.random()
+        # Version 2's events draw from their own generator (module docstring).
+        draws = extra if isinstance(event.payload, IdentityVerified) else rng
+        r = draws.random()
         if r < _P_LATE:  # delivered after events that happened days to weeks later
-            release = t + _DAY + int(rng.random() * 34 * _DAY)
+            release = t + _DAY + int(draws.random() * 34 * _DAY)
             heapq.heappush(held, (release, sequence, event))
             sequence += 1
             continue
         yield event, t
         if r < _P_LATE + _P_DUPLICATE:  # an at-least-once producer sending it again
-            release = t + 60_000 + int(rng.random() * 14 * _DAY)
+            release = t + 60_000 + int(draws.random() * 14 * _DAY)
             heapq.heappush(held, (release, sequence, event))
             sequence += 1
     while held:

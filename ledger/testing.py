@@ -36,9 +36,11 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumber, PhoneNumberType
 
 from ledger.domain.events import (
+    DOCUMENT_KINDS,
     EVIDENCE_KINDS,
     KNOWN_CHANNELS,
     Event,
+    IdentityVerified,
     Payload,
     PhoneChanged,
     Relocated,
@@ -50,13 +52,16 @@ from ledger.domain.time import from_millis, to_millis
 __all__ = [
     "BINDABLE_TOS_VERSIONS",
     "COUNTRIES",
+    "DOCUMENT_COUNTRIES",
     "INVALID_PHONES",
+    "LOCALES",
     "PHONE_REGIONS",
     "batch_splits",
     "birth_dates",
     "channels",
     "event_streams",
     "instants",
+    "locales",
     "phones",
     "streams_with_duplicates",
     "user_events",
@@ -75,6 +80,31 @@ INVALID_PHONES = ("+8612345", "+86", "+1", "+8613", "+852123", "+1555", "+447", 
 
 COUNTRIES = ("CN", "HK", "MO", "TW", "US", "CA", "GB", "DE", "SG", "JP", "AU", "FR", "KR", "MY")
 """ISO 3166-1 alpha-2 codes used for `Relocated` events."""
+
+DOCUMENT_COUNTRIES = ("CN", "HK", "US")
+"""Issuing countries for `IdentityVerified`: mainland China (its resident identity card is
+what a policy is likely to single out), a region that is not mainland, a foreign country.
+Few on purpose: a property about one document must meet it often (with every country of
+`COUNTRIES`, a mainland resident identity card together with a residence abroad came up in
+one history of a hundred)."""
+
+LOCALES = (
+    "zh-CN",
+    "en-US",
+    "zh-HK",
+    "zh-TW",
+    "zh-Hans-CN",
+    "en-GB",
+    "en-CA",
+    "fr-CA",
+    "de-DE",
+    "ja-JP",
+    "es-419",
+    "en",
+    "en-US-u-ca-gregory",
+)
+"""BCP 47 tags for `SignedUp.locale`, in the case the ledger keeps them in: plain
+language-region tags, a script, a numeric region, a bare language, an extension."""
 
 BINDABLE_TOS_VERSIONS = ("tos-2023-legacy", "tos-2025-12-cutover", "tos-2026-03-residency")
 
@@ -151,6 +181,12 @@ def birth_dates(
     return st.none() | st.dates(min_value, max_value)
 
 
+def locales() -> st.SearchStrategy[str | None]:
+    """Optional signup locales: `None` (an event of schema version 1, or a client that sent
+    none) or one of `LOCALES`."""
+    return st.none() | st.sampled_from(LOCALES)
+
+
 def channels() -> st.SearchStrategy[str]:
     """Signup channels: the four known ones, or any other non-empty string."""
     # Valid channels only: NUL is refused by the event model (no store can hold it).
@@ -179,10 +215,12 @@ def user_events(
     min_value: datetime = DEFAULT_MIN,
     max_value: datetime = DEFAULT_MAX,
 ) -> list[Event]:
-    """One user's events: a `SignedUp` first, then up to `max_events - 1` of `PhoneChanged`,
-    `Relocated` (countries from `COUNTRIES`, every evidence kind) and `TermsAccepted`
-    (versions from `tos_versions`; pass e.g. `"wechat-style"` or `"tos-unknown"` to test
-    dead-lettering). Event ids are unique UUID strings.
+    """One user's events: a `SignedUp` first (with a locale or none), then up to
+    `max_events - 1` of `PhoneChanged`, `Relocated` (countries from `COUNTRIES`, every
+    evidence kind), `TermsAccepted` (versions from `tos_versions`; pass e.g.
+    `"wechat-style"` or `"tos-unknown"` to test dead-lettering) and `IdentityVerified`
+    (issuing countries from `DOCUMENT_COUNTRIES`, every document kind). Event ids are unique UUID
+    strings.
 
     The list is in generation order, not valid-time order: `occurred_at` values may precede
     the signup or coincide exactly, so sort by `Event.order_key` where order matters."""
@@ -191,19 +229,25 @@ def user_events(
     count = draw(st.integers(1, max_events))
     ids = draw(st.lists(st.uuids(), min_size=count, max_size=count, unique=True))
     signup_at = draw(instants(min_value, max_value))
-    signup = SignedUp(draw(phones()), draw(channels()), draw(birth_dates()))
+    signup = SignedUp(draw(phones()), draw(channels()), draw(birth_dates()), draw(locales()))
     events = [Event(str(ids[0]), user_id, signup_at, signup)]
     taken = [signup_at]
     for event_id in ids[1:]:
         occurred_at = draw(_occurred_after(signup_at, taken, min_value, max_value))
         taken.append(occurred_at)
-        kind = draw(st.sampled_from(("PhoneChanged", "Relocated", "TermsAccepted")))
+        kind = draw(
+            st.sampled_from(("PhoneChanged", "Relocated", "TermsAccepted", "IdentityVerified"))
+        )
         payload: Payload
         if kind == "PhoneChanged":
             payload = PhoneChanged(draw(phones()))
         elif kind == "Relocated":
             payload = Relocated(
                 draw(st.sampled_from(COUNTRIES)), draw(st.sampled_from(EVIDENCE_KINDS))
+            )
+        elif kind == "IdentityVerified":
+            payload = IdentityVerified(
+                draw(st.sampled_from(DOCUMENT_COUNTRIES)), draw(st.sampled_from(DOCUMENT_KINDS))
             )
         else:
             payload = TermsAccepted(draw(st.sampled_from(tuple(tos_versions))))

@@ -8,6 +8,7 @@ birth dates and hostile values go the same way:
     signup(2, "u-2", phone=PHONE_HK, channel="rednote-app")
     signup(3, "u-9", occurred_at="soon", recorded_at="2026-06-01T00:00:00Z")
     terms_accepted(4, version="tos-2099")       # a terms version no policy defines
+    identity_verified(5, kind="passport", country="US")
 
 `n` numbers the event id (`eid(n)`). `line(obj)` is the object's JSON line, `event(obj)`
 the typed `Event` it decodes to, `avro(obj)` the Avro single-object encoding a Kafka record
@@ -34,6 +35,7 @@ __all__ = [
     "avro",
     "eid",
     "event",
+    "identity_verified",
     "line",
     "phone_change",
     "relocation",
@@ -104,6 +106,21 @@ def terms_accepted(
 ) -> dict[str, Any]:
     """`TermsAccepted`: by default the residency terms on the day they take effect."""
     return _event(n, user, at, "TermsAccepted", {"tos_version": version, **extra})
+
+
+def identity_verified(
+    n: int,
+    user: str = "u-1",
+    *,
+    at: str = "2026-01-12T00:00:00Z",
+    country: Any = "CN",
+    kind: Any = "resident_id",
+    **extra: Any,
+) -> dict[str, Any]:
+    """`IdentityVerified` (event schema version 2): by default a mainland resident
+    identity card, two days after the default signup."""
+    fields = {"document_country": country, "document_kind": kind, **extra}
+    return _event(n, user, at, "IdentityVerified", fields)
 
 
 def line(obj: dict[str, Any]) -> str:

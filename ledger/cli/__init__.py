@@ -43,6 +43,9 @@ def main() -> None:
     else through typer. Also `console_main`: once the submodule `ledger.cli.main` is
     imported, the package's `main` is that module, no longer this function."""
     args = sys.argv[1:]
+    if args == ["--version"]:
+        print(version_line())
+        sys.exit(0)
     if args[:1] and args[0] in SERVICES:
         from ledger.cli import signals
 
@@ -58,6 +61,22 @@ def main() -> None:
 
 
 console_main = main
+
+
+def version_line() -> str:
+    """`ledger --version`: the package's version and the event schema version it writes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ledger.codecs.releases import SCHEMA_VERSION
+
+    try:
+        package = version("jurisdiction-ledger")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        package = "(not installed)"
+    return (
+        f"jurisdiction-ledger {package} (writes event schema version {SCHEMA_VERSION}; "
+        f"reads versions 1 to {SCHEMA_VERSION})"
+    )
 
 
 # --- consoles ----------------------------------------------------------------------------

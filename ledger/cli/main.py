@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import typer.main
@@ -23,6 +23,7 @@ from ledger.cli import audit as audit_commands
 from ledger.cli import history as history_commands
 from ledger.cli import impact as impact_commands
 from ledger.cli import policy as policy_commands
+from ledger.cli import schema as schema_commands
 from ledger.cli import serve as serve_commands
 from ledger.cli.common import (
     LedgerGroup,
@@ -148,6 +149,30 @@ app = command_group(
     cls=RootGroup,
     completion=True,
 )
+def _print_version(value: bool) -> None:
+    if value:
+        from ledger.cli import version_line
+        from ledger.cli.common import out
+
+        out.print(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the package version and the event schema version it writes.",
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 app.command()(generate.generate)
 app.command()(ingest.replay)
 app.command()(ingest.publish)
@@ -165,6 +190,7 @@ app.add_typer(policy_commands.policy_app, name="policy")
 app.command()(audit_commands.verify)
 app.command()(audit_commands.digest)
 app.add_typer(audit_commands.decisions_app, name="decisions")
+app.add_typer(schema_commands.schema_app, name="schema")
 
 
 def main() -> None:

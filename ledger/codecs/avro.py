@@ -1,5 +1,7 @@
 """Avro encodings of events: single-object encoding for messages, object container files
-for archives. The writer schema of a message is found by its CRC-64-AVRO fingerprint.
+for archives. The writer schema of a message is found by its CRC-64-AVRO fingerprint among
+every released event schema version, resolved to the current schema and upcast
+(`ledger.codecs.releases`).
 
 Decoding never raises anything but `EventError`. It reads `timestamp-millis`, `date` and
 `uuid` values as the plain longs, ints and strings they are on the wire and converts them
@@ -26,6 +28,7 @@ from typing import IO, Any, cast
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+from ledger.codecs.releases import NAMESPACE, load_releases, upcast
 from ledger.domain.events import (
     PAYLOAD_CLASSES,
     Event,
@@ -36,11 +39,8 @@ from ledger.domain.events import (
 )
 from ledger.domain.limits import quote
 from ledger.domain.time import from_millis
-from ledger.resources import schemas_dir
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
-NAMESPACE = "ledger.events"
-ENVELOPE_FILE = "AccountEvent.avsc"
 
 # Logical types decoded by hand (see the module docstring); their wire types are read as is.
 _PLAIN_ON_READ = frozenset({"timestamp-millis", "date", "uuid"})
@@ -70,6 +70,16 @@ _DECOMPRESSORS: dict[str, Callable[[], Any]] = {
 }
 
 
+class UnresolvedRecord(EventError):
+    """A container record whose writer schema does not resolve to this version's: `message`
+    is the record as a single-object message of its writer's schema, which is what a
+    dead letter keeps of it (`ledger.sources.files`)."""
+
+    def __init__(self, reason: str, message: bytes) -> None:
+        super().__init__(reason)
+        self.message = message
+
+
 class _Corrupt(Exception):
     """The container cannot be read past this point."""
 
@@ -94,39 +104,40 @@ def _described(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def load_envelope_schema(directory: Path | None = None) -> dict[str, Any]:
-    """The envelope with every payload record inlined, so the schema (and its fingerprint)
-    is self-contained."""
-    directory = directory or schemas_dir()
-    envelope = json.loads((directory / ENVELOPE_FILE).read_text())
-    inlined: list[Any] = []
-    for field in envelope["fields"]:
-        if field["name"] == "payload":
-            for name in field["type"]:
-                short = name.rsplit(".", 1)[-1]
-                inlined.append(json.loads((directory / f"{short}.avsc").read_text()))
-            field["type"] = inlined
-    return cast(dict[str, Any], envelope)
-
-
 @dataclass(frozen=True)
 class WriterSchema:
+    version: int  # the event schema version (ledger.codecs.releases)
     parsed: Any
     fingerprint: bytes
     plain: Any  # `parsed` with the logical types read by hand (`_plain`), for decoding
+    canonical: str  # Parsing Canonical Form, to know a container's embedded schema by
 
 
 class AvroCodec:
-    """Encodes with the current schema; decodes any known writer schema by fingerprint."""
+    """Encodes with the current schema; decodes what any released version wrote, by the
+    fingerprint of its writer schema, resolved to the current schema and upcast
+    (`ledger.codecs.releases`).
 
-    def __init__(self, directory: Path | None = None) -> None:
-        envelope = load_envelope_schema(directory)
-        self.schema = parse_schema(envelope)
-        # The Parsing Canonical Form has no logical types: one fingerprint for both forms.
-        fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(self.schema), "CRC-64-AVRO"))
-        self.plain_schema = parse_schema(_plain(envelope))
-        self.current = WriterSchema(self.schema, fp, self.plain_schema)
-        self.writers: dict[bytes, WriterSchema] = {fp: self.current}
+    `version` makes the codec of a ledger of that older version: it reads the versions up
+    to it and nothing newer, as that release did (for tests of the upgrade path)."""
+
+    def __init__(self, directory: Path | None = None, *, version: int | None = None) -> None:
+        releases = load_releases(directory, up_to=version)
+        if not releases or (version is not None and releases[-1].version != version):
+            raise ValueError(f"no event schema version {version} in {directory or 'schemas'}")
+        self.writers: dict[bytes, WriterSchema] = {}
+        for release in releases:
+            parsed = parse_schema(release.envelope)
+            plain = parse_schema(_plain(release.envelope))
+            canonical = _canonical(parsed)
+            fp = bytes.fromhex(release.fingerprint)
+            self.writers[fp] = WriterSchema(release.version, parsed, fp, plain, canonical)
+        self.current = self.writers[fp]
+        self.version = self.current.version
+        self.schema = self.current.parsed
+        self.plain_schema = self.current.plain
+        self.payload_types = releases[-1].payload_types
+        self._by_canonical = {w.canonical: w for w in self.writers.values()}
 
     # -- records --------------------------------------------------------------------------
     @staticmethod
@@ -178,7 +189,11 @@ class AvroCodec:
         fp = bytes(data[2:10])
         writer = self.writers.get(fp)
         if writer is None:
-            raise EventError(f"unknown writer schema fingerprint {fp.hex()}")
+            raise EventError(
+                f"unknown writer schema fingerprint {fp.hex()}: a writer schema newer than "
+                f"this ledger's event schema version {self.version} (or not an account "
+                "event); once the ledger is upgraded, `ledger dead-letters retry` applies it"
+            )
         try:
             record = fastavro.schemaless_reader(
                 io.BytesIO(data[10:]),
@@ -189,7 +204,7 @@ class AvroCodec:
             )
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
             raise EventError(f"truncated or corrupt Avro body: {_described(exc)}") from None
-        return self.from_record(record)  # type: ignore[arg-type]
+        return self.from_record(upcast(record, writer.version, self.version))  # type: ignore[arg-type]
 
     # -- object container files (archives) ------------------------------------------------
     def write_container(
@@ -235,8 +250,14 @@ class AvroCodec:
         except _Corrupt as exc:
             yield 0, EventError(f"not an Avro container file: {exc}")
             return
+        canonical = _canonical(writer)
+        known = self._by_canonical.get(canonical)
         # Resolving a schema against itself changes nothing and costs a third of the decode.
-        reader = None if _canonical(writer) == _canonical(self.plain_schema) else self.plain_schema
+        reader = None if known is self.current else self.plain_schema
+        # A schema of no released version (a newer one, or a copy another tool wrote) is
+        # read record by record in its own shape first, so a record that does not resolve
+        # is an error of its own rather than the end of the file.
+        foreign = None if known else bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
         while True:
             try:
                 block = self._read_block(fo, codec, max_block_bytes)
@@ -248,7 +269,7 @@ class AvroCodec:
                     start = buf.tell()
                     try:
                         record = fastavro.schemaless_reader(
-                            buf, writer, reader, return_record_name=True
+                            buf, writer, None if foreign else reader, return_record_name=True
                         )
                     except Exception as exc:
                         raise _Corrupt(_described(exc)) from None
@@ -263,6 +284,13 @@ class AvroCodec:
                         )
                     else:
                         try:
+                            if foreign:
+                                body = data[start : buf.tell()]
+                                record = self._resolve_foreign(record, body, writer, foreign)
+                            elif known:
+                                record = upcast(
+                                    cast(dict[str, Any], record), known.version, self.version
+                                )
                             yield index, self.from_record(record)  # type: ignore[arg-type]
                         except EventError as exc:
                             yield index, exc
@@ -275,6 +303,39 @@ class AvroCodec:
                     EventError(f"truncated or corrupt Avro container after record {index}: {exc}"),
                 )
                 return
+
+    def _resolve_foreign(
+        self, written: Any, body: bytes, writer: Any, writer_fingerprint: bytes
+    ) -> dict[str, Any]:
+        """A record of a container whose schema is no released version, resolved to the
+        current schema; `written` is the same record read in the writer's own shape. A
+        record that does not resolve (a type this version lacks, most likely a newer one)
+        is an `UnresolvedRecord` that keeps it as a single-object message of its writer's
+        schema, which a later version can apply from the dead letter."""
+        payload = written.get("payload") if isinstance(written, dict) else None
+        name = payload[0] if isinstance(payload, tuple) and isinstance(payload[0], str) else ""
+        short = name.rsplit(".", 1)[-1]
+        message = SINGLE_OBJECT_MAGIC + writer_fingerprint + body
+        if short not in self.payload_types:
+            raise UnresolvedRecord(
+                f"Avro record of type {quote(short)}, which event schema version "
+                f"{self.version} does not have: written with a newer writer schema; once the "
+                "ledger is upgraded, `ledger dead-letters retry` applies it",
+                message,
+            )
+        try:
+            return cast(
+                dict[str, Any],
+                fastavro.schemaless_reader(
+                    io.BytesIO(body), writer, self.plain_schema, return_record_name=True
+                ),
+            )
+        except Exception as exc:
+            raise UnresolvedRecord(
+                f"Avro record does not resolve to event schema version {self.version} (a "
+                f"newer writer schema?): {_described(exc)}",
+                message,
+            ) from None
 
     def _read_header(self, fo: IO[bytes]) -> tuple[str, bytes, Any]:
         """(codec, sync marker, plain writer schema) of a container; leaves `fo` at the

@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any, Literal, assert_never, get_args
 
 from ledger.domain import limits
@@ -24,11 +25,13 @@ from ledger.domain.time import parse_instant, truncate_ms
 from ledger.errors import LedgerError
 
 EVIDENCE_KINDS = ("self_declared", "id_verified", "ip_geolocation")
+DOCUMENT_KINDS = ("resident_id", "passport", "other")
 KNOWN_CHANNELS = ("xiaohongshu-app", "xiaohongshu-web", "rednote-web", "rednote-app")
-EventType = Literal["SignedUp", "PhoneChanged", "Relocated", "TermsAccepted"]
+EventType = Literal["SignedUp", "PhoneChanged", "Relocated", "TermsAccepted", "IdentityVerified"]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 EvidenceKind = Literal["self_declared", "id_verified", "ip_geolocation"]
+DocumentKind = Literal["resident_id", "passport", "other"]
 
 
 class EventError(LedgerError, ValueError):
@@ -40,6 +43,7 @@ class SignedUp:
     phone: str
     channel: str
     birth_date: date | None = None
+    locale: str | None = None  # a BCP 47 tag in its conventional case (event schema 2 on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +62,24 @@ class TermsAccepted:
     tos_version: str
 
 
-Payload = SignedUp | PhoneChanged | Relocated | TermsAccepted
+@dataclass(frozen=True, slots=True)
+class IdentityVerified:
+    """The platform verified the user's identity document (real-name verification; event
+    schema 2 on)."""
+
+    document_country: str  # ISO 3166-1 alpha-2 of the issuing authority
+    document_kind: DocumentKind
+
+
+Payload = SignedUp | PhoneChanged | Relocated | TermsAccepted | IdentityVerified
 PAYLOAD_CLASSES: dict[EventType, type[Payload]] = {
     "SignedUp": SignedUp,
     "PhoneChanged": PhoneChanged,
     "Relocated": Relocated,
     "TermsAccepted": TermsAccepted,
+    "IdentityVerified": IdentityVerified,
 }
+assert set(PAYLOAD_CLASSES) == set(EVENT_TYPES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +174,13 @@ def _event_id(value: str) -> str:
         raise EventError(f"event_id {quote(value)} is not a UUID") from None
 
 
-def _country(value: str) -> str:
+def _country(value: str, name: str = "country") -> str:
     # Imported on first use: a `ledger history` process reads no events and should not pay
     # for pycountry's database at start (a third of its 150 ms budget).
     import pycountry
 
     if len(value) != 2 or not value.isupper() or pycountry.countries.get(alpha_2=value) is None:
-        raise EventError(f"country {quote(value)} is not an ISO 3166-1 alpha-2 code")
+        raise EventError(f"{name} {quote(value)} is not an ISO 3166-1 alpha-2 code")
     return value
 
 
@@ -173,6 +188,51 @@ def _evidence(value: str) -> EvidenceKind:
     if value not in EVIDENCE_KINDS:
         raise EventError(f"evidence {quote(value)} is not one of {', '.join(EVIDENCE_KINDS)}")
     return value  # type: ignore[return-value]
+
+
+def _document_kind(value: str) -> DocumentKind:
+    if value not in DOCUMENT_KINDS:
+        raise EventError(
+            f"document_kind {quote(value)} is not one of {', '.join(DOCUMENT_KINDS)}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def _locale(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = check_text("locale", value, limits.LOCALE_CHARS)
+    tag = _language_tag(text)
+    if tag is None:
+        raise EventError(f"locale {quote(text)} is not a BCP 47 language tag (as en-US, zh-CN)")
+    return tag
+
+
+@lru_cache(maxsize=4096)
+def _language_tag(text: str) -> str | None:
+    """`text` in the conventional case of RFC 5646 (2.1.1: language lower, script title,
+    region upper), or None if it is not a valid tag. Only the case changes: tags differing
+    in case are the same tag, and a policy comparing `signup_locale` with "en-US" must
+    match "en-us". Cached: a stream repeats a few dozen locales."""
+    # The registry of subtags comes with langcodes; imported on first use, as pycountry.
+    import langcodes
+
+    # langcodes also reads "en_US"; BCP 47 separates subtags with hyphens only.
+    if "_" in text or not text.isascii() or not langcodes.tag_is_valid(text):
+        return None
+    subtags = text.lower().split("-")
+    out = subtags[:1]
+    for subtag in subtags[1:]:
+        if len(out[-1]) == 1:  # after a singleton (extension, private use) all stays lower
+            out.extend(subtags[len(out) :])
+            break
+        if len(subtag) == 4 and subtag.isalpha():
+            out.append(subtag.title())
+        elif len(subtag) == 2 and subtag.isalpha():
+            out.append(subtag.upper())
+        else:
+            out.append(subtag)
+    return "-".join(out)
 
 
 def _birth_date(value: Any) -> date | None:
@@ -226,7 +286,9 @@ def build_event(fields: dict[str, Any]) -> Event:
     event_type = _require_str(fields, "type", limits.EVENT_TYPE_CHARS)
     if event_type not in PAYLOAD_CLASSES:
         raise EventError(
-            f"unknown event type {quote(event_type)} (expected {', '.join(EVENT_TYPES)})"
+            f"unknown event type {quote(event_type)} (this version reads "
+            f"{', '.join(EVENT_TYPES)}; a type of a newer version is applied by "
+            "`ledger dead-letters retry` once the ledger is upgraded)"
         )
     return Event(
         event_id=_event_id(_require_str(fields, "event_id")),
@@ -243,6 +305,7 @@ def _payload(event_type: EventType, fields: dict[str, Any]) -> Payload:
                 phone=_require_str(fields, "phone", limits.PHONE_CHARS),
                 channel=_require_str(fields, "channel", limits.CHANNEL_CHARS),
                 birth_date=_birth_date(fields.get("birth_date")),
+                locale=_locale(fields.get("locale")),
             )
         case "PhoneChanged":
             return PhoneChanged(phone=_require_str(fields, "phone", limits.PHONE_CHARS))
@@ -257,6 +320,13 @@ def _payload(event_type: EventType, fields: dict[str, Any]) -> Payload:
             return TermsAccepted(
                 tos_version=_require_str(fields, "tos_version", limits.TOS_VERSION_CHARS)
             )
+        case "IdentityVerified":
+            return IdentityVerified(
+                document_country=_country(
+                    _require_str(fields, "document_country"), "document_country"
+                ),
+                document_kind=_document_kind(_require_str(fields, "document_kind")),
+            )
         case _:
             assert_never(event_type)
 
@@ -265,13 +335,15 @@ def payload_fields(payload: Payload) -> dict[str, Any]:
     """The payload's flat fields, as the JSON and Avro forms carry them (dates as objects:
     each codec renders them its own way)."""
     match payload:
-        case SignedUp(phone=phone, channel=channel, birth_date=birth_date):
-            return {"phone": phone, "channel": channel, "birth_date": birth_date}
+        case SignedUp(phone=phone, channel=channel, birth_date=birth_date, locale=locale):
+            return {"phone": phone, "channel": channel, "birth_date": birth_date, "locale": locale}
         case PhoneChanged(phone=phone):
             return {"phone": phone}
         case Relocated(country=country, evidence=evidence):
             return {"country": country, "evidence": evidence}
         case TermsAccepted(tos_version=tos_version):
             return {"tos_version": tos_version}
+        case IdentityVerified(document_country=country, document_kind=kind):
+            return {"document_country": country, "document_kind": kind}
         case _:
             assert_never(payload)

@@ -11,7 +11,15 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import Any, assert_never
 
-from ledger.domain.events import Event, EventType, PhoneChanged, Relocated, SignedUp, TermsAccepted
+from ledger.domain.events import (
+    Event,
+    EventType,
+    IdentityVerified,
+    PhoneChanged,
+    Relocated,
+    SignedUp,
+    TermsAccepted,
+)
 from ledger.domain.time import format_instant
 
 RESIDENCE_EVIDENCE = frozenset({"self_declared", "id_verified"})
@@ -87,6 +95,7 @@ class ObservedSignup:
     phone: PhoneFacts
     channel: str
     birth_date: date | None = None
+    locale: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +103,11 @@ class ObservedPhoneChange:
     phone: PhoneFacts
 
 
-# Relocations and terms acceptances carry nothing personal: the fold reads them as they are.
-ObservedPayload = ObservedSignup | ObservedPhoneChange | Relocated | TermsAccepted
+# Relocations, terms acceptances and identity verifications carry no number to reduce: the
+# fold reads them as they are.
+ObservedPayload = (
+    ObservedSignup | ObservedPhoneChange | Relocated | TermsAccepted | IdentityVerified
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,21 +145,30 @@ OBSERVED_FIELDS = (
     "country",
     "evidence",
     "tos_version",
+    # event schema version 2
+    "locale",
+    "document_country",
+    "document_kind",
 )
 
 
 def observed_fields(payload: ObservedPayload) -> tuple[Any, ...]:
     """The payload's values in OBSERVED_FIELDS order (None where the kind has no such
-    field)."""
+    field). Tuples written out: this runs for every event stored."""
     match payload:
-        case ObservedSignup(phone=phone, channel=channel, birth_date=birth_date):
-            return (phone.region, phone.valid, phone.digest, channel, birth_date, None, None, None)
+        case ObservedSignup(phone=phone, channel=channel, birth_date=birth_date, locale=locale):
+            return (
+                *(phone.region, phone.valid, phone.digest, channel, birth_date),
+                *(None, None, None, locale, None, None),
+            )
         case ObservedPhoneChange(phone=phone):
-            return (phone.region, phone.valid, phone.digest, None, None, None, None, None)
+            return (phone.region, phone.valid, phone.digest) + (None,) * 8
         case Relocated(country=country, evidence=evidence):
-            return (None, None, None, None, None, country, evidence, None)
+            return (None,) * 5 + (country, evidence) + (None,) * 4
         case TermsAccepted(tos_version=tos_version):
-            return (None, None, None, None, None, None, None, tos_version)
+            return (None,) * 7 + (tos_version, None, None, None)
+        case IdentityVerified(document_country=country, document_kind=kind):
+            return (None,) * 9 + (country, kind)
         case _:
             assert_never(payload)
 
@@ -162,6 +183,8 @@ def observed_type(payload: ObservedPayload) -> EventType:
             return "Relocated"
         case TermsAccepted():
             return "TermsAccepted"
+        case IdentityVerified():
+            return "IdentityVerified"
         case _:
             assert_never(payload)
 
@@ -180,11 +203,11 @@ def _reduce(
 ) -> ObservedPayload:
     p = event.payload
     match p:
-        case SignedUp(phone=phone, channel=channel, birth_date=birth_date):
-            return ObservedSignup(reduce_phone(phone, key, parsed), channel, birth_date)
+        case SignedUp(phone=phone, channel=channel, birth_date=birth_date, locale=locale):
+            return ObservedSignup(reduce_phone(phone, key, parsed), channel, birth_date, locale)
         case PhoneChanged(phone=phone):
             return ObservedPhoneChange(reduce_phone(phone, key, parsed))
-        case Relocated() | TermsAccepted():
+        case Relocated() | TermsAccepted() | IdentityVerified():
             return p
         case _:
             assert_never(p)
@@ -202,6 +225,9 @@ class Facts:
     residence: str | None = None
     ip_country: str | None = None
     tos_version: str | None = None
+    id_document_country: str | None = None
+    id_document_kind: str | None = None
+    signup_locale: str | None = None
 
 
 FACT_TYPES: dict[str, type] = {
@@ -215,9 +241,43 @@ FACT_TYPES: dict[str, type] = {
     "residence": str,
     "ip_country": str,
     "tos_version": str,
+    "id_document_country": str,
+    "id_document_kind": str,
+    "signup_locale": str,
 }
 FACT_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Facts))
 assert set(FACT_NAMES) == set(FACT_TYPES)
+
+
+def facts_set_by(o: Observation) -> dict[str, Any]:
+    """The facts an observation sets when the fold applies it (docs/rules.md, "Facts"): the
+    one place that says which event kind derives which fact. A SignedUp sets the signup
+    facts only as the user's first signup (the fold decides which that is); a
+    TermsAccepted sets none of its own: it changes which policy governs (`tos_version` is
+    derived from the bindings)."""
+    p = o.payload
+    match p:
+        case ObservedSignup(phone=phone, channel=channel, birth_date=birth_date, locale=locale):
+            return {
+                "signup_at": o.occurred_at,
+                "channel": channel,
+                "birth_date": birth_date,
+                "signup_locale": locale,
+                "signup_phone_region": phone.region,
+                "signup_phone_valid": phone.valid,
+                "current_phone_region": phone.region,
+                "current_phone_valid": phone.valid,
+            }
+        case ObservedPhoneChange(phone=phone):
+            return {"current_phone_region": phone.region, "current_phone_valid": phone.valid}
+        case Relocated(country=country, evidence=kind):
+            return {"residence" if kind in RESIDENCE_EVIDENCE else "ip_country": country}
+        case IdentityVerified(document_country=country, document_kind=kind):
+            return {"id_document_country": country, "id_document_kind": kind}
+        case TermsAccepted():
+            return {}
+        case _:
+            assert_never(p)
 
 
 def fact_to_json(value: Any) -> Any:

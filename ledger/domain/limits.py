@@ -15,6 +15,10 @@ EVENT_TYPE_CHARS = 20
 CHANNEL_CHARS = 100
 COUNTRY_CHARS = 2  # ISO 3166-1 alpha-2
 EVIDENCE_CHARS = 20
+DOCUMENT_KIND_CHARS = 20  # IdentityVerified.document_kind, a closed set
+# A BCP 47 language tag (SignedUp.locale). RFC 5646 (4.4.1) asks for room for 35 characters
+# for tags without extensions; extensions and private use can make a valid tag longer.
+LOCALE_CHARS = 64
 TOS_VERSION_CHARS = 100
 # Phones are never stored (only region, validity and a keyed hash), but every distinct one
 # is parsed and cached (`ledger.domain.facts`): this bounds that cache. E.164 needs 16.

@@ -34,7 +34,14 @@ INVARIANT_KINDS = ("sticky", "implies", "never")
 
 # The facts later events change; the signup facts are fixed once the user exists, and
 # tos_version changes which policy governs rather than what one policy decides.
-STICKY_FACTS = ("current_phone_region", "current_phone_valid", "residence", "ip_country")
+STICKY_FACTS = (
+    "current_phone_region",
+    "current_phone_valid",
+    "residence",
+    "ip_country",
+    "id_document_country",
+    "id_document_kind",
+)
 
 
 @dataclass(frozen=True)

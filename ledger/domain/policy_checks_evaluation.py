@@ -20,13 +20,13 @@ from datetime import datetime
 from typing import Any
 
 from ledger.domain import limits
-from ledger.domain.events import Relocated
+from ledger.domain.events import IdentityVerified, Relocated
 from ledger.domain.facts import (
-    RESIDENCE_EVIDENCE,
     Facts,
     Observation,
-    ObservedPhoneChange,
+    ObservedSignup,
     fact_to_json,
+    facts_set_by,
     observe,
 )
 from ledger.domain.policy import PolicySet
@@ -79,13 +79,20 @@ def _step_at(steps: Sequence[Step], t: datetime) -> Step | None:
 
 def changed_facts(o: Observation) -> frozenset[str]:
     """The facts an observation changes when it is not the signup."""
-    match o.payload:
-        case ObservedPhoneChange():
-            return frozenset({"current_phone_region", "current_phone_valid"})
-        case Relocated(evidence=kind):
-            return frozenset({"residence" if kind in RESIDENCE_EVIDENCE else "ip_country"})
-        case _:
-            return frozenset()
+    if isinstance(o.payload, ObservedSignup):
+        return frozenset()
+    return frozenset(facts_set_by(o))
+
+
+def _described(o: Observation) -> str:
+    """A later event as a counterexample names it: its type and what it carried (a phone
+    change shows nothing of the number)."""
+    p = o.payload
+    if isinstance(p, Relocated):
+        return f"Relocated {p.country} {p.evidence}"
+    if isinstance(p, IdentityVerified):
+        return f"IdentityVerified {p.document_kind} {p.document_country}"
+    return o.type
 
 
 def _decision(entry: Entry) -> str:
@@ -155,13 +162,7 @@ def _check_sticky(
             continue
         if real.entry.assignment != without.entry.assignment:
             cause = max((o for o in changes if o.occurred_at <= t), key=lambda o: o.order_key)
-            what = (
-                "PhoneChanged"
-                if isinstance(cause.payload, ObservedPhoneChange)
-                else (
-                    f"Relocated {cause.payload.country} {cause.payload.evidence}"  # type: ignore[union-attr]
-                )
-            )
+            what = _described(cause)
             return t, (
                 f"at {format_instant(t)} the assignment is {_decision(real.entry)} after the "
                 f"{what} of {format_instant(cause.occurred_at)} (event {cause.event_id}) "

@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, assert_never
+from typing import Any
 
-from ledger.domain.events import Relocated, TermsAccepted
+from ledger.domain.events import TermsAccepted
 from ledger.domain.facts import (
-    RESIDENCE_EVIDENCE,
     Facts,
     Observation,
-    ObservedPhoneChange,
     ObservedSignup,
     fact_to_json,
+    facts_set_by,
 )
 from ledger.domain.policy import PolicySet
 from ledger.domain.time import format_instant
@@ -77,47 +76,15 @@ def _bindings(
     return out
 
 
-_SIGNUP_FACTS = (
-    "signup_at",
-    "channel",
-    "birth_date",
-    "signup_phone_region",
-    "signup_phone_valid",
-    "current_phone_region",
-    "current_phone_valid",
-)
-
-
 def _apply(
     facts: dict[str, Any], evidence: dict[str, str], o: Observation, signup_id: str | None
 ) -> None:
-    p = o.payload
-    match p:
-        case ObservedSignup(phone=phone, channel=channel, birth_date=birth_date):
-            if o.event_id != signup_id:
-                return  # a repeated SignedUp does not sign the user up again
-            facts.update(
-                signup_at=o.occurred_at,
-                channel=channel,
-                birth_date=birth_date,
-                signup_phone_region=phone.region,
-                signup_phone_valid=phone.valid,
-                current_phone_region=phone.region,
-                current_phone_valid=phone.valid,
-            )
-            for name in _SIGNUP_FACTS:
-                evidence[name] = o.event_id
-        case ObservedPhoneChange(phone=phone):
-            facts.update(current_phone_region=phone.region, current_phone_valid=phone.valid)
-            evidence["current_phone_region"] = evidence["current_phone_valid"] = o.event_id
-        case Relocated(country=country, evidence=kind):
-            name = "residence" if kind in RESIDENCE_EVIDENCE else "ip_country"
-            facts[name] = country
-            evidence[name] = o.event_id
-        case TermsAccepted():
-            pass  # read through the bindings, not as a fact of its own
-        case _:
-            assert_never(p)
+    if isinstance(o.payload, ObservedSignup) and o.event_id != signup_id:
+        return  # a repeated SignedUp does not sign the user up again
+    changed = facts_set_by(o)
+    facts.update(changed)
+    for name in changed:
+        evidence[name] = o.event_id
 
 
 # Called by a TimelineBuilder after each instant it folds (see `TimelineBuilder`).

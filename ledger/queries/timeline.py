@@ -67,13 +67,16 @@ class TimelineData:
 def _detail(row: Any) -> str | None:
     if row.type == "SignedUp":
         phone = f"phone region {row.phone_region}" if row.phone_valid else "invalid phone"
-        return f"{row.channel}, {phone}"
+        locale = f", locale {row.locale}" if row.locale else ""
+        return f"{row.channel}, {phone}{locale}"
     if row.type == "PhoneChanged":
         return f"phone region {row.phone_region}" if row.phone_valid else "invalid phone"
     if row.type == "Relocated":
         return f"{row.country} ({row.evidence})"
     if row.type == "TermsAccepted":
         return str(row.tos_version)
+    if row.type == "IdentityVerified":
+        return f"{row.document_kind} issued in {row.document_country}"
     return None
 
 
@@ -108,6 +111,9 @@ def timeline(engine: Engine, user_id: str) -> TimelineData:
             e.country,
             e.evidence,
             e.tos_version,
+            e.locale,
+            e.document_country,
+            e.document_kind,
         )
         .where(e.user_id == user_id)
         .order_by(e.occurred_at, e.event_id)

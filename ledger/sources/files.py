@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO
 
-from ledger.codecs.avro import AvroCodec
+from ledger.codecs.avro import AvroCodec, UnresolvedRecord
 from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
 from ledger.config import ByteLimits
 from ledger.domain.events import Event, EventError
@@ -164,9 +164,12 @@ def _avro(
         ):
             if index < start and not isinstance(decoded, EventError):
                 continue
-            # A container record has no raw bytes of its own (SourceRecord.raw_bytes).
+            # A container record has no raw bytes of its own (SourceRecord.raw_bytes), except
+            # one that does not resolve to this version: its single-object form, which a
+            # newer version can apply from the dead letter (`ledger dead-letters retry`).
+            raw = decoded.message if isinstance(decoded, UnresolvedRecord) else b""
             yield (
-                SourceRecord(key, 0, index, f"{name}#{index}", b"", decoded),
+                SourceRecord(key, 0, index, f"{name}#{index}", raw, decoded),
                 fo.tell(),
             )
 

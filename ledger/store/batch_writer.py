@@ -136,7 +136,7 @@ EVENT_WRITE_COLUMNS = (*EVENT_CHAIN_FIELDS, "source", "position", "app_seq", "li
 
 def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ...]:
     obs = applied.observation
-    region, valid, digest, channel, birth, country, evidence, tos = observed_fields(obs.payload)
+    region, valid, digest, channel, birth, *rest = observed_fields(obs.payload)
     return (
         obs.event_id,
         obs.user_id,
@@ -148,9 +148,7 @@ def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ..
         digest,
         channel,
         rows.day(birth),
-        country,
-        evidence,
-        tos,
+        *rest,
         applied.seq,
         applied.source,
         applied.position,
@@ -196,6 +194,9 @@ USER_WRITE_COLUMNS = (
     "residence",
     "ip_country",
     "tos_version",
+    "id_document_country",
+    "id_document_kind",
+    "signup_locale",
     "assignment",
     "policy",
     "rule",
@@ -223,6 +224,9 @@ def user_row(rows: _Rows, state: UserSummary, updated_at: datetime) -> tuple[Any
         f.residence,
         f.ip_country,
         f.tos_version,
+        f.id_document_country,
+        f.id_document_kind,
+        f.signup_locale,
         last.assignment if last else None,
         last.policy if last else None,
         last.rule if last else None,

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from ledger.domain.events import Relocated, TermsAccepted
+from ledger.domain.events import IdentityVerified, Relocated, TermsAccepted
 from ledger.domain.facts import (
     Observation,
     ObservedPayload,
@@ -31,13 +31,15 @@ def _observed_payload(row: Any) -> ObservedPayload:
         else None
     )
     if row.type == "SignedUp" and phone is not None:
-        return ObservedSignup(phone, row.channel, row.birth_date)
+        return ObservedSignup(phone, row.channel, row.birth_date, row.locale)
     if row.type == "PhoneChanged" and phone is not None:
         return ObservedPhoneChange(phone)
     if row.type == "Relocated":
         return Relocated(row.country, row.evidence)
     if row.type == "TermsAccepted":
         return TermsAccepted(row.tos_version)
+    if row.type == "IdentityVerified":
+        return IdentityVerified(row.document_country, row.document_kind)
     raise ValueError(f"stored event {row.event_id} has an unreadable type {row.type!r}")
 
 

@@ -94,6 +94,10 @@ events = Table(
     Column("country", String(limits.COUNTRY_CHARS)),
     Column("evidence", String(limits.EVIDENCE_CHARS)),
     Column("tos_version", String(limits.TOS_VERSION_CHARS)),
+    # Event schema version 2 (migration 0005).
+    Column("locale", String(limits.LOCALE_CHARS)),
+    Column("document_country", String(limits.COUNTRY_CHARS)),
+    Column("document_kind", String(limits.DOCUMENT_KIND_CHARS)),
     Column("source", Text, nullable=False),
     Column("position", Text, nullable=False),
     # The user's applied events counted in application order (1, 2, ...). Two writers that
@@ -130,6 +134,9 @@ users = Table(
     Column("residence", String(limits.COUNTRY_CHARS)),
     Column("ip_country", String(limits.COUNTRY_CHARS)),
     Column("tos_version", String(limits.TOS_VERSION_CHARS)),
+    Column("id_document_country", String(limits.COUNTRY_CHARS)),
+    Column("id_document_kind", String(limits.DOCUMENT_KIND_CHARS)),
+    Column("signup_locale", String(limits.LOCALE_CHARS)),
     # The latest history entry (valid time): the assignment "from now on".
     Column("assignment", String(40)),
     Column("policy", String(100)),

@@ -233,6 +233,40 @@ def test_decisions_export(db: str, events: Path, tmp_path: Path) -> None:
     run("decisions", "export", "--db", db, code=2)  # no -o
 
 
+def test_schema_check(tmp_path: Path) -> None:
+    assert "compatible" in run("schema", "check", code=0).stdout
+    # The shipped version 2 adds a type, which version 1 cannot read: forward fails.
+    failed = run("schema", "check", "--mode", "full", "--transitive", code=1)
+    assert failed.stderr.startswith("ledger: error: the event schemas are not compatible")
+    assert json.loads(run("schema", "check", "--json", code=0).stdout)["compatible"] is True
+    run("schema", "check", "--mode", "sideways", code=2)
+    run("schema", "check", "--schemas", str(tmp_path), code=2)  # no AccountEvent.avsc
+    # Whatever the files hold, one line and exit 1: not JSON, JSON of another shape, a
+    # type Avro does not have, a payload type without its file.
+    for text in (
+        "{not json",
+        "[]",
+        '{"fields": 7}',
+        '{"type": "record", "name": "AccountEvent", "fields": [{"name": "x", "type": "nope"}]}',
+        '{"type": "record", "name": "AccountEvent",'
+        ' "fields": [{"name": "payload", "type": ["ledger.events.Gone"]}]}',
+        "[" * 100_000,
+    ):
+        (tmp_path / "AccountEvent.avsc").write_text(text)
+        failed = run("schema", "check", "--schemas", str(tmp_path), code=1)
+        assert failed.stderr.startswith("ledger: error: cannot read the schemas in ")
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    shown = run("--version", code=0).stdout
+    assert shown.startswith(f"jurisdiction-ledger {version('jurisdiction-ledger')} ")
+    assert "writes event schema version 2" in shown
+    script = subprocess.run([LEDGER, "--version"], capture_output=True, text=True, check=True)
+    assert script.stdout == shown
+
+
 def test_replay_with_hostile_policy_directories(db: str, events: Path, tmp_path: Path) -> None:
     """A --policies that is missing, an empty directory, or not TOML (an event file given by
     mistake) is refused before anything is applied; the same events then apply with the

@@ -40,6 +40,7 @@ from tests.helpers.hostile import (
     dumps,
     huge_line_file,
     signup,
+    verified,
     write_lines,
 )
 from tests.support import Cli, eid, history_rows
@@ -240,6 +241,9 @@ def test_nul_characters_and_values_over_the_column_sizes_are_dead_lettered(
         *GOOD,
         dumps(signup(60, u200, channel="渠" * limits.CHANNEL_CHARS)),
         dumps(accepts(61, u200)),
+        # The longest locale the column holds: a private-use tag of 64 characters.
+        dumps(signup(58, "u-8", locale="en-x-" + "-".join(["abcdefgh"] * 6) + "-abcde")),
+        dumps(verified(59, "u-8", at="2026-01-11T00:00:00Z")),
     ]
     bad: list[Bad] = [
         (dumps(signup(62, "u-\x009")), "field 'user_id' contains a NUL character"),
@@ -270,6 +274,15 @@ def test_nul_characters_and_values_over_the_column_sizes_are_dead_lettered(
             "evidence 'xxxxxxxxxxxxxxxxxxxxx' is not one of",
         ),
         (dumps(signup(71, "u-9", event_id="0" * 37)), "is not a UUID"),
+        (
+            dumps(signup(72, "u-9", locale="en-x-" + "-".join(["abcdefgh"] * 6) + "-abcdef")),
+            "field 'locale' is 65 characters, over the limit of 64",
+        ),
+        (dumps(signup(73, "u-9", locale="zh-CN\x00")), "field 'locale' contains a NUL"),
+        (dumps(signup(74, "u-9", locale="en_US")), "locale 'en_US' is not a BCP 47 language tag"),
+        (dumps(verified(75, "u-9", country="CHN")), "document_country 'CHN' is not an ISO"),
+        (dumps(verified(76, "u-9", kind="x" * 21)), "document_kind 'xxxxxxxxxxxxxxxxxxxxx' is not"),
+        (dumps(verified(77, "u-9", kind="passport\x00")), "field 'document_kind' contains a NUL"),
     ]
     replay_mixed(cli, tmp_path / "columns.jsonl", bad, reference, good)
     assert cli.json("history", u200)["user_id"] == u200
@@ -297,6 +310,9 @@ def test_a_megabyte_value_is_quoted_briefly_never_copied(
             "country 'xxx",
         ),
         (dumps({**signup(88, "u-9"), mb[:100_000]: [1]}), "is a JSON array"),
+        (dumps(signup(89, "u-9", locale=mb)), "field 'locale' is 1,000,000 characters"),
+        (dumps(verified(90, "u-9", country=mb)), "document_country 'xxx"),
+        (dumps(verified(91, "u-9", kind=mb)), "document_kind 'xxx"),
     ]
     summary = replay_mixed(cli, tmp_path / "megabyte.jsonl", bad, reference)
     assert len(json.dumps(summary)) < 10_000

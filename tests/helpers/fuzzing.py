@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line, event_to_json_obj
 from ledger.codecs.policy_files import load_policies
 from ledger.config import DEV_PHONE_KEY, ByteLimits
-from ledger.domain.events import Event, EventError, SignedUp
+from ledger.domain.events import EVENT_TYPES, Event, EventError, SignedUp
 from ledger.domain.policy import event_problem
 from ledger.sources.files import read_records
 from ledger.sources.records import SourceRecord
@@ -163,11 +163,7 @@ def usable(event: Event) -> Event:
     """`ledger.testing.channels()` draws any UTF-8 text, NUL included, which the store
     cannot hold and the event model now refuses; the base stream must be valid."""
     if isinstance(event.payload, SignedUp) and "\x00" in event.payload.channel:
-        payload = SignedUp(
-            event.payload.phone,
-            event.payload.channel.replace("\x00", "0"),
-            event.payload.birth_date,
-        )
+        payload = replace(event.payload, channel=event.payload.channel.replace("\x00", "0"))
         return Event(event.event_id, event.user_id, event.occurred_at, payload)
     return event
 
@@ -177,20 +173,38 @@ def valid_streams() -> st.SearchStrategy[list[Event]]:
 
 
 FIELDS = ["event_id", "user_id", "occurred_at", "type", "phone", "channel", "birth_date",
-          "country", "evidence", "tos_version", "recorded_at"]  # fmt: skip
+          "country", "evidence", "tos_version", "recorded_at",
+          "locale", "document_country", "document_kind"]  # fmt: skip
+
+# Near misses of a BCP 47 tag (SignedUp.locale), and a few tags that are well formed.
+LOCALE_TEXTS = st.one_of(
+    st.sampled_from(
+        ["en_US", "en-", "-en", "en--US", "EN-us", "i-klingon", "und", "qaa-QM", "x-a",
+         "en-US-u-", "zh-Hant-TW-x", "e", "123", "en-US\n", "en-\u00dcS", "ｅｎ-US",
+         "en-x-" + "a" * 60, "de-DE-1901-1901"]
+    ),
+    st.from_regex(r"\A[A-Za-z]{1,9}(-[A-Za-z0-9]{1,9}){0,4}\Z"),
+)  # fmt: skip
 
 
 @st.composite
 def json_mutant(draw: st.DrawFn, obj: dict[str, Any], *, cli: bool) -> bytes:
     """One mutation of a valid event's JSON object or line. `cli`: keep the record time
     (a line without one gets the replay's clock time, which a reference cannot know)."""
-    kind = draw(st.sampled_from(["value", "value", "delete", "add", "bytes", "structure"]))
+    kind = draw(
+        st.sampled_from(["value", "value", "delete", "add", "bytes", "structure", "retype"])
+    )
     obj = dict(obj)
-    if kind == "value":
+    if kind == "retype":  # another type's name, or a newer version's, over these fields
+        obj["type"] = draw(st.sampled_from([*EVENT_TYPES, "AccountErased", "identityverified"]))
+    elif kind == "value":
         name = draw(st.sampled_from(FIELDS))
         times = name in ("occurred_at", "recorded_at")
         texts = instant_texts()
-        value = draw(st.one_of(texts, texts, hostile_values()) if times else hostile_values())
+        if name == "locale":
+            value = draw(st.one_of(LOCALE_TEXTS, LOCALE_TEXTS, hostile_values()))
+        else:
+            value = draw(st.one_of(texts, texts, hostile_values()) if times else hostile_values())
         if cli and name == "recorded_at" and value is None:
             value = "x"
         obj[name] = value

@@ -20,6 +20,7 @@ RECORDED = "2026-06-01T00:00:00Z"  # record time carried by every line: historie
 # Every line carries the record time (a later keyword replaces it, a hostile one too).
 signup = partial(factories.signup, recorded_at=RECORDED)
 accepts = partial(factories.terms_accepted, recorded_at=RECORDED)
+verified = partial(factories.identity_verified, recorded_at=RECORDED)
 
 
 dumps = factories.line
@@ -45,6 +46,16 @@ PUBLISH_BAD = [
     dumps(signup(96, "u" * 201)),
     dumps(signup(97, "u-9", channel="c" * 101)),
     dumps(signup(98, "u-9", channel="a\x00")),
+    # event schema version 2: SignedUp.locale and IdentityVerified
+    dumps(signup(80, "u-9", locale="en-" + "x" * 62)),  # one over the column size
+    dumps(signup(81, "u-9", locale="en-US\x00")),
+    dumps(signup(82, "u-9", locale="\ud800")),
+    dumps(signup(83, "u-9", locale="en_US")),
+    dumps(signup(84, "u-9", locale=["en-US"])),
+    dumps(verified(85, "u-9", country="cn")),
+    dumps(verified(86, "u-9", kind="resident_id\x00")),
+    dumps(verified(87, "u-9", kind="x" * 1_000_000)),
+    dumps(verified(88, "u-9", country=None)),
 ]
 
 

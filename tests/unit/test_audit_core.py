@@ -19,7 +19,12 @@ from hypothesis import strategies as st
 
 from ledger.app.audit.signing import check, sign, signature_alg
 from ledger.codecs.policy_files import load_policies
-from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event, canonical_json
+from ledger.domain.audit.canonical import (
+    EVENT_CHAIN_FIELDS,
+    EVENT_CHAIN_LATER_FIELDS,
+    canonical_event,
+    canonical_json,
+)
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.domain.audit.digest import Digest, DigestError, body_bytes
 from ledger.domain.audit.merkle import EMPTY_ROOT, MerkleBuilder
@@ -55,6 +60,9 @@ EVENT_ROWS = st.fixed_dictionaries(
         "country": optional(TEXT),
         "evidence": optional(TEXT),
         "tos_version": optional(TEXT),
+        "locale": optional(TEXT),
+        "document_country": optional(TEXT),
+        "document_kind": optional(TEXT),
         "seq": st.integers(1, 2**31),
     }
 )
@@ -85,6 +93,9 @@ def a_row(**changes: Any) -> dict[str, Any]:
         "country": None,
         "evidence": None,
         "tos_version": None,
+        "locale": None,
+        "document_country": None,
+        "document_kind": None,
         "seq": 1,
     }
     row.update(changes)
@@ -149,17 +160,43 @@ def test_canonical_event_has_a_fixed_form() -> None:
     )
 
 
+def test_fields_of_event_schema_2_are_left_out_when_null() -> None:
+    # So every link computed before they existed stays valid: the fixed form above is the
+    # form a row had at revision 0003, when these columns did not exist.
+    version_1 = a_row()
+    for name in EVENT_CHAIN_LATER_FIELDS:
+        del version_1[name]
+    assert canonical_event(version_1) == canonical_event(a_row())
+    verified = a_row(
+        type="IdentityVerified",
+        **dict.fromkeys(("phone_region", "phone_valid", "phone_hash", "channel", "birth_date")),
+        document_country="CN",
+        document_kind="resident_id",
+    )
+    assert canonical_event(verified) == (
+        b'{"birth_date":null,"channel":null,"country":null,"document_country":"CN",'
+        b'"document_kind":"resident_id","event_id":"9b2f7a52-3f43-4a8e-9d43-2b1e1c6f0a11",'
+        b'"evidence":null,"occurred_at":"2026-01-10T09:00:00.000Z","phone_hash":null,'
+        b'"phone_region":null,"phone_valid":null,"recorded_at":"2026-01-10T09:00:01.250Z",'
+        b'"seq":1,"tos_version":null,"type":"IdentityVerified","user_id":"u-1"}'
+    )
+    assert b'"locale"' not in canonical_event(verified)
+    assert b'"locale":"en-US"' in canonical_event(a_row(locale="en-US"))
+
+
 @given(EVENT_ROWS)
 def test_canonical_event_is_the_canonical_json_of_the_row(row: dict[str, Any]) -> None:
     # The event encoder is specialised for speed; it must agree with the general one, and
-    # with the standard library's JSON once instants and dates are written as text.
+    # with the standard library's JSON once instants and dates are written as text. The
+    # fields of event schema version 2 are in it only when they hold a value.
+    kept = {k: v for k, v in row.items() if v is not None or k not in EVENT_CHAIN_LATER_FIELDS}
     as_text = {
         k: (v.isoformat(timespec="milliseconds")[:-6] + "Z" if isinstance(v, datetime) else v)
-        for k, v in row.items()
+        for k, v in kept.items()
     }
     as_text["birth_date"] = row["birth_date"] and row["birth_date"].isoformat()
     expected = json.dumps(as_text, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    assert canonical_event(row) == canonical_json(row) == expected.encode("utf-8")
+    assert canonical_event(row) == canonical_json(kept) == expected.encode("utf-8")
 
 
 def test_canonical_event_reads_instants_in_utc() -> None:

@@ -34,14 +34,19 @@ from hypothesis import strategies as st
 from kafka.consumer.fetcher import ConsumerRecord
 
 from ledger.codecs.avro import SINGLE_OBJECT_MAGIC
-from ledger.domain.events import Event, EventError
+from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
+from ledger.codecs.releases import FINGERPRINTS
+from ledger.domain import limits
+from ledger.domain.events import Event, EventError, SignedUp
 from ledger.domain.policy import event_problem
 from ledger.domain.time import to_millis
 from ledger.sources.kafka import to_source_record
 from ledger.sources.records import SourceRecord
+from tests import factories
 from tests.helpers.fuzzing import (
     CODEC,
     EXAMPLES,
+    LOCALE_TEXTS,
     POLICIES,
     RECORDED,
     SMALL,
@@ -135,7 +140,7 @@ def avro_mutant(draw: st.DrawFn, event: Event) -> bytes | None:
     with a hostile value in one field (any long is a timestamp-millis on the wire)."""
     data = CODEC.encode(event)
     kind = draw(st.sampled_from(["flip", "truncate", "extend", "fingerprint", "magic", "field",
-                                 "field", "none", "huge", "same"]))  # fmt: skip
+                                 "field", "none", "huge", "same", "older"]))  # fmt: skip
     if kind == "flip":
         at = draw(st.integers(0, len(data) - 1))
         return data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
@@ -145,6 +150,8 @@ def avro_mutant(draw: st.DrawFn, event: Event) -> bytes | None:
         return data + draw(st.binary(min_size=1, max_size=20))
     if kind == "fingerprint":
         return data[:2] + draw(st.binary(min_size=8, max_size=8)) + data[10:]
+    if kind == "older":  # a version-2 body labelled as written by version 1
+        return data[:2] + bytes.fromhex(FINGERPRINTS[1]) + data[10:]
     if kind == "magic":
         return draw(st.binary(min_size=2, max_size=2)) + data[2:]
     if kind == "none":
@@ -155,9 +162,11 @@ def avro_mutant(draw: st.DrawFn, event: Event) -> bytes | None:
         return data
     record = _plain_record(event)
     name, payload = record["payload"]
-    # `evidence` is an Avro enum: the writer cannot put anything else there.
+    # `evidence` and `document_kind` are Avro enums: the writer cannot put anything else
+    # there.
     fields = ["occurred_at", "recorded_at", "event_id", "user_id", *payload]
-    field = draw(st.sampled_from([f for f in fields if f != "evidence"]))
+    enums = ("evidence", "document_kind")
+    field = draw(st.sampled_from([f for f in fields if f not in enums]))
     if field in ("occurred_at", "recorded_at"):
         record[field] = draw(st.one_of(LONG, st.sampled_from([-62135596800001, 253402300800000])))
     elif field in ("event_id", "user_id"):
@@ -238,6 +247,24 @@ def test_any_bytes_and_timestamp_make_a_record(value: bytes, timestamp: int) -> 
         assert isinstance(rec.decoded, EventError | tuple)
         if isinstance(rec.decoded, EventError):
             assert str(rec.decoded).strip()
+
+
+@fuzz(EXAMPLES)
+@given(st.one_of(LOCALE_TEXTS, st.text(max_size=80), long_strings()))
+def test_any_locale_is_a_tag_kept_in_its_conventional_case_or_an_event_error(text: str) -> None:
+    """SignedUp.locale: whatever text comes, the event is refused in one line, or it keeps
+    the same tag (case aside) within the column size, and reads back as itself."""
+    line = factories.line(factories.signup(1, locale=text))
+    try:
+        event, _ = event_from_json_line(line)
+    except EventError as exc:
+        assert "\n" not in str(exc) and "locale" in str(exc)
+        return
+    assert isinstance(event.payload, SignedUp) and event.payload.locale is not None
+    assert event.payload.locale.lower() == text.lower()
+    assert len(event.payload.locale) <= limits.LOCALE_CHARS
+    assert event_from_json_line(event_to_json_line(event))[0] == event
+    assert CODEC.decode(CODEC.encode(event))[0] == event
 
 
 @fuzz(max(10, EXAMPLES // 4))

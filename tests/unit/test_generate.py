@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import astuple, replace
 from datetime import UTC, date, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -15,8 +16,10 @@ import pytest
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line
 from ledger.domain.events import (
+    DOCUMENT_KINDS,
     EVIDENCE_KINDS,
     Event,
+    IdentityVerified,
     PhoneChanged,
     Relocated,
     SignedUp,
@@ -24,6 +27,7 @@ from ledger.domain.events import (
 )
 from ledger.generate import generate_events, generate_log, write_events, write_log
 
+DATA = Path(__file__).parents[1] / "data" / "schema-v1"
 USERS = 5000
 SEED = 20260325
 
@@ -176,6 +180,61 @@ def test_later_events_cover_every_kind(stream: list[Event]) -> None:
     assert set(versions) == set(EFFECTIVE)
     changes = [e.payload.phone for e in stream if isinstance(e.payload, PhoneChanged)]
     assert len({_region(p) for p in changes}) >= 8
+
+
+def test_signup_locales_follow_the_phone_and_the_2025_wave(
+    by_user: dict[str, list[Event]],
+) -> None:
+    signups = [e[0] for e in by_user.values()]
+    locales = Counter(s.payload.locale for s in signups if isinstance(s.payload, SignedUp))
+    assert 0.05 <= locales[None] / USERS <= 0.25  # fewer before the rednote brand
+    assert locales["zh-CN"] > locales["en-US"] > locales["zh-TW"] > 0
+    wave = [
+        s.payload
+        for s in signups
+        if isinstance(s.payload, SignedUp)
+        and datetime(2025, 1, 1, tzinfo=UTC) <= s.occurred_at < datetime(2025, 2, 1, tzinfo=UTC)
+    ]
+    english = sum(1 for p in wave if p.locale and p.locale.startswith("en-"))
+    assert english / len(wave) >= 0.3  # the English-speaking arrivals of January 2025
+
+
+def test_identity_verifications_come_after_signup_by_phone_region(
+    by_user: dict[str, list[Event]],
+) -> None:
+    verified: Counter[tuple[str | None, str, str]] = Counter()
+    for events in by_user.values():
+        signup = events[0]
+        assert isinstance(signup.payload, SignedUp)
+        for e in events[1:]:
+            if isinstance(e.payload, IdentityVerified):
+                assert signup.occurred_at < e.occurred_at <= signup.occurred_at + timedelta(days=21)
+                verified[_region(signup.payload.phone), *astuple(e.payload)] += 1
+    assert {kind for _, _, kind in verified} == set(DOCUMENT_KINDS)
+    mainland = sum(n for (region, _, _), n in verified.items() if region == "CN")
+    assert mainland == verified["CN", "CN", "resident_id"]
+    assert verified["HK", "CN", "other"] and verified["HK", "HK", "resident_id"]
+    assert verified["US", "US", "passport"]
+
+
+def test_the_events_of_version_1_are_those_version_1_generated() -> None:
+    """Version 2's events draw from a generator of their own: the archive the version-1
+    code wrote with the same arguments (tests/data/schema-v1) is the same stream without
+    them and without locales."""
+    with (DATA / "events-v1.avro").open("rb") as fo:
+        released = [item for _, item in AvroCodec().read_container(fo)]
+    def as_version_1(e: Event) -> Event:
+        if isinstance(e.payload, SignedUp):
+            return replace(e, payload=replace(e.payload, locale=None))
+        return e
+
+    now = [
+        (as_version_1(e), None)
+        for e in generate_events(20, 11)
+        if not isinstance(e.payload, IdentityVerified)
+    ]
+    assert now == released
+    assert any(isinstance(e.payload, IdentityVerified) for e in generate_events(20, 11))
 
 
 def test_all_three_terms_versions_bind_at_signup(by_user: dict[str, list[Event]]) -> None:

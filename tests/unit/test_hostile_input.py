@@ -18,7 +18,7 @@ from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line
 from ledger.config import ByteLimits
 from ledger.domain import limits
-from ledger.domain.events import EVENT_TYPES, EVIDENCE_KINDS, EventError
+from ledger.domain.events import DOCUMENT_KINDS, EVENT_TYPES, EVIDENCE_KINDS, EventError
 from ledger.sources.files import read_records
 from ledger.sources.kafka import to_source_record
 from ledger.store.schema import dead_letters, events, users
@@ -36,6 +36,9 @@ def test_column_sizes_are_the_limits() -> None:
         "country": limits.COUNTRY_CHARS,
         "evidence": limits.EVIDENCE_CHARS,
         "tos_version": limits.TOS_VERSION_CHARS,
+        "locale": limits.LOCALE_CHARS,
+        "document_country": limits.COUNTRY_CHARS,
+        "document_kind": limits.DOCUMENT_KIND_CHARS,
     }
     assert {c: events.c[c].type.length for c in expected} == expected
     assert expected == {
@@ -46,8 +49,15 @@ def test_column_sizes_are_the_limits() -> None:
         "country": 2,
         "evidence": 20,
         "tos_version": 100,
+        "locale": 64,
+        "document_country": 2,
+        "document_kind": 20,
     }
     assert users.c.user_id.type.length == limits.USER_ID_CHARS
+    assert users.c.signup_locale.type.length == limits.LOCALE_CHARS
+    assert users.c.id_document_country.type.length == limits.COUNTRY_CHARS
+    assert users.c.id_document_kind.type.length == limits.DOCUMENT_KIND_CHARS
+    assert max(map(len, DOCUMENT_KINDS)) <= limits.DOCUMENT_KIND_CHARS
     assert dead_letters.c.user_id.type.length == limits.USER_ID_CHARS
     assert max(map(len, EVIDENCE_KINDS)) <= limits.EVIDENCE_CHARS
     assert max(map(len, EVENT_TYPES)) <= limits.EVENT_TYPE_CHARS

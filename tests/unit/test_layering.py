@@ -31,7 +31,7 @@ LAYERS = [
 CLI_STARTS_THE_SERVER = {"cli/serve.py": {"ledger.http.app", "ledger.http.auth"}}
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # What the pure core may import besides the standard library's computation modules.
-DOMAIN_THIRD_PARTY = {"phonenumbers", "pycountry"}
+DOMAIN_THIRD_PARTY = {"phonenumbers", "pycountry", "langcodes"}
 IO_MODULES = {"os", "io", "pathlib", "socket", "subprocess", "shutil", "tempfile", "sqlite3"}
 
 

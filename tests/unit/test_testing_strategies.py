@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from ledger.codecs.avro import AvroCodec
 from ledger.codecs.jsonl import event_from_json_line, event_to_json_line
-from ledger.domain.events import Event, SignedUp, TermsAccepted
+from ledger.domain.events import EVENT_TYPES, Event, SignedUp, TermsAccepted
 from ledger.testing import (
     INVALID_PHONES,
     PHONE_REGIONS,
@@ -99,6 +99,20 @@ def test_user_events_reach_the_awkward_cases() -> None:
     fast = settings(database=None, max_examples=2000, phases=[Phase.generate])
     assert collide(find(user_events(), collide, settings=fast))
     assert predates(find(user_events(), predates, settings=fast))
+
+
+def test_user_events_reach_every_event_type_and_locale() -> None:
+    # Every type of the current event schema, and signups with and without a locale: what
+    # the fuzz and property tests draw from must include what version 2 added.
+    fast = settings(database=None, max_examples=2000, phases=[Phase.generate])
+    for kind in EVENT_TYPES:
+        find(user_events(), lambda events, k=kind: any(e.type == k for e in events), settings=fast)
+    for has_locale in (True, False):
+        find(
+            user_events(max_events=1),
+            lambda events, h=has_locale: (events[0].payload.locale is not None) == h,
+            settings=fast,
+        )
 
 
 @STREAMS

@@ -89,10 +89,10 @@ ProgressHook = Callable[[Path, int, int], None]  # (file, bytes done, records in
 
 
 def _file_batches(
-    path: Path, key: str, start: int, size: int, reached: dict[int, int]
+    path: Path, key: str, start: int, size: int, reached: dict[int, int], codec: AvroCodec
 ) -> Iterator[list[SourceRecord]]:
     """Batches of a file's records; `reached` gets how far into the file each one ends."""
-    for chunk in batched(read_records(path, key, start), size):
+    for chunk in batched(read_records(path, key, start, codec), size):
         records = [r for r, _ in chunk]
         reached[id(records)] = chunk[-1][1]
         yield records
@@ -105,10 +105,13 @@ def replay_files(
     batch_size: int,
     now: datetime | None = None,
     progress: ProgressHook | None = None,
+    codec: AvroCodec | None = None,
 ) -> ReplaySummary:
     """Apply every file in order. Events without their own `recorded_at` get the replay's
-    start time as record time."""
+    start time as record time. `codec`: the current event schema's, unless given (a
+    ledger of an older version, for tests of the upgrade path)."""
     check_paths(paths)
+    codec = codec or AvroCodec()
     started = time.perf_counter()
     record_time = truncate_ms(now or datetime.now(UTC))
     summary = ReplaySummary()
@@ -117,7 +120,7 @@ def replay_files(
         start = projector.store.stored_positions(key).get(0, 0)
         summary.already_applied += start  # lines (blank ones too) or Avro records
         reached: dict[int, int] = {}  # id of a batch -> bytes of the file read for it
-        batches = _file_batches(path, key, start, batch_size, reached)
+        batches = _file_batches(path, key, start, batch_size, reached, codec)
         for records, result in projector.apply_batches(batches, record_time):
             summary.add(result)
             done = reached.pop(id(records))
@@ -139,6 +142,7 @@ def replay_topic(
     reset_positions: bool = False,
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    codec: AvroCodec | None = None,
 ) -> ReplaySummary:
     """Rebuild or continue a projection from a topic, up to the end seen at start
     (`ledger.sources.kafka.read_topic`). `start=None` continues from the stored positions
@@ -147,7 +151,7 @@ def replay_topic(
     The stored positions must belong to the topic as it is now (same topic id, partition
     count, none past a partition's end), else TopicChanged: records below a stored
     position are skipped as applied, which on a recreated topic would skip new events.
-    `reset_positions` forgets them first."""
+    `reset_positions` forgets them first. `codec` as in `replay_files`."""
     started = time.perf_counter()
     record_time = truncate_ms(now or datetime.now(UTC))
     key = kafka_source_key(topic)
@@ -159,7 +163,7 @@ def replay_topic(
     check_identity(topic, store.source_identity(key), identity, stored)
     if start is None:
         start = StartAt(offsets=stored)
-    codec = AvroCodec()
+    codec = codec or AvroCodec()
     summary = ReplaySummary()
     batches = (
         [to_source_record(m, codec) for m in batch]

@@ -18,6 +18,7 @@ from ledger.domain.limits import quote
 
 __all__ = [
     "EVENT_CHAIN_FIELDS",
+    "EVENT_CHAIN_LATER_FIELDS",
     "canonical_event",
     "canonical_json",
     "format_canonical_instant",
@@ -38,7 +39,15 @@ EVENT_CHAIN_FIELDS: tuple[str, ...] = (
     "seq",
 )
 
+# Columns added after the chain's encoding was first released (event schema version 2).
+# Each is part of a row's canonical form only when it holds a value, so no link computed
+# before it existed changes: a store upgraded from an older revision verifies as it is,
+# with nothing recomputed, and an event without the newer fields hashes as it always did.
+EVENT_CHAIN_LATER_FIELDS: tuple[str, ...] = ("locale", "document_country", "document_kind")
+assert set(EVENT_CHAIN_LATER_FIELDS) <= set(EVENT_CHAIN_FIELDS)
+
 _EVENT_FIELD_SET = frozenset(EVENT_CHAIN_FIELDS)
+_EARLIER_FIELD_SET = _EVENT_FIELD_SET - set(EVENT_CHAIN_LATER_FIELDS)
 
 
 def format_canonical_instant(value: datetime) -> str:
@@ -110,6 +119,9 @@ _EVENT_FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "country": _OPTIONAL_TEXT,
     "evidence": _OPTIONAL_TEXT,
     "tos_version": _OPTIONAL_TEXT,
+    "locale": _OPTIONAL_TEXT,
+    "document_country": _OPTIONAL_TEXT,
+    "document_kind": _OPTIONAL_TEXT,
     "seq": (int,),
 }
 assert set(_EVENT_FIELD_TYPES) == _EVENT_FIELD_SET
@@ -129,12 +141,13 @@ def _fits(name: str, value: Any) -> bool:
 
 
 def canonical_event(fields: Mapping[str, Any]) -> bytes:
-    """The canonical bytes of one stored event row: exactly the `EVENT_CHAIN_FIELDS`,
-    each of its column's type (ValueError naming the missing, extra or ill-typed ones)."""
+    """The canonical bytes of one stored event row: the `EVENT_CHAIN_FIELDS`, each of its
+    column's type (ValueError naming the missing, extra or ill-typed ones). A field of
+    `EVENT_CHAIN_LATER_FIELDS` that is null or absent is left out."""
     keys = fields.keys()
-    if keys != _EVENT_FIELD_SET:
+    if keys != _EVENT_FIELD_SET and not (_EARLIER_FIELD_SET <= keys <= _EVENT_FIELD_SET):
         given = set(keys)
-        missing = sorted(_EVENT_FIELD_SET - given)
+        missing = sorted(_EARLIER_FIELD_SET - given)
         extra = sorted(map(str, given - _EVENT_FIELD_SET))
         parts = []
         if missing:
@@ -145,7 +158,11 @@ def canonical_event(fields: Mapping[str, Any]) -> bytes:
     for name, value in fields.items():
         if not _fits(name, value):
             raise ValueError(f"event row field {name!r}: unexpected {type(value).__name__}")
+    row = dict(fields)
+    for name in EVENT_CHAIN_LATER_FIELDS:
+        if row.get(name) is None:
+            row.pop(name, None)
     try:
-        return canonical_json(dict(fields))
+        return canonical_json(row)
     except ValueError as exc:
         raise ValueError(f"event row: {exc}") from None

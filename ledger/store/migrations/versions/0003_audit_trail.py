@@ -21,7 +21,11 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.schema import CreateSequence, DropSequence
 
-from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
+from ledger.domain.audit.canonical import (
+    EVENT_CHAIN_FIELDS,
+    EVENT_CHAIN_LATER_FIELDS,
+    canonical_event,
+)
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.store.schema import UTCDateTime, events
 
@@ -76,7 +80,9 @@ def upgrade() -> None:
 
 def _chain_stored_events(bind: sa.Connection) -> None:
     users = sa.table("users", sa.column("user_id"), sa.column("chain_head"))
-    columns = [events.c[name] for name in EVENT_CHAIN_FIELDS]
+    # The columns of this revision: those of later revisions do not exist yet, and the
+    # canonical form leaves them out when absent.
+    columns = [events.c[n] for n in EVENT_CHAIN_FIELDS if n not in EVENT_CHAIN_LATER_FIELDS]
     set_link = (
         sa.update(events)
         .where(events.c.event_id == sa.bindparam("k_event"))
