@@ -36,6 +36,8 @@ _VALID_HAS_REGION = (
     ("signup_phone_valid", "signup_phone_region"),
     ("current_phone_valid", "current_phone_region"),
 )
+# One IdentityVerified sets both document facts: one without the other never occurs.
+_SET_TOGETHER = (("id_document_country", "id_document_kind"),)
 _OTHER = "\uffffany other value"  # equal to no constant a policy can name
 
 
@@ -138,6 +140,8 @@ def reachability(policy: Policy) -> dict[str, Reach] | None:
         values = dict(base)
         values.update(zip(read, combo, strict=True))
         if any(values[v] is True and values[r] is None for v, r in _VALID_HAS_REGION):
+            continue
+        if any((values[a] is None) != (values[b] is None) for a, b in _SET_TOGETHER):
             continue
         facts = Facts(**values)
         first: int | None = None

@@ -70,6 +70,28 @@ def test_lint_finds_rules_that_cannot_hold_and_rulebooks_never_assigned() -> Non
     assert "rulebook rednote-international" in found and "rulebook undetermined" in found
 
 
+def test_lint_knows_one_identity_verification_sets_both_document_facts() -> None:
+    # D2 can only match a user D1 already decided: a document kind never comes without
+    # its issuing country. Facts drawn independently would let D2 fire and hide that.
+    problems: list[str] = []
+    data = {
+        "version": "real-name-draft",
+        "effective_from": "2020-01-01T00:00:00Z",
+        "rules": [
+            {"id": "D1", "when": [{"fact": "id_document_country", "set": True}],
+             "assign": "xhs-domestic", "reason": "any verified document"},
+            {"id": "D2", "when": [{"fact": "id_document_kind", "eq": "passport"}],
+             "assign": "rednote-international", "reason": "a passport"},
+            {"id": "D3", "when": [], "assign": "undetermined", "reason": "otherwise"},
+        ],
+    }  # fmt: skip
+    policy = parse_policy(data, "real-name-draft.toml", problems)
+    assert policy is not None and not problems
+    found = {f.subject: f.message for f in lint(PolicySet([policy]), ["real-name-draft"])}
+    assert "rule D2" in found, found
+    assert "rule D1" not in found and "rule D3" not in found
+
+
 def test_given_files_are_laid_over_the_shipped_policies(tmp_path: Path) -> None:
     edited = tmp_path / "cutover.toml"
     edited.write_text(shipped("tos-2025-12-cutover").replace("C4", "C9"))
