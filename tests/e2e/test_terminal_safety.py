@@ -73,6 +73,7 @@ def test_hostile_ids_reasons_and_positions_print_as_plain_text(cli: Cli, tmp_pat
 
 
 def test_errors_quoting_input_are_one_plain_line(cli: Cli, tmp_path: Path) -> None:
+    cli.run("db", "upgrade")  # read commands refuse a store that is not there
     for user in HOSTILE_USERS:
         result = clean(cli.run("history", user, expect=1))
         assert result.stderr.startswith("ledger: error: unknown user")
@@ -92,6 +93,7 @@ def test_errors_quoting_input_are_one_plain_line(cli: Cli, tmp_path: Path) -> No
 
 def test_output_paths_and_topics_are_not_markup(sqlite_cli: Cli, tmp_path: Path) -> None:
     target = tmp_path / "[bold red]x.jsonl"
+    sqlite_cli.run("db", "upgrade")  # read commands refuse a store that is not there
     result = clean(sqlite_cli.run("dead-letters", "export", "-o", str(target)))
     assert str(target) in result.stdout
 
