@@ -261,7 +261,8 @@ def timeline(
     late event corrected shows under the one that replaced it. Events are ticks on the
     valid-time axis; sign-up and terms bindings are marked. The file is self-contained."""
     from ledger.queries.timeline import timeline as query_timeline
-    from ledger.render.timeline import render_html, render_svg
+    from ledger.render.timeline import render_svg
+    from ledger.render.timeline_page import render_html
     from ledger.store.database import open_engine
 
     suffix = output.suffix.lower()

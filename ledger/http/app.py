@@ -36,7 +36,8 @@ from ledger.queries.dead_letters import full_json
 from ledger.queries.dead_letters import page as dead_letter_page
 from ledger.queries.stats import stats as query_stats
 from ledger.queries.timeline import timeline as query_timeline
-from ledger.render.timeline import render_html, render_svg
+from ledger.render.timeline import render_svg
+from ledger.render.timeline_page import render_html
 from ledger.store.readonly import readiness
 
 DISTRIBUTION = "jurisdiction-ledger"  # the package's name in pyproject.toml

@@ -24,19 +24,24 @@ characters spelled out, so a hostile id can neither inject markup nor break the 
 
 from __future__ import annotations
 
-import bisect
-import calendar
 import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from html import escape
-from typing import NamedTuple
 
 from ledger.domain.projection import HistoryRow
 from ledger.domain.time import format_instant
 from ledger.queries.timeline import TimelineData
+from ledger.render.label_lanes import Lanes, dodge, text_width
 from ledger.render.text import escape_control
+from ledger.render.timeline_axes import (
+    RecordAxis,
+    _padded,
+    _Scale,
+    _tick_label,
+    knot_labels,
+    ticks,
+)
 
 COLOURS = {
     "xhs-domestic": "#c8463d",
@@ -55,12 +60,8 @@ WIDTH = 1000
 MIN_LEFT, RIGHT = 150, 40
 TITLE_H = 40  # the title line, above the lanes of mark labels
 LANE_H = 14  # one line of 10px labels
-MIN_STEP = 24  # px per record-time step, while the plot stays below MAX_PLOT_H
-MIN_PLOT_H, MAX_PLOT_H = 300, 1400
-MAX_KNOTS = 60  # events' record times are steps of their own up to this many
 MIN_BAND_W = 4.0
 EVENT_ROWS = 6  # lanes for event labels below the plot, at most
-LABEL_GAP = 6.0
 
 # XML 1.0 cannot carry these even as character references; escape_control takes the C0/C1
 # controls and bidirectional overrides.
@@ -76,268 +77,6 @@ def text(value: object) -> str:
 
 def _fmt(value: datetime | None) -> str:
     return format_instant(value) or "open"
-
-
-# --- text widths ---------------------------------------------------------------------------
-
-# Advance widths in em, rounded up from DejaVu Sans (the widest of the sans-serif fonts the
-# style names, and the fallback of a bare Linux): an estimate on the wide side keeps apart
-# labels that a narrower font would draw closer still.
-_NARROW = frozenset("ijlI.,:;'|!`")
-_SEMI = frozenset("frt()[]{}- /\\\"")
-_WIDE = frozenset("mwMW@%")
-
-
-def text_width(value: str, size: float, *, bold: bool = False) -> float:
-    """The width a line of `value` takes at `size` px, estimated on the wide side."""
-    em = 0.0
-    for c in value:
-        if c in _NARROW:
-            em += 0.32
-        elif c in _SEMI:
-            em += 0.44
-        elif c in _WIDE:
-            em += 1.0
-        elif c.isupper():
-            em += 0.78
-        elif c.isdigit():
-            em += 0.66
-        elif c.isascii():
-            em += 0.64
-        else:
-            em += 1.0  # CJK, symbols, escapes: a full em
-    return em * size * (1.12 if bold else 1.0)
-
-
-# --- valid time: to scale ------------------------------------------------------------------
-
-
-class _Scale(NamedTuple):
-    lo: datetime
-    hi: datetime
-    px0: float
-    px1: float
-
-    def __call__(self, t: datetime) -> float:
-        span = (self.hi - self.lo).total_seconds()
-        return self.px0 + (t - self.lo).total_seconds() / span * (self.px1 - self.px0)
-
-
-def _padded(instants: list[datetime], open_end: bool) -> tuple[datetime, datetime]:
-    lo, hi = min(instants), max(instants)
-    span = hi - lo
-    pad = max(span * 0.04, timedelta(days=1))
-    # Room on the far side for what is open-ended (a valid_to of null).
-    far = max(span * (0.10 if open_end else 0.04), timedelta(days=3 if open_end else 1))
-    return _clamp(lo - pad), _clamp(hi + far)
-
-
-def _clamp(t: datetime) -> datetime:
-    low = datetime(1, 1, 2, tzinfo=UTC)
-    high = datetime(9999, 12, 30, tzinfo=UTC)
-    return min(max(t, low), high)
-
-
-_STEPS = [
-    timedelta(minutes=1),
-    timedelta(minutes=5),
-    timedelta(minutes=15),
-    timedelta(hours=1),
-    timedelta(hours=6),
-    timedelta(days=1),
-    timedelta(days=7),
-]
-_MONTH_STEPS = [1, 3, 6, 12, 24, 60, 120, 600, 1200]
-
-
-def _add_months(t: datetime, months: int) -> datetime:
-    y, m = divmod(t.month - 1 + months, 12)
-    year = t.year + y
-    if year > 9999:
-        return datetime(9999, 12, 30, tzinfo=UTC)
-    return t.replace(year=year, month=m + 1, day=min(t.day, calendar.monthrange(year, m + 1)[1]))
-
-
-def ticks(lo: datetime, hi: datetime, most: int = 8) -> tuple[list[datetime], bool]:
-    """Round instants between lo and hi, at most `most`; True when they are whole days."""
-    span = hi - lo
-    for step in _STEPS:
-        if span / step <= most:
-            start = datetime(lo.year, lo.month, lo.day, tzinfo=UTC)
-            while start < lo:
-                start += step
-            out: list[datetime] = []
-            t = start
-            while t <= hi and len(out) <= most:
-                out.append(t)
-                t += step
-            return out, step >= timedelta(days=1)
-    for months in _MONTH_STEPS:
-        if span.days / (30.4 * months) <= most:
-            year = lo.year - (lo.year - 1) % (months // 12) if months >= 12 else lo.year
-            t = datetime(year, 1, 1, tzinfo=UTC)
-            out = []
-            while t <= hi and len(out) <= 4 * most:
-                if t >= lo:
-                    out.append(t)
-                t = _add_months(t, months)
-                if t.year >= 9999:
-                    break
-            return out, True
-    return [lo, hi], True
-
-
-def _tick_label(t: datetime, days: bool) -> str:
-    return f"{t:%Y-%m-%d}" if days else f"{t:%Y-%m-%d %H:%M}"
-
-
-# --- record time: in order -----------------------------------------------------------------
-
-_PRECISIONS: tuple[Callable[[datetime], str], ...] = (
-    lambda t: f"{t:%Y-%m-%d}",
-    lambda t: f"{t:%Y-%m-%d %H:%M}",
-    lambda t: f"{t:%Y-%m-%d %H:%M:%S}",
-    lambda t: f"{t:%Y-%m-%d %H:%M:%S}.{t.microsecond // 1000:03d}",
-    lambda t: f"{t:%Y-%m-%d %H:%M:%S.%f}",
-)
-
-
-def knot_labels(knots: Sequence[datetime]) -> list[str]:
-    """Each record time as briefly as tells it from its neighbours: a date, then minutes,
-    seconds, milliseconds as needed (replays put many within one second)."""
-    out = []
-    for i, t in enumerate(knots):
-        neighbours = [knots[j] for j in (i - 1, i + 1) if 0 <= j < len(knots)]
-        for fmt in _PRECISIONS:
-            if all(fmt(t) != fmt(n) for n in neighbours):
-                out.append(fmt(t))
-                break
-        else:
-            out.append(_PRECISIONS[-1](t))
-    return out
-
-
-@dataclass
-class RecordAxis:
-    """Record time in order: each knot (a distinct record time) one `step` above the one
-    before; instants between knots are placed by interpolation, so an event recorded
-    between two beliefs lies between them."""
-
-    knots: list[datetime]
-    now: datetime
-    step: float = MIN_STEP
-    bottom: float = 0.0  # y of the plot's bottom edge
-
-    @classmethod
-    def of(cls, rows: Sequence[HistoryRow], data: TimelineData, now: datetime) -> RecordAxis:
-        bounds = {r.recorded_at for r in rows} | {
-            r.superseded_at for r in rows if r.superseded_at is not None
-        }
-        with_events = bounds | {e.recorded_at for e in data.events}
-        knots = sorted(with_events if len(with_events) <= MAX_KNOTS else bounds)
-        return cls(knots or [now], now)
-
-    @property
-    def height(self) -> float:
-        """The plot height: half a step under the first knot, a step over the last."""
-        n = len(self.knots)
-        return min(MAX_PLOT_H, max(MIN_PLOT_H, (n + 0.5) * MIN_STEP))
-
-    def place(self, bottom: float) -> None:
-        self.bottom = bottom
-        self.step = self.height / (len(self.knots) + 0.5)
-
-    def knot_y(self, i: int) -> float:
-        return self.bottom - self.step * (i + 0.5)
-
-    @property
-    def top(self) -> float:
-        return self.bottom - self.height
-
-    def __call__(self, t: datetime) -> float:
-        k = self.knots
-        i = bisect.bisect_left(k, t)
-        if i < len(k) and k[i] == t:
-            return self.knot_y(i)
-        if i == 0:  # before the first knot: in the half step under it
-            return self.knot_y(0) + self.step * 0.3
-        if i == len(k):  # after the last: in the step above it, towards now
-            span = (self.now - k[-1]).total_seconds()
-            share = min(1.0, (t - k[-1]).total_seconds() / span) if span > 0 else 0.5
-            return self.knot_y(len(k) - 1) - self.step * 0.8 * share
-        share = (t - k[i - 1]).total_seconds() / (k[i] - k[i - 1]).total_seconds()
-        return self.knot_y(i - 1) - self.step * share
-
-
-# --- labels that never overlap -------------------------------------------------------------
-
-
-@dataclass
-class _Placed:
-    left: float
-    right: float
-    lane: int
-
-
-class Lanes:
-    """Labels at fixed x positions, each in the lowest lane where it meets no other label
-    (with a gap) and, where possible, where no vertical line of a label above crosses it."""
-
-    def __init__(self, gap: float = LABEL_GAP) -> None:
-        self.gap = gap
-        self.placed: list[_Placed] = []
-        self.lines: list[tuple[float, int]] = []  # (x, lane of its label)
-
-    def _free(self, left: float, right: float, lane: int) -> bool:
-        return all(
-            p.lane != lane or right + self.gap <= p.left or p.right + self.gap <= left
-            for p in self.placed
-        )
-
-    def _uncrossed(self, left: float, right: float, lane: int, line: float | None) -> bool:
-        if any(lane < above and left - 2 <= x <= right + 2 for x, above in self.lines):
-            return False
-        return line is None or all(
-            not (p.lane < lane and p.left - 2 <= line <= p.right + 2) for p in self.placed
-        )
-
-    def add(self, left: float, right: float, line: float | None = None) -> int:
-        """The lane for a label over [left, right]; `line`: the x of a vertical line drawn
-        from it down through the lanes below."""
-        lane = 0
-        while not (self._free(left, right, lane) and self._uncrossed(left, right, lane, line)):
-            lane += 1
-            if lane > 2 * len(self.placed) + 2:  # no lane avoids every line: labels first
-                lane = 0
-                while not self._free(left, right, lane):
-                    lane += 1
-                break
-        self.placed.append(_Placed(left, right, lane))
-        if line is not None:
-            self.lines.append((line, lane))
-        return lane
-
-    @property
-    def count(self) -> int:
-        return 1 + max((p.lane for p in self.placed), default=-1)
-
-
-def dodge(centres: Sequence[float], widths: Sequence[float], lo: float, hi: float) -> list[float]:
-    """Left edges for labels in one row, each as near its centre as the others allow, in
-    order, none overlapping, all within [lo, hi]; [] when they do not fit."""
-    if sum(widths) + LABEL_GAP * (len(widths) - 1) > hi - lo:
-        return []
-    lefts: list[float] = []
-    for c, w in zip(centres, widths, strict=True):
-        left = max(c - w / 2, lo)
-        if lefts:
-            left = max(left, lefts[-1] + widths[len(lefts) - 1] + LABEL_GAP)
-        lefts.append(left)
-    limit = hi
-    for i in range(len(lefts) - 1, -1, -1):  # pushed past the right end: back to the left
-        lefts[i] = min(lefts[i], limit - widths[i])
-        limit = lefts[i] - LABEL_GAP
-    return lefts
 
 
 # --- the picture ---------------------------------------------------------------------------
@@ -683,58 +422,3 @@ def _legend(left: float, top: float) -> tuple[str, float]:
         )
         lx += w
     return f'<g class="legend">{"".join(out)}</g>', ly + 14
-
-
-def render_html(data: TimelineData, *, now: datetime | None = None) -> str:
-    """A page with the picture and the rows and events it draws, as a table."""
-    uid = text(data.user_id)
-    rows = "".join(
-        f'<tr class="{"superseded" if r.superseded_at else "current"}">'
-        f"<td>{_fmt(r.entry.valid_from)}</td><td>{_fmt(r.entry.valid_to)}</td>"
-        f"<td>{text(r.entry.assignment)}</td><td>{text(r.entry.policy)}</td>"
-        f"<td>{text(r.entry.rule)}</td><td>{text(r.entry.reason)}</td>"
-        f"<td>{_fmt(r.recorded_at)}</td><td>{format_instant(r.superseded_at) or '—'}</td></tr>"
-        for r in data.rows
-    )
-    events = "".join(
-        f"<tr><td>{_fmt(e.occurred_at)}</td><td>{_fmt(e.recorded_at)}</td>"
-        f"<td>{text(e.type)}</td><td>{text(e.detail or '')}</td>"
-        f"<td><code>{text(e.event_id)}</code></td></tr>"
-        for e in data.events
-    )
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        # The page fetches nothing: a browser that honours this refuses even a stray fetch.
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "style-src 'unsafe-inline'; img-src data:\">"
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        # An empty icon: otherwise the browser asks the server for /favicon.ico.
-        '<link rel="icon" href="data:,">'
-        f"<title>Timeline of {uid} · jurisdiction ledger</title>"
-        "<style>"
-        "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;"
-        "margin:24px;color:#222;max-width:1040px}"
-        "svg{max-width:100%;height:auto;border:1px solid #ddd}"
-        "table{border-collapse:collapse;font-size:13px;margin:8px 0 24px}"
-        "th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}"
-        "tr.superseded td{color:#777;text-decoration:line-through}"
-        "h1{font-size:20px}h2{font-size:16px;margin-top:28px}"
-        "</style></head><body>"
-        f"<h1>Jurisdiction timeline of <code>{uid}</code></h1>"
-        "<p>Valid time across, record time up: each band is one history row, held in the "
-        "world from its left to its right edge and believed by the ledger from its bottom "
-        "to its top edge. A hatched band is a belief a later-arriving event superseded. "
-        "Valid time is to scale; record time is in order, each moment the ledger recorded "
-        "something one step up, labelled with its time, so that every belief it held shows, "
-        "however close in time the next one came.</p>"
-        f"{render_svg(data, now=now)}"
-        "<h2>History (every row, superseded ones struck through)</h2>"
-        "<table><thead><tr><th>valid from</th><th>valid to</th><th>assignment</th>"
-        "<th>policy</th><th>rule</th><th>reason</th><th>recorded at</th>"
-        f"<th>superseded at</th></tr></thead><tbody>{rows}</tbody></table>"
-        "<h2>Events</h2>"
-        "<table><thead><tr><th>occurred at</th><th>recorded at</th><th>type</th>"
-        f"<th>detail</th><th>event id</th></tr></thead><tbody>{events}</tbody></table>"
-        "</body></html>\n"
-    )

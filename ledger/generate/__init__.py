@@ -36,20 +36,15 @@ they are emitted.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import random
 import uuid
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
-from datetime import UTC, date, datetime, timedelta
-from functools import cache
+from datetime import UTC, date, datetime
 from itertools import accumulate
 from pathlib import Path
 from typing import IO
-
-import phonenumbers
-from phonenumbers import PhoneNumber, PhoneNumberType
 
 from ledger.domain.events import (
     DocumentKind,
@@ -62,151 +57,42 @@ from ledger.domain.events import (
     TermsAccepted,
 )
 from ledger.domain.time import from_millis, to_millis
+from ledger.generate.payloads import _other_region, _unscripted
+from ledger.generate.phones import (
+    _phone,
+    _valid_phone,
+)
+from ledger.generate.shape import (
+    _CUM_LATER,
+    _CUM_REGION,
+    _CUM_WAVE_REGION,
+    _DAY,
+    _END,
+    _HOUR,
+    _INVALID,
+    _LAG_MAX_MS,
+    _LAG_MEAN_MS,
+    _LOCALES,
+    _OTHER_CHANNELS,
+    _P_BIRTH_DATE,
+    _P_DUPLICATE,
+    _P_LATE,
+    _P_NO_LOCALE,
+    _P_SCRIPTED_CN,
+    _P_VERIFIED_CN,
+    _P_VERIFIED_ELSEWHERE,
+    _P_VERIFIED_HK_MO_TW,
+    _REFUGEE_WAVE,
+    _REGIONS,
+    _RESIDENCY,
+    _RESIDENCY_TOS,
+    _SCRIPT_WINDOW,
+    _SYNC_MARKER,
+    _VERIFY_WITHIN,
+)
 from ledger.sources.files import write_event_file, write_event_stream
 
 __all__ = ["generate_events", "generate_log", "write_events", "write_log", "write_log_to"]
-
-_DAY = 86_400_000
-_HOUR = 3_600_000
-
-_END = to_millis(datetime(2026, 11, 1, tzinfo=UTC))  # exclusive: nothing happens from here on
-_CST = timedelta(hours=8)
-_CUTOVER = to_millis(datetime(2025, 12, 8, tzinfo=UTC) - _CST)
-_RESIDENCY = to_millis(datetime(2026, 3, 25, tzinfo=UTC) - _CST)
-_REFUGEE_WAVE = (
-    to_millis(datetime(2025, 1, 1, tzinfo=UTC)),
-    to_millis(datetime(2025, 2, 1, tzinfo=UTC)),
-)
-# Scripted rulebook-changers sign up late enough for the cutover to classify them by phone and
-# early enough for three more events before the end of the stream.
-_SCRIPT_WINDOW = (_CUTOVER, to_millis(datetime(2026, 8, 1, tzinfo=UTC)))
-
-_LEGACY, _CUTOVER_TOS, _RESIDENCY_TOS = (
-    "tos-2023-legacy",
-    "tos-2025-12-cutover",
-    "tos-2026-03-residency",
-)
-
-# Regions the platform's users come from; index 0 must stay CN (the script relies on it).
-_REGIONS = ("CN", "HK", "MO", "TW", "US", "CA", "GB", "DE", "SG", "JP")
-_INVALID = -1  # region index of a phone number that is not valid
-# Shares in percent (CN a little above 55 to make up for the US wave); the last slot is
-# "not a valid number".
-_REGION_WEIGHTS = (57, 5, 1, 6, 13, 4, 4, 2, 3, 3, 2)
-_WAVE_REGION_WEIGHTS = (36, 4, 1, 5, 38, 5, 3, 2, 2, 2, 2)
-_CUM_REGION = tuple(accumulate(_REGION_WEIGHTS))
-_CUM_WAVE_REGION = tuple(accumulate(_WAVE_REGION_WEIGHTS))
-assert len(_REGION_WEIGHTS) == len(_REGIONS) + 1 and _REGIONS[0] == "CN"
-
-# Where people move to (self_declared / id_verified) and travel to (ip_geolocation).
-_MOVE_ABROAD = ("US", "CA", "GB", "AU", "SG", "JP", "DE", "HK", "NZ", "MY", "FR", "KR")
-_TRAVEL = ("JP", "TH", "KR", "US", "SG", "HK", "MO", "FR", "GB", "AU", "MY", "TW", "IT", "CN")
-
-_OTHER_CHANNELS = ("wechat-miniprogram", "partner-sso", "huawei-appgallery", "api-import")
-
-# Number of events after signup for unscripted users (index = count); mean is about 4.
-_CUM_LATER = tuple(accumulate((9, 12, 14, 14, 13, 11, 9, 6, 4, 3, 2, 2, 1)))
-
-_P_BIRTH_DATE = 0.70
-_P_SCRIPTED_CN = 0.45  # of CN signups inside the script window
-_P_LATE = 0.010
-_P_DUPLICATE = 0.005
-# Delivery lag of an event sent when it happened: mostly seconds, at most a few minutes.
-_LAG_MEAN_MS = 20_000
-_LAG_MAX_MS = 10 * 60_000
-
-# Event schema version 2. Locales by signup phone region (the last entry: not a valid
-# number), as (tag, cumulative share in percent).
-_LOCALES: tuple[tuple[tuple[str, int], ...], ...] = (
-    (("zh-CN", 88), ("zh-Hans-CN", 96), ("en-US", 100)),  # CN
-    (("zh-HK", 70), ("en-HK", 100)),  # HK
-    (("zh-MO", 80), ("pt-MO", 100)),  # MO
-    (("zh-TW", 100),),  # TW
-    (("en-US", 90), ("es-US", 100)),  # US
-    (("en-CA", 75), ("fr-CA", 100)),  # CA
-    (("en-GB", 100),),  # GB
-    (("de-DE", 90), ("en-DE", 100)),  # DE
-    (("en-SG", 60), ("zh-SG", 100)),  # SG
-    (("ja-JP", 100),),  # JP
-    (("zh-CN", 50), ("en-US", 100)),  # invalid number
-)
-assert len(_LOCALES) == len(_REGIONS) + 1
-# Apps sent no locale before the rednote brand (January 2025), and a few never do.
-_P_NO_LOCALE = (0.40, 0.05)
-# Who verifies an identity document, by signup phone region index, and with what.
-_P_VERIFIED_CN = 0.60  # mainland real-name registration
-_P_VERIFIED_HK_MO_TW = 0.30
-_P_VERIFIED_ELSEWHERE = 0.12
-_VERIFY_WITHIN = 21 * _DAY
-
-# Avro container files carry a 16-byte sync marker that fastavro draws from os.urandom; a fixed
-# one keeps archives byte-identical across runs.
-_SYNC_MARKER = hashlib.blake2b(b"jurisdiction-ledger synthetic events", digest_size=16).digest()
-
-
-# --- phone numbers -----------------------------------------------------------------------
-
-
-_MOBILE_TYPES = (PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE)
-
-
-def _is_valid_in(number: PhoneNumber, region: str) -> bool:
-    """Valid and attributed to `region` by `region_code_for_number`, as the ledger reads it.
-    The regional check alone is not enough for +1: Canada's metadata also accepts some
-    non-geographic codes that `region_code_for_number` gives to the US."""
-    if not phonenumbers.is_valid_number_for_region(number, region):
-        return False
-    return number.country_code != 1 or phonenumbers.region_code_for_number(number) == region
-
-
-@cache
-def _mobile_prefixes(region: str) -> tuple[int, int, tuple[str, ...]]:
-    """(country code, national number length, leading digits seen on valid mobiles).
-
-    Learned once from the library's example mobile number by randomising all but its first
-    digit and keeping what validates as a mobile (sign-ups need SMS); seeded by the region so
-    every run and every caller learns the same prefixes."""
-    example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
-    if example is None:
-        example = phonenumbers.example_number_for_type(region, PhoneNumberType.FIXED_LINE_OR_MOBILE)
-    assert example is not None and example.country_code is not None, region
-    national = phonenumbers.national_significant_number(example)
-    keep = 4 if example.country_code == 1 else 3  # NANP: area code + first exchange digit
-    learner = random.Random(f"prefixes:{region}")
-    prefixes: set[str] = set()
-    for _ in range(3000):
-        digits = national[0] + "".join(learner.choice("0123456789") for _ in national[1:])
-        number = PhoneNumber(country_code=example.country_code, national_number=int(digits))
-        if _is_valid_in(number, region) and phonenumbers.number_type(number) in _MOBILE_TYPES:
-            prefixes.add(digits[:keep])
-    prefixes.add(national[:keep])
-    return example.country_code, len(national), tuple(sorted(prefixes))
-
-
-def _valid_phone(rng: random.Random, region: str) -> str:
-    code, length, prefixes = _mobile_prefixes(region)
-    while True:  # learned prefixes validate almost always; retry the rare miss
-        prefix = prefixes[int(rng.random() * len(prefixes))]
-        rest = length - len(prefix)
-        digits = prefix + str(rng.randrange(10**rest)).zfill(rest)
-        number = PhoneNumber(country_code=code, national_number=int(digits))
-        if _is_valid_in(number, region):
-            return f"+{code}{digits}"
-
-
-def _invalid_phone(rng: random.Random, near: int) -> str:
-    """Typos and truncated input: a country code followed by far too few digits. The code is
-    that of region index `near` when there is one, else mostly +86."""
-    if near == _INVALID:
-        near = 0 if rng.random() < 0.6 else 1 + int(rng.random() * (len(_REGIONS) - 1))
-    code = phonenumbers.country_code_for_region(_REGIONS[near])
-    return f"+{code}{rng.randrange(10, 100_000)}"
-
-
-def _phone(rng: random.Random, region_index: int, near: int = _INVALID) -> str:
-    if region_index == _INVALID:
-        return _invalid_phone(rng, near)
-    return _valid_phone(rng, _REGIONS[region_index])
 
 
 # --- per-user choices -----------------------------------------------------------------------
@@ -299,80 +185,6 @@ def _after(rng: random.Random, t: int, low: int, high: int, steps_left: int) -> 
     still fit before the end of the stream."""
     room = (_END - 1 - t) // (steps_left + 1)
     return min(_END - 1, t + 1 + int(min(room, low + rng.random() * (high - low))))
-
-
-# --- event payloads ------------------------------------------------------------------------
-
-
-def _other_region(rng: random.Random, region_index: int) -> int:
-    if region_index != 0 and rng.random() < 0.4:
-        return 0  # back to (or over to) a mainland number
-    while True:
-        i = 1 + int(rng.random() * (len(_REGIONS) - 1))
-        if i != region_index:
-            return i
-
-
-def _phone_change(rng: random.Random, home: int, current: int) -> tuple[PhoneChanged, int]:
-    r = rng.random()
-    if r < 0.01:
-        region = _INVALID
-    elif r < 0.6 and current != _INVALID:
-        region = current  # a new number in the same country
-    else:
-        region = _other_region(rng, home if current == _INVALID else current)
-    return PhoneChanged(_phone(rng, region, near=home)), region
-
-
-def _relocation(rng: random.Random, home: int, current: int) -> Relocated:
-    r = rng.random()
-    evidence: EvidenceKind
-    if r < 0.45:
-        evidence = "ip_geolocation"
-    elif r < 0.80:
-        evidence = "self_declared"
-    else:
-        evidence = "id_verified"
-    base = current if current != _INVALID else home
-    r = rng.random()
-    if evidence == "ip_geolocation":  # travel
-        if r < 0.3 and base != _INVALID:
-            country = _REGIONS[base]
-        else:
-            country = _TRAVEL[int(rng.random() * len(_TRAVEL))]
-    elif base == 0 or base == _INVALID:  # mainland users moving abroad, or staying
-        country = "CN" if r < 0.3 else _MOVE_ABROAD[int(rng.random() * len(_MOVE_ABROAD))]
-    elif r < 0.35:
-        country = "CN"
-    elif r < 0.7:
-        country = _REGIONS[base]
-    else:
-        country = _MOVE_ABROAD[int(rng.random() * len(_MOVE_ABROAD))]
-    return Relocated(country, evidence)
-
-
-def _terms(rng: random.Random, t: int) -> TermsAccepted:
-    r = rng.random()
-    if t >= _RESIDENCY:
-        version = _RESIDENCY_TOS if r < 0.85 else _CUTOVER_TOS if r < 0.97 else _LEGACY
-    elif t >= _CUTOVER:
-        version = _CUTOVER_TOS if r < 0.92 else _LEGACY
-    else:
-        version = _LEGACY
-    return TermsAccepted(version)
-
-
-def _unscripted(
-    rng: random.Random, t: int, home: int, current: int
-) -> tuple[PhoneChanged | Relocated | TermsAccepted, int]:
-    # New terms only exist from the cutover on; before it, acceptances are rare re-confirmations.
-    terms_share = 0.05 if t < _CUTOVER else 0.40
-    r = rng.random()
-    if r < terms_share:
-        return _terms(rng, t), current
-    if r < terms_share + (1 - terms_share) * 0.42:
-        return _phone_change(rng, home, current)
-    return _relocation(rng, home, current), current
 
 
 # --- the stream ----------------------------------------------------------------------------
