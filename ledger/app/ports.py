@@ -14,9 +14,9 @@ from collections.abc import Collection, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from ledger.app.ingest.plan import BatchPlan, PositionKey
+from ledger.app.ingest.plan import BatchPlan, EncodedPlan, PositionKey
 from ledger.domain.facts import Observation
 from ledger.domain.projection import HistoryRow, UserProjection
 from ledger.errors import LedgerError
@@ -141,6 +141,25 @@ class BatchStore(Protocol):
         recorded yet). `write` records it with the first events it stores, and refuses
         (PhoneKeyChanged) a plan made under another key, in the batch's transaction."""
         ...
+
+
+class EncodingTransaction(BatchTransaction, Protocol):
+    def write_encoded(self, encoded: EncodedPlan) -> None:
+        """`write` for a plan whose rows were built ahead (`ParallelStore.encode`)."""
+
+
+@runtime_checkable
+class ParallelStore(Protocol):
+    """A store a parallel replay can use: workers plan from read-only snapshots taken
+    without the writer's lock and build the rows; the writer only writes them."""
+
+    def reading(self) -> AbstractContextManager[BatchTransaction]: ...
+
+    def encode(self, plan: BatchPlan) -> EncodedPlan: ...
+
+    def transaction(self) -> AbstractContextManager[EncodingTransaction]: ...
+
+    def stored_positions(self, source: str) -> dict[int, int]: ...
 
 
 # --- the audit trail's reads ------------------------------------------------------------

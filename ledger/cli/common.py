@@ -327,6 +327,15 @@ def open_store(s: Settings) -> Any:
     return SqlStore(open_engine(s.db_url), dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes)
 
 
+def store_opener(s: Settings) -> Any:
+    """What a parallel replay's worker processes open the same store with (picklable)."""
+    from functools import partial
+
+    from ledger.store.sql import open_sql_store
+
+    return partial(open_sql_store, s.db_url, s.limits.dead_letter_raw_bytes)
+
+
 # What "policy files given" means to every command that takes them (replay, dead-letters
 # retry, verify, impact, policy check|test): laid over the shipped set.
 POLICIES_HELP = (

@@ -122,6 +122,19 @@ def replay(
             "--batch-size", min=1, help="Events per database transaction.  [default: 5000]"
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            max=999,
+            help="Processes that plan a file replay's batches, each for its share of the "
+            "users, while the replay's own process writes; 0 plans in the writer, as for "
+            "files under $LEDGER_PARALLEL_MIN_MB (default 4). The result is the same for "
+            "any number.  [default: $LEDGER_WORKERS, else 2]",
+            show_default=False,
+        ),
+    ] = None,
     policies: PoliciesOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -143,6 +156,7 @@ def replay(
     errors.
     """
     from ledger.app.ingest.replay import replay_files, replay_topic
+    from ledger.cli.common import store_opener
     from ledger.sources.kafka import StartAt
 
     if from_kafka == bool(files):
@@ -155,7 +169,13 @@ def replay(
         raise UsageError("use only one of --from-beginning, --from-offset, --from-time")
     if from_kafka and fmt is not None:
         raise UsageError("--format is the format of standard input (-), not of a topic")
-    s = settings(db_url=db, batch_size=batch_size, kafka_bootstrap=bootstrap, kafka_topic=topic)
+    s = settings(
+        db_url=db,
+        batch_size=batch_size,
+        workers=workers,
+        kafka_bootstrap=bootstrap,
+        kafka_topic=topic,
+    )
     if files:
         with event_files(files, fmt) as paths:
             wired = projector(s, policies)
@@ -163,7 +183,15 @@ def replay(
             tune_gc_for_streaming()
             shown, hook = file_progress(paths)
             with shown:
-                summary = replay_files(wired, paths, batch_size=s.batch_size, progress=hook)
+                summary = replay_files(
+                    wired,
+                    paths,
+                    batch_size=s.batch_size,
+                    progress=hook,
+                    workers=s.workers,
+                    open_store=store_opener(s),
+                    parallel_min_bytes=s.parallel_min_mb << 20,
+                )
     else:
         start: StartAt | None = None
         if from_beginning:

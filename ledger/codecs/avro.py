@@ -236,8 +236,13 @@ class AvroCodec:
         *,
         max_record_bytes: int | None = None,
         max_block_bytes: int | None = None,
-    ) -> Iterator[tuple[int, tuple[Event, datetime | None] | EventError]]:
+        keep: Callable[[object], bool] | None = None,
+    ) -> Iterator[tuple[int, tuple[Event, datetime | None] | EventError | None]]:
         """Yields (record index, decoded event or the error for that record).
+
+        `keep`, given a decoded record's `user_id`, says whether to validate it: None is
+        yielded for a record it refuses, unvalidated (a parallel replay's worker leaves
+        other shards' users to their workers; validation is most of a record's cost).
 
         A record that decodes but is not a valid event, or is over `max_record_bytes`, is an
         error of its own and reading goes on. A corrupt or truncated container, or a block
@@ -282,6 +287,8 @@ class AvroCodec:
                                 f"{max_record_bytes:,} bytes"
                             ),
                         )
+                    elif keep is not None and not keep(_user_of(record)):
+                        yield index, None
                     else:
                         try:
                             if foreign:
@@ -435,3 +442,8 @@ def _date(name: str, days: int) -> date:
 
 def _canonical(schema: Any) -> str:
     return to_parsing_canonical_form(schema)
+
+
+def _user_of(record: object) -> object:
+    """The `user_id` of a record as decoded, or None when it has none to shard by."""
+    return record.get("user_id") if isinstance(record, dict) else None

@@ -41,6 +41,11 @@ class Condition:
     value: Any
     test: Callable[[Any], bool] = field(compare=False, repr=False)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The test is a closure, which pickle cannot carry; a parallel replay's workers
+        # get the policies pickled and rebuild it from what it was made of.
+        return (_condition, (self.fact, self.op, self.value))
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -88,6 +93,10 @@ class Policy:
             plan.append((tests, decision))
         object.__setattr__(self, "_plan", tuple(plan))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields_ = (self.version, self.effective_from, self.bindable, self.title, self.rules)
+        return (Policy, (*fields_, self.source))
+
     def classify(self, facts: Facts) -> Decision:
         return self.classify_values({name: getattr(facts, name) for name in FACT_TYPES})
 
@@ -117,6 +126,10 @@ def _make_test(op: str, value: Any) -> Callable[[Any], bool]:
     if op == "before":
         return lambda v: v is not None and v < value
     return lambda v: v is not None and v >= value  # not_before
+
+
+def _condition(fact: str, op: str, value: Any) -> Condition:
+    return Condition(fact, op, value, _make_test(op, value))
 
 
 def _coerce(fact: str, op: str, raw: Any, where: str, problems: list[str]) -> Any:

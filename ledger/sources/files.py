@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -80,12 +80,39 @@ def read_records(
     """Records from offset `start` on, each with the byte offset reached (for progress).
     Never raises for what the file holds: bad input is a record whose `decoded` is the
     EventError. `limits` defaults to `ByteLimits()`."""
+    for record, reached in read_shard(path, key, start, codec, limits=limits):
+        assert not isinstance(record, int)  # nothing is another shard's without `keep`
+        yield record, reached
+
+
+def read_shard(
+    path: Path,
+    key: str,
+    start: int = 0,
+    codec: AvroCodec | None = None,
+    *,
+    limits: ByteLimits | None = None,
+    keep: Callable[[object], bool] | None = None,
+) -> Iterator[tuple[SourceRecord | int, int]]:
+    """`read_records` for one worker of a parallel replay: `keep`, given a record's
+    `user_id` as decoded (None when it has none), says whether the record is this worker's;
+    of another's only its offset is yielded, unvalidated, so that every worker counts the
+    same records and cuts the same batches. Lines without a user id, and records that do not decode,
+    are for the worker whose `keep(None)` is true."""
     check_path(path)
     limits = limits or ByteLimits()
     if path.suffix == ".jsonl":
-        yield from _jsonl(path, key, start, limits)
+        for record, reached in _jsonl(path, key, start, limits):
+            if keep is None or keep(_user_of(record)):
+                yield record, reached
+            else:
+                yield record.offset, reached
     else:
-        yield from _avro(path, key, start, codec or AvroCodec(), limits)
+        yield from _avro(path, key, start, codec or AvroCodec(), limits, keep)
+
+
+def _user_of(record: SourceRecord) -> str | None:
+    return None if isinstance(record.decoded, EventError) else record.decoded[0].user_id
 
 
 def _jsonl(
@@ -155,14 +182,25 @@ def _eol_length(tail: bytes) -> int:
 
 
 def _avro(
-    path: Path, key: str, start: int, codec: AvroCodec, limits: ByteLimits
-) -> Iterator[tuple[SourceRecord, int]]:
+    path: Path,
+    key: str,
+    start: int,
+    codec: AvroCodec,
+    limits: ByteLimits,
+    keep: Callable[[object], bool] | None = None,
+) -> Iterator[tuple[SourceRecord | int, int]]:
     name = display_name(path)
     with path.open("rb") as fo:
         for index, decoded in codec.read_container(
-            fo, max_record_bytes=limits.event_bytes, max_block_bytes=limits.avro_block_bytes
+            fo,
+            max_record_bytes=limits.event_bytes,
+            max_block_bytes=limits.avro_block_bytes,
+            keep=keep,
         ):
             if index < start and not isinstance(decoded, EventError):
+                continue
+            if decoded is None:
+                yield index, fo.tell()
                 continue
             # A container record has no raw bytes of its own (SourceRecord.raw_bytes), except
             # one that does not resolve to this version: its single-object form, which a

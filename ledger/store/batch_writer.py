@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
-from ledger.app.ingest.plan import AppliedEvent, BatchPlan
+from ledger.app.ingest.plan import AppliedEvent, BatchPlan, EncodedPlan
 from ledger.app.ports import PhoneKeyChanged
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
 from ledger.domain.facts import (
@@ -44,19 +44,13 @@ def _same(value: datetime | None) -> datetime | None:
     return value
 
 
-class _Rows:
-    """How one dialect's driver takes values: placeholders, instants, dates and JSON."""
+class _Values:
+    """How one dialect's driver takes values: instants, dates and JSON. Needs no
+    connection, so a parallel replay's worker builds the rows (`encode_plan`)."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.sqlite = conn.dialect.name == "sqlite"
-        if not self.sqlite and conn.dialect.name != "postgresql":  # pragma: no cover
-            raise NotImplementedError(f"the ledger does not write to {conn.dialect.name}")
-        self.quote = conn.dialect.identifier_preparer.quote
-
-        self.instant: Callable[[datetime | None], Any] = (
-            _sqlite_instant if self.sqlite else _same
-        )
+    def __init__(self, sqlite: bool) -> None:
+        self.sqlite = sqlite
+        self.instant: Callable[[datetime | None], Any] = _sqlite_instant if sqlite else _same
 
     def day(self, value: date | None) -> Any:
         return value.isoformat() if self.sqlite and value is not None else value
@@ -64,6 +58,17 @@ class _Rows:
     def json(self, value: Any) -> str:
         # The text SQLAlchemy's JSON type writes, so rows read back the same either way.
         return json.dumps(value)
+
+
+class _Rows(_Values):
+    """Statements on one connection, with values as its driver takes them."""
+
+    def __init__(self, conn: Connection) -> None:
+        if conn.dialect.name not in ("sqlite", "postgresql"):  # pragma: no cover
+            raise NotImplementedError(f"the ledger does not write to {conn.dialect.name}")
+        super().__init__(conn.dialect.name == "sqlite")
+        self.conn = conn
+        self.quote = conn.dialect.identifier_preparer.quote
 
     def _columns(self, names: Sequence[str]) -> str:
         return ", ".join(self.quote(n) for n in names)
@@ -130,11 +135,13 @@ class _Rows:
 
 
 # The chained fields (ledger.domain.audit), then where the event came from and its place
-# in the store's audit trail.
-EVENT_WRITE_COLUMNS = (*EVENT_CHAIN_FIELDS, "source", "position", "app_seq", "link")
+# in the store's audit trail; app_seq last, as the writer appends it (`write_encoded`).
+EVENT_WRITE_COLUMNS = (*EVENT_CHAIN_FIELDS, "source", "position", "link", "app_seq")
+_USER_ID = EVENT_WRITE_COLUMNS.index("user_id")
+_SEQ = EVENT_WRITE_COLUMNS.index("seq")
 
 
-def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ...]:
+def event_row(rows: _Values, applied: AppliedEvent) -> tuple[Any, ...]:
     obs = applied.observation
     region, valid, digest, channel, birth, *rest = observed_fields(obs.payload)
     return (
@@ -152,7 +159,6 @@ def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ..
         applied.seq,
         applied.source,
         applied.position,
-        app_seq,
         applied.link,
     )
 
@@ -161,7 +167,7 @@ HISTORY_WRITE_COLUMNS = ("user_id", *HISTORY_COLUMNS, "policy_hash")
 
 
 def history_write_row(
-    rows: _Rows, user_id: str, row: HistoryRow, hashes: Mapping[str, str]
+    rows: _Values, user_id: str, row: HistoryRow, hashes: Mapping[str, str]
 ) -> tuple[Any, ...]:
     e = row.entry
     return (
@@ -207,7 +213,7 @@ USER_WRITE_COLUMNS = (
 )
 
 
-def user_row(rows: _Rows, state: UserSummary, updated_at: datetime) -> tuple[Any, ...]:
+def user_row(rows: _Values, state: UserSummary, updated_at: datetime) -> tuple[Any, ...]:
     f = state.facts
     last = state.latest
     return (
@@ -280,52 +286,70 @@ def claim_phone_key(rows: _Rows, fingerprint: str, recorded_at: datetime | None)
     PhoneKeyChanged.check(stored_fingerprint(rows.conn), fingerprint)
 
 
+def encode_plan(plan: BatchPlan, *, sqlite: bool) -> EncodedPlan:
+    """The plan's rows as the driver of SQLite (`sqlite`) or PostgreSQL takes them."""
+    v = _Values(sqlite)
+    rest = BatchPlan(
+        dead_letters=plan.dead_letters,
+        positions=plan.positions,
+        identities=plan.identities,
+        duplicates=plan.duplicates,
+        already_applied=plan.already_applied,
+        recorded_at=plan.recorded_at,
+        policy_hashes=plan.policy_hashes,
+        phone_key_fingerprint=plan.phone_key_fingerprint,
+    )
+    encoded = EncodedPlan(rest, [(a.order, event_row(v, a)) for a in plan.events])
+    for user_id, row in plan.superseded_rows:
+        key = (user_id, v.instant(row.entry.valid_from), v.instant(row.recorded_at))
+        if row.record_interval_empty:
+            encoded.dropped.append(key)
+        else:
+            encoded.superseded.append((v.instant(row.superseded_at), *key))
+    hashes = plan.policy_hashes
+    encoded.history = [history_write_row(v, u, row, hashes) for u, row in plan.new_rows]
+    encoded.policies_used = {row.entry.policy for _, row in plan.new_rows}
+    encoded.users = [user_row(v, s, at) for s, at in plan.users]
+    return encoded
+
+
 def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     """All writes of one batch; the caller owns the transaction."""
+    write_encoded(conn, encode_plan(plan, sqlite=conn.dialect.name == "sqlite"), raw_limit)
+
+
+def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> None:
+    """All writes of one batch, its rows already built; the caller owns the transaction."""
     rows = _Rows(conn)
-    if plan.events and plan.phone_key_fingerprint is not None:
+    plan = encoded.rest
+    if encoded.events and plan.phone_key_fingerprint is not None:
         claim_phone_key(rows, plan.phone_key_fingerprint, plan.recorded_at)
-    # In key order, so two writers that share users take their row locks in the same
-    # order and one waits for the other instead of deadlocking.
-    numbered = zip(rows.app_seqs(len(plan.events)), plan.events, strict=True)
-    rows.insert(
-        events,
-        EVENT_WRITE_COLUMNS,
-        [
-            event_row(rows, a, n)
-            for n, a in sorted(numbered, key=lambda p: (p[1].observation.user_id, p[1].seq))
-        ],
-    )
+    # Numbered in record order; inserted in key order, so two writers that share users
+    # take their row locks in the same order and one waits for the other instead of
+    # deadlocking.
+    numbered = [
+        (*row, n)
+        for n, (_, row) in zip(rows.app_seqs(len(encoded.events)), encoded.events, strict=True)
+    ]
+    numbered.sort(key=lambda r: (r[_USER_ID], r[_SEQ]))
+    rows.insert(events, EVENT_WRITE_COLUMNS, numbered)
     # History rows are addressed by (user_id, valid_from, recorded_at): a user's believed
     # rows never share valid_from, and rows with an empty record interval are never kept,
     # so the triple is unique without the store handing ids back.
     where = "WHERE user_id = ? AND valid_from = ? AND recorded_at = ?"
-    updates, deletes = [], []
-    for user_id, row in plan.superseded_rows:
-        key = (user_id, rows.instant(row.entry.valid_from), rows.instant(row.recorded_at))
-        if row.record_interval_empty:
-            deletes.append(key)
-        else:
-            updates.append((rows.instant(row.superseded_at), *key))
-    rows.execute_many(f"UPDATE assignment_history SET superseded_at = ? {where}", updates)
-    rows.execute_many(f"DELETE FROM assignment_history {where}", deletes)
-    rows.insert(
-        assignment_history,
-        HISTORY_WRITE_COLUMNS,
-        [history_write_row(rows, u, row, plan.policy_hashes) for u, row in plan.new_rows],
-    )
-    used = sorted({row.entry.policy for _, row in plan.new_rows})
+    update = f"UPDATE assignment_history SET superseded_at = ? {where}"
+    rows.execute_many(update, encoded.superseded)
+    rows.execute_many(f"DELETE FROM assignment_history {where}", encoded.dropped)
+    rows.insert(assignment_history, HISTORY_WRITE_COLUMNS, encoded.history)
     rows.insert_new(
         policy_pins,
         ("version", "hash", "pinned_at"),
-        [(v, plan.policy_hashes[v], rows.instant(plan.recorded_at)) for v in used],
+        [
+            (v, plan.policy_hashes[v], rows.instant(plan.recorded_at))
+            for v in sorted(encoded.policies_used)
+        ],
     )
-    rows.upsert(
-        users,
-        USER_WRITE_COLUMNS,
-        ["user_id"],
-        sorted((user_row(rows, s, at) for s, at in plan.users), key=lambda r: r[0]),
-    )
+    rows.upsert(users, USER_WRITE_COLUMNS, ["user_id"], sorted(encoded.users, key=lambda r: r[0]))
     if plan.dead_letters:
         conn.execute(dead_letters.insert(), dead_letter_values(plan, raw_limit))
     rows.upsert(
@@ -344,5 +368,3 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
             for (s, p), o in sorted(plan.positions.items())
         ],
     )
-
-

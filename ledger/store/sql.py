@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, select, tuple_
 
-from ledger.app.ingest.plan import BatchPlan, PositionKey
+from ledger.app.ingest.plan import BatchPlan, EncodedPlan, PositionKey
 from ledger.app.ports import HistoryTableRow
 from ledger.domain.audit.chain import GENESIS
 from ledger.domain.facts import (
@@ -18,7 +18,7 @@ from ledger.domain.facts import (
 )
 from ledger.domain.projection import HistoryRow, UserProjection
 from ledger.sources.records import SourceIdentity
-from ledger.store.batch_writer import stored_fingerprint, write_plan
+from ledger.store.batch_writer import encode_plan, stored_fingerprint, write_encoded, write_plan
 from ledger.store.errors import translated_errors
 from ledger.store.rows import history_row_from_row, observation_from_row
 from ledger.store.schema import (
@@ -131,6 +131,9 @@ class SqlTransaction:
     def write(self, plan: BatchPlan) -> None:
         write_plan(self.conn, plan, self.raw_limit)
 
+    def write_encoded(self, encoded: EncodedPlan) -> None:
+        write_encoded(self.conn, encoded, self.raw_limit)
+
 
 class SqlStore:
     """The batch store on a SQLAlchemy engine (see `ledger.store.database.open_engine`)."""
@@ -148,6 +151,18 @@ class SqlStore:
             conn.execution_options(ledger_sqlite_begin="IMMEDIATE")
             with conn.begin():
                 yield SqlTransaction(conn, self.raw_limit)
+
+    def encode(self, plan: BatchPlan) -> EncodedPlan:
+        return encode_plan(plan, sqlite=self.engine.dialect.name == "sqlite")
+
+    @contextmanager
+    def reading(self) -> Iterator[SqlTransaction]:
+        """A read-only snapshot with the batch port's reads (`event_owners`, `load_users`,
+        `lock_positions` without the lock): what a parallel replay's workers plan from
+        while the writer writes. Nothing written through it is kept."""
+        with translated_errors(reading=True), self.engine.connect() as conn, conn.begin() as tx:
+            yield SqlTransaction(conn, self.raw_limit)
+            tx.rollback()
 
     def stored_positions(self, source: str) -> dict[int, int]:
         with translated_errors(), self.engine.connect() as conn:
@@ -192,3 +207,11 @@ class SqlStore:
         with translated_errors(), self.engine.begin() as conn:
             q = delete(source_positions).where(source_positions.c.source == source)
             return conn.execute(q).rowcount
+
+
+def open_sql_store(url: str, dead_letter_raw_bytes: int = 4 << 20) -> SqlStore:
+    """The store at `url` as it is (no migration: its writer migrated it): what a parallel
+    replay's worker process opens, given this function and the URL."""
+    from ledger.store.database import open_engine
+
+    return SqlStore(open_engine(url, migrate=False), dead_letter_raw_bytes=dead_letter_raw_bytes)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
 from ledger.domain.audit.chain import next_link
@@ -97,6 +98,9 @@ class AppliedEvent:
     position: str
     seq: int  # the user's applied events so far, this one included
     link: bytes  # the user's hash chain after this event (docs/audit.md)
+    # (partition, offset) of its record: the order in which a batch planned in several
+    # shards is written, so that application order does not depend on the sharding.
+    order: tuple[int, int] = (0, 0)
 
 
 def chain_fields(obs: Observation, recorded_at: datetime, seq: int) -> dict[str, object]:
@@ -152,6 +156,49 @@ class BatchPlan:
             dead_letters=list(self.dead_letters),
             users={s.user_id for s, _ in self.users},
         )
+
+
+@dataclass(slots=True)
+class EncodedPlan:
+    """A plan as the store's own rows, built where it was planned (a parallel replay's
+    worker), so that the writer only writes: tuples of values in the driver's form are
+    cheap to send between processes, the plan's objects are not. `rest` is the plan with
+    its events and rows taken out (dead letters, positions, counts). The store decides
+    what a row holds; events are (order, row) so that parts merge in record order."""
+
+    rest: BatchPlan
+    events: list[tuple[tuple[int, int], tuple[Any, ...]]] = field(default_factory=list)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    superseded: list[tuple[Any, ...]] = field(default_factory=list)
+    dropped: list[tuple[Any, ...]] = field(default_factory=list)  # empty record interval
+    users: list[tuple[Any, ...]] = field(default_factory=list)
+    policies_used: set[str] = field(default_factory=set)
+
+    def result(self) -> BatchResult:
+        return BatchResult(
+            applied=len(self.events),
+            duplicates=self.rest.duplicates,
+            already_applied=self.rest.already_applied,
+            dead_letters=list(self.rest.dead_letters),
+            users={row[0] for row in self.users},
+        )
+
+
+def merge_encoded(
+    parts: Sequence[EncodedPlan], positions: Mapping[PositionKey, int]
+) -> EncodedPlan:
+    """`merge_plans` for plans already encoded."""
+    merged = EncodedPlan(merge_plans([p.rest for p in parts], positions))
+    for part in parts:
+        merged.events.extend(part.events)
+        merged.history.extend(part.history)
+        merged.superseded.extend(part.superseded)
+        merged.dropped.extend(part.dropped)
+        merged.users.extend(part.users)
+        merged.policies_used |= part.policies_used
+    if len(parts) > 1:
+        merged.events.sort(key=lambda e: e[0])
+    return merged
 
 
 @dataclass(slots=True)
@@ -238,12 +285,46 @@ def plan_batch(
         )
         plan.events.append(
             AppliedEvent(
-                obs, recorded_at, item.record.source, item.record.position, seq, proj.chain_head
+                obs,
+                recorded_at,
+                item.record.source,
+                item.record.position,
+                seq,
+                proj.chain_head,
+                (item.record.partition, item.record.offset),
             )
         )
     plan.new_rows = [(u, row) for u, row in changes.new_rows if not row.record_interval_empty]
     plan.superseded_rows = list(changes.superseded_rows)
     plan.users = [(projections[u].summary(), at) for u, at in touched.items()]
+    return plan
+
+
+def merge_plans(
+    parts: Sequence[BatchPlan], positions: Mapping[PositionKey, int]
+) -> BatchPlan:
+    """One batch planned in parts by workers that own disjoint users, as the one plan its
+    transaction writes: events and dead letters back in record order, `positions` the
+    batch's (no part saw all of its records)."""
+    first = parts[0]
+    plan = BatchPlan(
+        positions=dict(positions),
+        recorded_at=first.recorded_at,
+        policy_hashes=dict(first.policy_hashes),
+        phone_key_fingerprint=first.phone_key_fingerprint,
+    )
+    for part in parts:
+        plan.events.extend(part.events)
+        plan.new_rows.extend(part.new_rows)
+        plan.superseded_rows.extend(part.superseded_rows)
+        plan.users.extend(part.users)
+        plan.dead_letters.extend(part.dead_letters)
+        plan.duplicates += part.duplicates
+        plan.already_applied += part.already_applied
+        plan.identities.update(part.identities)
+    if len(parts) > 1:
+        plan.events.sort(key=lambda e: e.order)
+        plan.dead_letters.sort(key=lambda d: (d.record.partition, d.record.offset))
     return plan
 
 

@@ -11,8 +11,10 @@ from typing import TypeVar
 
 from kafka import KafkaConsumer
 
+from ledger.app.ingest.pipeline import replay_file_parallel
 from ledger.app.ingest.plan import BatchResult
 from ledger.app.ingest.projector import Projector
+from ledger.app.ports import ParallelStore
 from ledger.codecs.avro import AvroCodec
 from ledger.domain.time import truncate_ms
 from ledger.sources.files import check_paths, read_records, source_key
@@ -87,6 +89,10 @@ def fill_totals(projector: Projector, summary: ReplaySummary) -> None:
 
 ProgressHook = Callable[[Path, int, int], None]  # (file, bytes done, records in batch)
 
+# Files smaller than this are planned in the writer: starting worker processes (each
+# imports the ledger, about a second of CPU) costs more than they save on a few batches.
+PARALLEL_MIN_BYTES = 4 << 20
+
 
 def _file_batches(
     path: Path, key: str, start: int, size: int, reached: dict[int, int], codec: AvroCodec
@@ -106,10 +112,15 @@ def replay_files(
     now: datetime | None = None,
     progress: ProgressHook | None = None,
     codec: AvroCodec | None = None,
+    workers: int = 0,
+    open_store: Callable[[], ParallelStore] | None = None,
+    parallel_min_bytes: int = PARALLEL_MIN_BYTES,
 ) -> ReplaySummary:
     """Apply every file in order. Events without their own `recorded_at` get the replay's
     start time as record time. `codec`: the current event schema's, unless given (a
-    ledger of an older version, for tests of the upgrade path)."""
+    ledger of an older version, for tests of the upgrade path). `workers` processes plan
+    while this one writes (`ledger.app.ingest.pipeline`), each on a store from
+    `open_store`; 0 plans here, as for a file under `parallel_min_bytes`."""
     check_paths(paths)
     codec = codec or AvroCodec()
     started = time.perf_counter()
@@ -119,6 +130,25 @@ def replay_files(
         key = source_key(path)
         start = projector.store.stored_positions(key).get(0, 0)
         summary.already_applied += start  # lines (blank ones too) or Avro records
+        store = projector.store
+        parallel = workers > 0 and path.stat().st_size >= parallel_min_bytes
+        if parallel and open_store is not None and isinstance(store, ParallelStore):
+            for written in replay_file_parallel(
+                projector,
+                store,
+                open_store,
+                path,
+                key,
+                start,
+                workers=workers,
+                batch_size=batch_size,
+                record_time=record_time,
+                codec=codec,
+            ):
+                summary.add(written.result)
+                if progress:
+                    progress(path, written.reached, written.records)
+            continue
         reached: dict[int, int] = {}  # id of a batch -> bytes of the file read for it
         batches = _file_batches(path, key, start, batch_size, reached, codec)
         for records, result in projector.apply_batches(batches, record_time):

@@ -1,0 +1,221 @@
+"""A parallel replay of a file: worker processes plan, this process only writes.
+
+Users are sharded over N workers (`ledger.app.ingest.shards`); each plans its users'
+part of every batch with the one fold (`plan_batch`), chain links and history rows
+included (`ledger.app.ingest.pipeline_worker`). The writer merges a batch's parts into
+one plan and writes it in one transaction with the file's position, exactly as a
+sequential replay would have (`merge_plans` puts events back in record order, so
+application order, chains and answers do not depend on the number of workers).
+
+Whatever the parts could not foresee falls back to the sequential path for that one
+batch: the stored position moved (another writer), another writer's events for the same
+users (StoreConflict), an event id that two workers' users both claim, or a value the
+database refuses (StoreRefused, bisected there). `Projector.apply_batch` applies the
+batch from the file's records, and the workers reload and plan again from the batch
+after it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import takewhile
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+from ledger.app.ingest.pipeline_worker import (
+    ShardDone,
+    ShardFailed,
+    ShardPlan,
+    WorkerSpec,
+    run_worker,
+)
+from ledger.app.ingest.plan import BatchResult, merge_encoded
+from ledger.app.ingest.projector import Projector
+from ledger.app.ports import ParallelStore, StoreConflict, StoreRefused
+from ledger.codecs.avro import AvroCodec
+from ledger.errors import LedgerError
+from ledger.sources.files import read_records
+
+# Batches a worker plans ahead of the writer's last commit: enough to keep the writer
+# busy, few enough that memory holds only a few batches' plans.
+DEPTH = 2
+# A worker's cached users, in estimated bytes (`cached_bytes`).
+WORKER_CACHE_BYTES = 48 << 20
+# How long the writer waits for a plan before it looks whether the workers are alive.
+POLL_S = 1.0
+
+
+class _Unforeseen(Exception):
+    """The merged plan cannot be written as planned; the batch goes the sequential way."""
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenBatch:
+    records: int
+    reached: int  # bytes of the file read
+    result: BatchResult
+
+
+def replay_file_parallel(
+    projector: Projector,
+    store: ParallelStore,
+    open_store: Callable[[], ParallelStore],
+    path: Path,
+    key: str,
+    start: int,
+    *,
+    workers: int,
+    batch_size: int,
+    record_time: datetime,
+    codec: AvroCodec | None = None,
+) -> Iterator[WrittenBatch]:
+    """Apply `path` from record `start` on with `workers` planning processes, yielding
+    each batch once it is committed. The same result as `projector.apply_batches` over the
+    same batches, whatever `workers` is."""
+    writer = _Writer(projector, store, path, key, start, record_time, codec)
+    ctx = multiprocessing.get_context("spawn")
+    out: Queue[Any] = ctx.Queue()
+    controls: list[Queue[Any]] = [ctx.Queue() for _ in range(workers)]
+    procs: list[BaseProcess] = []
+    try:
+        for shard in range(workers):
+            spec = WorkerSpec(
+                shard=shard,
+                shards=workers,
+                open_store=open_store,
+                policies=projector.policies,
+                phone_key=projector.phone_key,
+                path=path,
+                key=key,
+                start=start,
+                batch_size=batch_size,
+                default_recorded_at=record_time,
+                cache_bytes=WORKER_CACHE_BYTES,
+                depth=DEPTH,
+                parent_pid=os.getpid(),
+                codec=codec,
+            )
+            proc: BaseProcess = ctx.Process(
+                target=run_worker, args=(spec, out, controls[shard]), daemon=True
+            )
+            proc.start()
+            procs.append(proc)
+        yield from _write_in_order(writer, out, controls, procs)
+    finally:
+        for control in controls:
+            control.put(("stop",))
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        for q in (out, *controls):
+            q.cancel_join_thread()  # a plan nobody reads must not keep this process up
+            q.close()
+
+
+def _write_in_order(
+    writer: _Writer, out: Queue[Any], controls: list[Queue[Any]], procs: list[BaseProcess]
+) -> Iterator[WrittenBatch]:
+    workers = len(procs)
+    generation = 0
+    pending: dict[int, dict[int, ShardPlan]] = {}
+    totals: dict[int, int] = {}  # shard -> batches it cut
+    number = 0  # the next batch to write
+    while len(totals) < workers or any(number < t for t in totals.values()):
+        parts = pending.get(number)
+        if parts is not None and len(parts) == workers:
+            del pending[number]
+            ordered = [parts[s] for s in range(workers)]
+            try:
+                written = writer.write(ordered)
+                for control in controls:
+                    control.put(("done", number))
+            except (_Unforeseen, StoreConflict, StoreRefused):
+                written = writer.apply_sequentially(ordered[0])
+                generation += 1
+                pending.clear()  # planned from a state that the batch did not leave
+                for control in controls:
+                    control.put(("reset", number, generation))
+            number += 1
+            yield written
+            continue
+        try:
+            message = out.get(timeout=POLL_S)
+        except queue.Empty:
+            for shard, proc in enumerate(procs):
+                if not proc.is_alive():
+                    raise LedgerError(
+                        f"replay worker {shard} stopped (exit code {proc.exitcode}) before "
+                        "the replay finished; nothing after the last committed batch was "
+                        "applied, and replaying again continues from there"
+                    ) from None
+            continue
+        if isinstance(message, ShardFailed):
+            raise LedgerError(f"replay worker {message.shard} failed: {message.error}")
+        if isinstance(message, ShardDone):
+            totals[message.shard] = message.batches
+        elif message.generation == generation and message.batch >= number:
+            pending.setdefault(message.batch, {})[message.shard] = message
+    if len(set(totals.values())) > 1:
+        raise LedgerError(f"replay workers cut different batches: {totals}")
+
+
+class _Writer:
+    def __init__(
+        self,
+        projector: Projector,
+        store: ParallelStore,
+        path: Path,
+        key: str,
+        start: int,
+        record_time: datetime,
+        codec: AvroCodec | None,
+    ) -> None:
+        self.projector = projector
+        self.store = store  # the projector's, able to write rows built ahead
+        self.path = path
+        self.key = key
+        self.expected = start  # the file's stored position before the next batch
+        self.record_time = record_time
+        self.codec = codec
+
+    def write(self, parts: list[ShardPlan]) -> WrittenBatch:
+        first = parts[0]
+        position = (self.key, 0)
+        plan = merge_encoded([p.plan for p in parts], {position: first.end})
+        ids = [row[0] for _, row in plan.events]
+        if len(set(ids)) != len(ids):
+            raise _Unforeseen("two workers' users claim one event id")
+        with self.store.transaction() as tx:
+            stored = tx.lock_positions({position})
+            if stored.get(position, 0) != self.expected:
+                raise _Unforeseen("another writer moved the file's position")
+            tx.lock_users([row[0] for row in plan.users])
+            tx.write_encoded(plan)
+        self.expected = first.end
+        return WrittenBatch(first.records, first.reached, plan.result())
+
+    def apply_sequentially(self, part: ShardPlan) -> WrittenBatch:
+        """The batch of `part` from the file's records, on the projector's own path."""
+        items = read_records(self.path, self.key, part.first, self.codec)
+        records = [
+            r
+            for r, _ in takewhile(lambda item: item[0].offset < part.end, items)
+            if r.offset >= part.first  # a container's unreadable records come from the start
+        ]
+        self.projector.forget()
+        try:
+            result = self.projector.apply_batch(records, self.record_time)
+        finally:
+            self.projector.forget()  # the workers' plans move these users on, not this cache
+        position = self.store.stored_positions(self.key).get(0, 0)
+        self.expected = max(position, part.end)
+        return WrittenBatch(part.records, part.reached, result)

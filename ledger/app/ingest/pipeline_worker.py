@@ -1,0 +1,268 @@
+"""One worker process of a parallel replay (`ledger.app.ingest.pipeline`).
+
+Every worker reads the whole file and cuts the same batches (by record count), but
+validates, folds and plans only the records of its own users (`ledger.app.ingest.shards`);
+of the others it only counts the offsets. It sends each batch's plan, chain links and
+history rows included, to the writer and plans ahead while the writer writes, at most
+`depth` batches ahead of the writer's last commit.
+
+Its users' projections are cached and advanced by every plan, as if the plan were
+committed. The writer tells it which batches committed ("done") and, when a batch could
+not be written as planned and was applied on the writer's sequential path instead,
+"reset": then it forgets every cached user, reloads them from the store, and plans again
+the batches after that one, under a new generation number so the writer can tell the
+stale plans from the new ones.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+from ledger.app.ingest.plan import EncodedPlan, plan_batch, screen
+from ledger.app.ingest.projector import cached_bytes
+from ledger.app.ingest.shards import owns
+from ledger.app.ports import ParallelStore
+from ledger.codecs.avro import AvroCodec
+from ledger.domain.policy import PolicySet
+from ledger.domain.projection import UserProjection
+from ledger.sources.files import read_shard
+from ledger.sources.records import SourceRecord
+
+# How often a worker waiting for the writer looks whether its parent is still there: a
+# SIGKILLed replay must not leave its workers behind.
+PARENT_CHECK_S = 1.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    shard: int
+    shards: int
+    open_store: Callable[[], ParallelStore]  # picklable: a module-level function or partial
+    policies: PolicySet
+    phone_key: bytes
+    path: Path
+    key: str  # the file's source key
+    start: int  # the file's stored position when the replay started
+    batch_size: int
+    default_recorded_at: datetime
+    cache_bytes: int
+    depth: int
+    parent_pid: int
+    codec: AvroCodec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPlan:
+    generation: int
+    batch: int  # 0, 1, ... in file order
+    shard: int
+    first: int  # offset of the batch's first record (of any shard)
+    end: int  # one past its last record's offset
+    records: int  # records in the batch, all shards
+    reached: int  # bytes of the file read once the batch was cut
+    plan: EncodedPlan
+
+
+@dataclass(frozen=True, slots=True)
+class ShardDone:
+    shard: int
+    batches: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardFailed:
+    shard: int
+    error: str
+
+
+@dataclass(slots=True)
+class _Batch:
+    number: int
+    first: int
+    end: int
+    records: int
+    reached: int
+    mine: list[SourceRecord]
+    users: set[str] = field(default_factory=set)  # of its plan: pinned in the cache
+    owners: dict[str, str] = field(default_factory=dict)  # event id -> user, of its plan
+
+
+def _batches(
+    items: Iterator[tuple[SourceRecord | int, int]], size: int
+) -> Iterator[_Batch]:
+    batch: _Batch | None = None
+    number = 0
+    for item, reached in items:
+        offset = item if isinstance(item, int) else item.offset
+        if batch is None:
+            batch = _Batch(number, offset, offset + 1, 0, reached, [])
+        batch.records += 1
+        batch.end = offset + 1
+        batch.reached = reached
+        if not isinstance(item, int):
+            batch.mine.append(item)
+        if batch.records >= size:
+            yield batch
+            batch = None
+            number += 1
+    if batch is not None:
+        yield batch
+
+
+class _Worker:
+    def __init__(self, spec: WorkerSpec, out: Queue[Any], control: Queue[Any]) -> None:
+        self.spec = spec
+        self.out = out
+        self.control = control
+        self.store = spec.open_store()
+        self.generation = 0
+        self.inflight: deque[_Batch] = deque()
+        self.cache: OrderedDict[str, UserProjection] = OrderedDict()
+        self.weights: dict[str, int] = {}
+        self.cached = 0
+        self.pinned: Counter[str] = Counter()
+        self.stopped = False
+
+    def run(self) -> None:
+        spec = self.spec
+        items = read_shard(
+            spec.path,
+            spec.key,
+            spec.start,
+            spec.codec,
+            keep=owns(spec.shard, spec.shards),
+        )
+        count = 0
+        for batch in _batches(items, spec.batch_size):
+            self._handle_control(block=False)
+            while len(self.inflight) >= spec.depth and not self.stopped:
+                self._handle_control(block=True)
+            if self.stopped:
+                return
+            self.inflight.append(batch)
+            self._plan(batch)
+            count += 1
+        self.out.put(ShardDone(spec.shard, count))
+        while not self.stopped:
+            self._handle_control(block=True)
+
+    # -- the writer's answers -------------------------------------------------------------
+    def _handle_control(self, *, block: bool) -> None:
+        while True:
+            try:
+                message = self.control.get(timeout=PARENT_CHECK_S) if block else (
+                    self.control.get_nowait()
+                )
+            except queue.Empty:
+                if os.getppid() != self.spec.parent_pid:
+                    # The writer is gone: nobody will read what is still queued, and
+                    # waiting to flush it would keep this process up for ever.
+                    self.out.cancel_join_thread()
+                    raise SystemExit(1) from None
+                if block:
+                    continue
+                return
+            kind = message[0]
+            if kind == "done":
+                self._settled(message[1])
+            elif kind == "reset":
+                self._reset(message[1], message[2])
+            else:  # "stop": the writer read all it needs, and may read nothing more
+                self.out.cancel_join_thread()
+                self.stopped = True
+            return
+
+    def _settled(self, number: int) -> None:
+        while self.inflight and self.inflight[0].number <= number:
+            batch = self.inflight.popleft()
+            self.pinned.subtract(batch.users)
+        self._evict()
+
+    def _reset(self, number: int, generation: int) -> None:
+        self._settled(number)
+        self.generation = generation
+        self.cache.clear()
+        self.weights.clear()
+        self.cached = 0
+        self.pinned.clear()
+        for batch in self.inflight:
+            self._plan(batch)
+
+    # -- planning --------------------------------------------------------------------------
+    def _plan(self, batch: _Batch) -> None:
+        spec = self.spec
+        with self.store.reading() as view:
+            screened = screen(
+                batch.mine, {(spec.key, 0): spec.start}, spec.policies, spec.default_recorded_at
+            )
+            ids = screened.event_ids
+            owners = view.event_owners(ids)
+            # Ids of this worker's plans the writer has not committed yet: the store
+            # cannot know them, and a second user's copy must still be refused.
+            for earlier in self.inflight:
+                if earlier is batch:
+                    break
+                for event_id in ids:
+                    user = earlier.owners.get(event_id)
+                    if user is not None:
+                        owners.setdefault(event_id, user)
+            user_ids = screened.user_ids
+            missing = [u for u in user_ids if u not in self.cache]
+            loaded = view.load_users(missing) if missing else {}
+        projections = {u: loaded[u] if u in loaded else self.cache[u] for u in user_ids}
+        plan = plan_batch(screened, owners, projections, spec.policies, spec.phone_key)
+        batch.users = set(user_ids)
+        batch.owners = {e.observation.event_id: e.observation.user_id for e in plan.events}
+        self.pinned.update(batch.users)
+        self._remember(projections)
+        self.out.put(
+            ShardPlan(
+                self.generation,
+                batch.number,
+                spec.shard,
+                batch.first,
+                batch.end,
+                batch.records,
+                batch.reached,
+                self.store.encode(plan),
+            )
+        )
+
+    def _remember(self, projections: dict[str, UserProjection]) -> None:
+        for user_id, proj in projections.items():
+            self.cache[user_id] = proj
+            self.cache.move_to_end(user_id)
+            weight = cached_bytes(proj)
+            self.cached += weight - self.weights.get(user_id, 0)
+            self.weights[user_id] = weight
+        self._evict()
+
+    def _evict(self) -> None:
+        # Users of plans the writer has not committed stay: the store does not hold their
+        # state yet, so they could not be reloaded.
+        while self.cached > self.spec.cache_bytes and self.cache:
+            user_id = next(iter(self.cache))
+            if self.pinned[user_id] > 0:
+                break
+            self.cache.pop(user_id)
+            self.cached -= self.weights.pop(user_id, 0)
+
+
+def run_worker(spec: WorkerSpec, out: Queue[Any], control: Queue[Any]) -> None:
+    """A worker process's entry point. A failure is reported to the writer, which stops
+    the replay with it, rather than left for the writer to find as a silent exit."""
+    try:
+        _Worker(spec, out, control).run()
+    except SystemExit:
+        raise
+    except BaseException as exc:  # reported, then the process ends
+        out.put(ShardFailed(spec.shard, f"{type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
