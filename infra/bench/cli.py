@@ -23,7 +23,7 @@ from rich.table import Table
 from infra import launcher
 from infra.bench import suite
 from ledger.cli.common import emit_json, err, out, plain
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, UsageError
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 # Consumer-group sizes measured on PostgreSQL (at most the topic's 6 partitions), and how
@@ -79,15 +79,23 @@ def bench(
             help="Measure the quixstreams app (installed into a venv of its own, once).",
         ),
     ] = True,
-    large: Annotated[
+    workers: Annotated[
         int,
         typer.Option(
-            "--large",
-            min=0,
-            help="Also replay a stream this many times larger, for throughput and peak RSS at "
-            "two sizes (0: skip).",
+            "--workers",
+            min=1,
+            help="Planning processes of the parallel replay contenders (`replay --workers`).",
         ),
-    ] = 5,
+    ] = 2,
+    scale: Annotated[
+        str,
+        typer.Option(
+            "--scale",
+            help="Stream sizes, in events, at which a parallel replay into SQLite is also "
+            "timed, for throughput and peak RSS as the stream grows (e.g. "
+            "200000,1000000,5000000; empty: skip).",
+        ),
+    ] = "200000,1000000",
     postgres: Annotated[
         str | None,
         typer.Option(
@@ -122,8 +130,9 @@ def bench(
     events/s and ratios.
     """
     members = MEMBERS
+    sizes = _sizes(scale)
     if quick:
-        users, repeat, quixstreams, large, members = 300, 1, False, 0, QUICK_MEMBERS
+        users, repeat, quixstreams, sizes, members = 300, 1, False, [], QUICK_MEMBERS
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     pg = _pg_admin(postgres)
@@ -165,19 +174,16 @@ def bench(
                     # The same store, re-derived and checked: verify's speed is measured
                     # against the replay that wrote it.
                     add(f"ledger verify <- {kind}", suite.verify(db))
-                    if kind == "sqlite" and round_ == 0:
-                        extra.update(_lookups(db))
+                    if round_ == 0:
+                        extra.update(_lookups(db, kind))
+                with dbs.fresh(kind) as db:
+                    name = f"ledger replay -> {kind}, {workers} workers"
+                    add(name, suite.replay(db, archive, workers))
                 with dbs.fresh(kind) as db:
                     run = suite.consume(db, info.bootstrap, topic, events)
                     add(f"ledger consume -> {kind}", run)
-        if large:
-            big = tmp / "large.avro"
-            _log(f"generating {users * large:,} users for the large size")
-            _sh(suite.LEDGER, "generate", "--users", str(users * large), "--seed", "9",
-                "-o", str(big))
-            big_events = sum(1 for _ in fastavro.reader(big.open("rb")))
-            with dbs.fresh("sqlite") as db:
-                add(f"ledger replay -> sqlite, {large}x size", suite.replay(db, big), big_events)
+        if sizes:
+            extra["scale"] = _scale(dbs, tmp, sizes, workers, add)
         if pg:
             extra["member_scaling"] = _member_scaling(
                 dbs, info.bootstrap, topic, events, members, add
@@ -192,6 +198,78 @@ def bench(
         emit_json(report)
     else:
         _print(report)
+
+
+# Events per user of the generated stream (measured: 5.35 at 8,000 to 190,000 users).
+EVENTS_PER_USER = 5.35
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--scale {text!r}: expected event counts, e.g. 200000,1000000") from None
+    if any(n < 1000 for n in sizes):
+        raise UsageError(f"--scale {text!r}: each size is at least 1000 events")
+    return sizes
+
+
+def scale_name(events: int, workers: int) -> str:
+    return f"ledger replay -> sqlite, {workers} workers, {events:,} events"
+
+
+def _scale(
+    dbs: suite.Databases,
+    tmp: Path,
+    sizes: Sequence[int],
+    workers: int,
+    add: Callable[..., None],
+) -> dict[str, Any]:
+    """A parallel replay into SQLite of streams of each size, once each: throughput and
+    peak RSS of the whole process tree as the stream grows, and the store's bytes/event."""
+    rows: list[dict[str, Any]] = []
+    for target in sizes:
+        path = tmp / f"scale-{target}.avro"
+        users = max(10, round(target / EVENTS_PER_USER))
+        _log(f"generating {users:,} users (about {target:,} events) for the scale run")
+        _sh(suite.LEDGER, "generate", "--users", str(users), "--seed", "9", "-o", str(path))
+        events = sum(1 for _ in fastavro.reader(path.open("rb")))
+        name = scale_name(target, workers)
+        with dbs.fresh("sqlite") as db:
+            run = suite.replay(db, path, workers)
+            add(name, run, events)
+            stored = suite.store_bytes_per_event(db, _applied(db))
+        path.unlink()
+        rows.append(
+            {
+                "contender": name,
+                "events": events,
+                "events_per_second": round(events / run.seconds, 1),
+                "peak_rss_mb": round(run.peak_rss_mb or 0.0, 1),
+                "store_bytes_per_event": round(stored, 1),
+            }
+        )
+    first, last = rows[0], rows[-1]
+    return {
+        "workers": workers,
+        "rows": rows,
+        "throughput_last_vs_first": round(
+            last["events_per_second"] / first["events_per_second"], 3
+        ),
+        "peak_rss_last_vs_first": round(last["peak_rss_mb"] / first["peak_rss_mb"], 3)
+        if first["peak_rss_mb"]
+        else None,
+    }
+
+
+def _applied(db: str) -> int:
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        if db.startswith("sqlite"):
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        applied = int(conn.execute(sa.text("SELECT count(*) FROM events")).scalar_one())
+    engine.dispose()
+    return applied
 
 
 def member_name(n: int) -> str:
@@ -238,16 +316,15 @@ def _member_scaling(
     }
 
 
-def _lookups(db: str) -> dict[str, Any]:
-    """Store footprint and history lookups, on a store one replay just built."""
-    engine = sa.create_engine(db)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        applied = conn.execute(sa.text("SELECT count(*) FROM events")).scalar_one()
-    engine.dispose()
+def _lookups(db: str, kind: str) -> dict[str, Any]:
+    """Store footprint, and on SQLite history lookups, on a store one replay just built."""
+    stored = suite.store_bytes_per_event(db, _applied(db))
+    size = {f"store_bytes_per_event_{kind}": round(stored, 1)}
+    if kind != "sqlite":
+        return size
     p50, p99 = suite.history_latency(db)
     return {
-        "store_bytes_per_event_sqlite": round(suite.store_bytes_per_event(db, applied), 1),
+        **size,
         "history_in_process_ms": {"p50": round(p50, 3), "p99": round(p99, 3)},
         "history_process_ms": round(suite.history_process(db), 1),
     }
@@ -259,25 +336,44 @@ def _ratio(measures: dict[str, suite.Measure], name: str, base: str) -> float | 
     return round(measures[name].rate / measures[base].rate, 3)
 
 
-# The issue's targets: (contender, baseline, at least this ratio).
+# The targets of issue "Platform scale": (contender, baseline, at least this ratio). A
+# contender named with ", N workers" is matched by its prefix (`_match`).
 TARGETS = [
     ("ledger replay -> sqlite", "fastavro decode-only", 0.25),
-    ("ledger replay -> postgresql", "fastavro decode-only", 0.2),
-    ("ledger consume -> sqlite", "quixstreams per-user count", 1.0),
-    ("ledger consume -> postgresql", "quixstreams per-user count", 1.0),
-    ("ledger consume -> sqlite", "kafka-python consume+decode", 0.5),
-    ("ledger consume -> postgresql", "kafka-python consume+decode", 0.5),
-    # Issue "Tamper-evident audit trail": verify does the replay's fold without writing.
-    ("ledger verify <- sqlite", "ledger replay -> sqlite", 0.5),
-    ("ledger verify <- postgresql", "ledger replay -> postgresql", 0.5),
+    ("ledger replay -> postgresql", "fastavro decode-only", 0.25),
+    ("ledger replay -> sqlite, * workers", "fastavro decode-only", 0.25),
+    ("ledger replay -> postgresql, * workers", "fastavro decode-only", 0.25),
+    ("ledger consume -> sqlite", "quixstreams per-user count", 0.5),
+    ("ledger consume -> postgresql", "quixstreams per-user count", 0.5),
+    ("ledger consume -> sqlite", "kafka-python consume+decode", 0.3),
+    ("ledger consume -> postgresql", "kafka-python consume+decode", 0.3),
+    # verify does the replay's fold without writing: at least as fast as the replay.
+    ("ledger verify <- sqlite", "ledger replay -> sqlite", 1.0),
+    ("ledger verify <- postgresql", "ledger replay -> postgresql", 1.0),
 ]
+# Scalar targets: (report key, most, or None for at least `least`, least).
+LIMITS = [
+    ("store_bytes_per_event_sqlite", 250.0, None),
+    ("store_bytes_per_event_postgresql", 300.0, None),
+    ("history_process_ms", 150.0, None),
+]
+
+
+def _match(measures: dict[str, suite.Measure], pattern: str) -> str | None:
+    if "*" not in pattern:
+        return pattern if pattern in measures else None
+    head, tail = pattern.split("*")
+    return next(
+        (n for n in measures if n.startswith(head) and n.endswith(tail) and "events" not in n),
+        None,
+    )
 
 
 def _report(measures: dict[str, suite.Measure], extra: dict[str, Any]) -> dict[str, Any]:
     ratios = [
         {"contender": c, "baseline": b, "ratio": _ratio(measures, c, b), "target": t}
-        for c, b, t in TARGETS
-        if c in measures and b in measures
+        for c, b, t in ((_match(measures, c), b, t) for c, b, t in TARGETS)
+        if c is not None and c in measures and b in measures
     ]
     scaling = extra.get("member_scaling")
     if scaling:
@@ -287,10 +383,6 @@ def _report(measures: dict[str, suite.Measure], extra: dict[str, Any]) -> dict[s
             row["events_per_second"] = round(m.rate, 1)
             row["events_timed"] = statistics.median(m.counted)
             row["vs_1_member"] = round(m.rate / one.rate, 3) if one and one.rate else None
-    big = next((m for m in measures.values() if "x size" in m.contender), None)
-    small = measures.get("ledger replay -> sqlite")
-    if big and small and small.rate:
-        extra["large_vs_small_throughput"] = round(big.rate / small.rate, 3)
     return {
         "contenders": [m.to_json() for m in measures.values()],
         "ratios": ratios,
@@ -322,10 +414,35 @@ def _print(report: dict[str, Any]) -> None:
     out.print(ratios)
     if scaling:
         _print_members(report, scaling)
-    for key in ("store_bytes_per_event_sqlite", "history_in_process_ms", "history_process_ms",
-                "large_vs_small_throughput", "seconds"):
+    for key, most, _ in LIMITS:
+        if key in report:
+            met = "yes" if report[key] <= most else "no"
+            out.print(plain(f"{key.replace('_', ' ')}: {report[key]} (target ≤ {most}: {met})"))
+    for key in ("history_in_process_ms", "seconds"):
         if key in report:
             out.print(plain(f"{key.replace('_', ' ')}: {report[key]}"))
+    if "scale" in report:
+        _print_scale(report["scale"])
+
+
+def _print_scale(scale: dict[str, Any]) -> None:
+    table = Table(
+        title=f"replay into SQLite as the stream grows ({scale['workers']} workers, one run each)",
+        title_justify="left",
+    )
+    for col in ("events", "events/s", "peak RSS MB, all processes", "store bytes/event"):
+        table.add_column(col, justify="right")
+    for row in scale["rows"]:
+        table.add_row(f"{row['events']:,}", f"{row['events_per_second']:,.0f}",
+                      f"{row['peak_rss_mb']:.0f}", f"{row['store_bytes_per_event']:.0f}")
+    out.print(table)
+    thr, rss = scale["throughput_last_vs_first"], scale["peak_rss_last_vs_first"]
+    out.print(plain(
+        f"scale: throughput at the largest size is {thr}x that at the smallest (target ≥ 0.8: "
+        f"{'yes' if thr >= 0.8 else 'no'}); peak RSS {rss}x (target ≤ 1.1: "
+        f"{'yes' if rss is not None and rss <= 1.1 else 'no'}); peak RSS under 300 MB at "
+        f"every size: {'yes' if all(r['peak_rss_mb'] < 300 for r in scale['rows']) else 'no'}"
+    ))
 
 
 def _print_members(report: dict[str, Any], scaling: dict[str, Any]) -> None:

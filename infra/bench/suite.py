@@ -222,10 +222,13 @@ def ledger_env() -> dict[str, str]:
     return {**os.environ, "LEDGER_PHONE_KEY": os.environ.get("LEDGER_PHONE_KEY", "bench-key")}
 
 
-def replay(db: str, archive: Path) -> Run:
+def replay(db: str, archive: Path, workers: int = 0) -> Run:
     """The replay's own time (from its summary): the interpreter's start and the schema's
-    creation are not replaying."""
-    run = run_process([LEDGER, "replay", str(archive), "--db", db, "--json"], env=ledger_env())
+    creation are not replaying. `workers` planning processes (`--workers`), whatever the
+    archive's size; the peak RSS is the whole process tree's."""
+    env = {**ledger_env(), "LEDGER_PARALLEL_MIN_MB": "0"}
+    cmd = [LEDGER, "replay", str(archive), "--db", db, "--json", "--workers", str(workers)]
+    run = run_process(cmd, env=env)
     return Run(float(json.loads(run.stdout)["seconds"]), run.peak_rss_mb)
 
 
@@ -406,6 +409,22 @@ def history_process(db: str, runs: int = 7) -> float:
 
 
 def store_bytes_per_event(db: str, events: int) -> float:
+    """The store's size over its events: the SQLite file (and its WAL), or on PostgreSQL
+    every ledger table with its indexes and TOAST (`pg_total_relation_size`)."""
+    if not db.startswith("sqlite"):
+        engine = sa.create_engine(db)
+        try:
+            with engine.connect() as conn:
+                size = conn.execute(
+                    sa.text(
+                        "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE c.relkind = 'r' AND n.nspname = current_schema()"
+                    )
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        return int(size) / events if events else 0.0
     path = Path(sa.engine.make_url(db).database or "")
     size = sum(
         Path(f"{path}{extra}").stat().st_size

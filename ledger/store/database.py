@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,11 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+# SQLite's page cache per connection, in KiB: at most this much, grown on demand.
+WRITER_CACHE_KIB = 65536
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, cache_kib: int = WRITER_CACHE_KIB) -> None:
     dbapi_connection.isolation_level = None  # transactions begin in _sqlite_begin
     # WAL lets queries read while a replay writes; NORMAL sync is durable at each commit
     # in WAL mode except on power loss, which the stored source positions make safe.
@@ -44,7 +49,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     # Event ids are random UUIDs, so inserts touch B-tree pages all over the file; with
     # SQLite's default 2 MB page cache that thrashes once the ledger outgrows it.
-    cursor.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB at most, grown on demand
+    cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
     cursor.execute("PRAGMA temp_store=MEMORY")
     # Fewer, larger checkpoints: each one writes WAL pages back into the database file.
     cursor.execute("PRAGMA wal_autocheckpoint=16384")
@@ -59,8 +64,12 @@ def missing_store(url: str, path: Path) -> StoreUnavailable:
     )
 
 
-def open_engine(url: str, *, migrate: bool = True, create: bool = True) -> Engine:
+def open_engine(
+    url: str, *, migrate: bool = True, create: bool = True, cache_kib: int = WRITER_CACHE_KIB
+) -> Engine:
     """An engine on `url`, migrated to the newest schema unless `migrate` is false.
+    `cache_kib`: SQLite's page cache per connection (a reader that looks up a few rows
+    per user needs far less than a writer inserting all over the indexes).
 
     `create` false is for commands that only read: a SQLite file that is not there, or a
     database without the ledger's tables, is refused (StoreUnavailable) instead of being
@@ -91,7 +100,7 @@ def open_engine(url: str, *, migrate: bool = True, create: bool = True) -> Engin
     except (ArgumentError, ImportError) as exc:
         raise StoreUnavailable(f"cannot use database URL {url!r}: {exc}") from None
     if sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, cache_kib=cache_kib))
         event.listen(engine, "begin", _sqlite_begin)
     try:
         with engine.connect() as conn:

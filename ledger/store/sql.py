@@ -209,9 +209,14 @@ class SqlStore:
             return conn.execute(q).rowcount
 
 
+# A parallel replay's worker reads each batch's users once and keeps them cached itself.
+READER_CACHE_KIB = 8192
+
+
 def open_sql_store(url: str, dead_letter_raw_bytes: int = 4 << 20) -> SqlStore:
     """The store at `url` as it is (no migration: its writer migrated it): what a parallel
     replay's worker process opens, given this function and the URL."""
     from ledger.store.database import open_engine
 
-    return SqlStore(open_engine(url, migrate=False), dead_letter_raw_bytes=dead_letter_raw_bytes)
+    engine = open_engine(url, migrate=False, cache_kib=READER_CACHE_KIB)
+    return SqlStore(engine, dead_letter_raw_bytes=dead_letter_raw_bytes)

@@ -33,15 +33,21 @@ def test_a_quick_bench_measures_every_contender(tmp_path: Path, postgres_availab
         "ledger replay -> sqlite",
         "ledger consume -> sqlite",
         "ledger replay -> postgresql",
+        "ledger replay -> sqlite, 2 workers",
+        "ledger replay -> postgresql, 2 workers",
         "ledger consume -> postgresql",
         "ledger consume -> postgresql, 1 member",
         "ledger consume -> postgresql, 2 members",
     }
     assert expected <= set(rates)
     assert all(rate > 0 for rate in rates.values()), rates
-    assert {r["contender"] for r in report["ratios"]} >= {"ledger replay -> sqlite"}
+    assert {r["contender"] for r in report["ratios"]} >= {
+        "ledger replay -> sqlite",
+        "ledger replay -> sqlite, 2 workers",
+    }
     assert all(r["ratio"] and r["ratio"] > 0 for r in report["ratios"])
     assert report["events"] > 1000 and report["store_bytes_per_event_sqlite"] > 0
+    assert report["store_bytes_per_event_postgresql"] > 0
     assert 0 < report["history_in_process_ms"]["p50"] <= report["history_in_process_ms"]["p99"]
     assert "consumer-group members on PostgreSQL" in done.stdout
     scaling = {row["members"]: row for row in report["member_scaling"]["rows"]}

@@ -202,7 +202,9 @@ def test_bench(tmp_path: Path) -> None:
     # Refused before anything is generated or started.
     run("bench", "--users", "0", "--work", str(tmp_path), code=2)
     run("bench", "--repeat", "0", "--work", str(tmp_path), code=2)
-    run("bench", "--large", "-1", "--work", str(tmp_path), code=2)
+    run("bench", "--workers", "0", "--work", str(tmp_path), code=2)
+    run("bench", "--scale", "lots", "--work", str(tmp_path), code=2)
+    run("bench", "--scale", "10", "--work", str(tmp_path), code=2)
     assert not any(tmp_path.iterdir())
 
 

@@ -46,8 +46,10 @@ from ledger.sources.files import read_records
 # Batches a worker plans ahead of the writer's last commit: enough to keep the writer
 # busy, few enough that memory holds only a few batches' plans.
 DEPTH = 2
-# A worker's cached users, in estimated bytes (`cached_bytes`).
-WORKER_CACHE_BYTES = 48 << 20
+# A worker's cached users, in estimated bytes (`cached_bytes`). Small: a worker needs only
+# the users of the batches in flight, and a user it dropped costs one lookup when it comes
+# back; and it keeps the whole process tree's memory flat, since it is full early.
+WORKER_CACHE_BYTES = 24 << 20
 # How long the writer waits for a plan before it looks whether the workers are alive.
 POLL_S = 1.0
 
