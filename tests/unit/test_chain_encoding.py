@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ledger.app.audit.signing import check, sign
 from ledger.app.ingest.plan import chain_fields
 from ledger.domain.audit.canonical import (
     CHAIN_ENCODING,
@@ -26,6 +27,7 @@ from ledger.domain.audit.canonical import (
     chain_bytes,
 )
 from ledger.domain.audit.chain import GENESIS, next_link
+from ledger.domain.audit.digest import Digest, DigestError, body_bytes
 from ledger.domain.facts import observe, observed_fields
 from ledger.generate import generate_events
 from tests.unit.test_audit_core import EVENT_ROWS, a_row, changed
@@ -222,3 +224,59 @@ def test_the_planner_s_values_encode_as_the_stored_row() -> None:
         row = chain_fields(obs, recorded, seq)
         assert direct == canonical_event_v2(row)
         assert decode(direct) == row
+
+
+# --- the digest names its chain encoding ---------------------------------------------------
+
+# Signed by the ledger before digests named their chain encoding (commit 4e59ac3), with the
+# HMAC key b"old-audit-key": it must still check, and read as encoding 1.
+OLD_SIGNED_DIGEST = {
+    "events": 42,
+    "format": "jurisdiction-ledger-digest/1",
+    "policies": {"v1": "ab" * 32},
+    "recorded_at": "2026-11-30T12:00:00.000Z",
+    "root": "12" * 32,
+    "seq": 42,
+    "signature": {
+        "alg": "HMAC-SHA256",
+        "value": "b4729ac2a5896fd15fd9fe8eaa1e31e995d473fadb9432c99f3102451804bd56",
+    },
+    "users": 3,
+}
+
+
+def a_digest(**changes: Any) -> Digest:
+    fields: dict[str, Any] = dict(
+        root="12" * 32,
+        seq=42,
+        users=3,
+        events=42,
+        recorded_at=datetime(2026, 11, 30, 12, 0, tzinfo=UTC),
+        policies={"v1": "ab" * 32},
+    )
+    fields.update(changes)
+    return Digest(**fields)
+
+
+def test_a_digest_signed_before_the_field_existed_still_checks_as_encoding_1() -> None:
+    digest = check(OLD_SIGNED_DIGEST, hmac_key=b"old-audit-key")
+    assert digest == a_digest() and digest.chain_encoding == 1
+    assert sign(digest, hmac_key=b"old-audit-key") == OLD_SIGNED_DIGEST
+
+
+def test_a_digest_of_encoding_2_says_so_and_signs_it() -> None:
+    digest = a_digest(chain_encoding=2)
+    document = sign(digest, hmac_key=b"k")
+    assert document["chain_encoding"] == 2 and b'"chain_encoding":2' in body_bytes(digest)
+    assert check(document, hmac_key=b"k") == digest
+    # The encoding is under the signature: saying 1 (by leaving it out) breaks it.
+    del document["chain_encoding"]
+    with pytest.raises(DigestError, match="does not match"):
+        check(document, hmac_key=b"k")
+
+
+@pytest.mark.parametrize("value", [1, True, "2", 2.0, 0, 3, None, [2]])
+def test_a_digest_s_chain_encoding_is_a_known_later_one(value: Any) -> None:
+    document = {**a_digest().to_json(), "chain_encoding": value}
+    with pytest.raises(DigestError, match="chain_encoding"):
+        Digest.from_json(document)

@@ -195,6 +195,7 @@ def _digest_check(
         computed_users=merkle.count,
         events=digest.events,
         computed_events=covered,
+        chain_encoding=digest.chain_encoding,
     )
     if not check.matches:
         counts = ""
