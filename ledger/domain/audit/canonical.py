@@ -51,10 +51,9 @@ EVENT_CHAIN_FIELDS: tuple[str, ...] = (
     "seq",
 )
 
-# Columns added after the chain's encoding was first released (event schema version 2).
-# Each is part of a row's canonical form only when it holds a value, so no link computed
-# before it existed changes: a store upgraded from an older revision verifies as it is,
-# with nothing recomputed, and an event without the newer fields hashes as it always did.
+# Columns added after chain encoding 1 was first released (event schema version 2). In
+# encoding 1 each is part of a row's canonical form only when it holds a value, so no link
+# computed before it existed changed. Encoding 2 always has every field.
 EVENT_CHAIN_LATER_FIELDS: tuple[str, ...] = ("locale", "document_country", "document_kind")
 assert set(EVENT_CHAIN_LATER_FIELDS) <= set(EVENT_CHAIN_FIELDS)
 
