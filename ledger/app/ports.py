@@ -231,6 +231,12 @@ class AuditSnapshot(Protocol):
         """The highest application sequence number (0 for an empty store)."""
         ...
 
+    def chain_encoding(self) -> int | None:
+        """The chain encoding the store records its links and heads are computed under
+        (None: not recorded, a store from before the record, which is under encoding 1);
+        whatever number is stored, unchecked."""
+        ...
+
 
 class AuditSource(Protocol):
     def snapshot(self, *, wait_for_writers: bool = False) -> AbstractContextManager[AuditSnapshot]:

@@ -25,17 +25,26 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, inspect, select
 from sqlalchemy.sql import ColumnElement, Select
 
 from ledger.app.ports import StoredEvent, StoredHistory, StoredUser
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
+from ledger.domain.limits import quote
+from ledger.errors import LedgerError
 from ledger.store.batch_writer import stored_fingerprint
 from ledger.store.errors import translated_errors
 from ledger.store.rows import history_row_from_row, observation_from_row
-from ledger.store.schema import assignment_history, events, policy_pins, users
+from ledger.store.schema import (
+    CHAIN_FORMAT,
+    assignment_history,
+    events,
+    policy_pins,
+    store_formats,
+    users,
+)
 
-__all__ = ["SqlAuditSnapshot", "SqlAuditSource"]
+__all__ = ["SqlAuditSnapshot", "SqlAuditSource", "stored_chain_encoding"]
 
 # Rows fetched per round trip of a streamed query.
 FETCH_ROWS = 2000
@@ -212,6 +221,28 @@ class SqlAuditSnapshot:
     def max_app_seq(self) -> int:
         with translated_errors(reading=True):
             return int(self.conn.execute(select(func.max(events.c.app_seq))).scalar() or 0)
+
+    def chain_encoding(self) -> int | None:
+        with translated_errors(reading=True):
+            return stored_chain_encoding(self.conn)
+
+
+def stored_chain_encoding(conn: Connection) -> int | None:
+    """The store's recorded chain encoding (None: no record, a store below the revision
+    that added it, whose links are under chain encoding 1)."""
+    # A missing table must not be a failed query: on PostgreSQL that would end the
+    # snapshot's transaction.
+    if not inspect(conn).has_table(store_formats.name):
+        return None
+    q = select(store_formats.c.version).where(store_formats.c.name == CHAIN_FORMAT)
+    version = conn.execute(q).scalar()
+    if version is None or type(version) is int:
+        return version
+    # SQLite keeps whatever an edit wrote, text included.
+    raise LedgerError(
+        f"the store's chain encoding record is not a number: {quote(version)} "
+        "(the store_formats table was edited)"
+    )
 
 
 def stored_event(row: Any) -> StoredEvent:

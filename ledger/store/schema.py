@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     Date,
     DateTime,
     Index,
@@ -22,11 +23,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ledger.domain import limits
+from ledger.domain.audit.canonical import CHAIN_ENCODING
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -188,6 +191,25 @@ key_fingerprints = Table(
     Column("fingerprint", String(64), nullable=False),
     Column("recorded_at", UTCDateTime(), nullable=False),
 )
+
+# The version of each encoding the store's stored values are in, by name ("chain": the
+# chain encoding its event links and chain heads are computed under, docs/audit.md), so
+# `ledger verify` recomputes links as they were made. Migration 0006 adds the "chain" row;
+# a store without it (read before that migration) is under chain encoding 1.
+store_formats = Table(
+    "store_formats",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+CHAIN_FORMAT = "chain"  # the name of the chain encoding's row in store_formats
+
+
+@event.listens_for(store_formats, "after_create")
+def _record_formats(target: Table, connection: Connection, **_: Any) -> None:
+    # A store created from this schema holds no links yet: the writer's encoding is its.
+    connection.execute(target.insert().values(name=CHAIN_FORMAT, version=CHAIN_ENCODING))
+
 
 source_positions = Table(
     "source_positions",

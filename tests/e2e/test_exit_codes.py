@@ -300,6 +300,14 @@ def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_p
     huge.write_text(" " * (1 << 20) + "{}")
     for path in (garbage, partial, deep, huge):
         assert "ledger: error:" in run("verify", "--digest", str(path), "--db", db, code=1).stderr
+    # A well-formed digest naming a hostile chain encoding: refused in one clean line.
+    taken = tmp_path / "taken.json"
+    run("digest", "-o", str(taken), "--db", db, code=0)
+    for hostile in ("\x1b[2J" * 50, 2**70, 1):
+        named = tmp_path / "named.json"
+        named.write_text(json.dumps({**json.loads(taken.read_text()), "chain_encoding": hostile}))
+        stderr = run("verify", "--digest", str(named), "--db", db, code=1).stderr
+        assert "chain_encoding" in stderr and "\x1b" not in stderr and stderr.count("\n") == 1
 
 
 # --- a store that is not there ------------------------------------------------------------

@@ -33,7 +33,7 @@ from ledger.cli import audit as audit_commands
 from ledger.cli import ingest
 from ledger.cli.common import command_group
 from ledger.codecs.policy_files import load_policies
-from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event_v2
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.domain.audit.stable_ids import decision_id
 from ledger.domain.time import parse_instant
@@ -235,7 +235,7 @@ def test_an_inserted_event_is_caught(store: Store) -> None:
         evidence="self_declared",
         seq=user.events + 1,
     )
-    link = next_link(bytes(user.chain_head), canonical_event(fields))
+    link = next_link(bytes(user.chain_head), canonical_event_v2(fields))
     with store.engine.begin() as conn:
         conn.execute(
             events.insert().values(
@@ -312,7 +312,7 @@ def relink(store: Store, user_id: str) -> None:
         head = GENESIS
         for row in rows:
             head = next_link(
-                head, canonical_event({n: row._mapping[n] for n in EVENT_CHAIN_FIELDS})
+                head, canonical_event_v2({n: row._mapping[n] for n in EVENT_CHAIN_FIELDS})
             )
             conn.execute(events.update().where(events.c.event_id == row.event_id).values(link=head))
         conn.execute(users.update().where(users.c.user_id == user_id).values(chain_head=head))

@@ -15,7 +15,7 @@ from alembic import command
 
 from ledger.app.ingest.projector import Projector
 from ledger.codecs.policy_files import load_policies
-from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event_v2
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.domain.events import Event, IdentityVerified, SignedUp
 from ledger.generate import generate_events, write_events
@@ -64,7 +64,7 @@ def test_links_recompute_from_the_stored_rows(cli: Cli, tmp_path: Path) -> None:
         )
         for row in rows:
             fields = {name: row._mapping[name] for name in EVENT_CHAIN_FIELDS}
-            link = next_link(heads.get(row.user_id, GENESIS), canonical_event(fields))
+            link = next_link(heads.get(row.user_id, GENESIS), canonical_event_v2(fields))
             assert bytes(row.link) == link, row.event_id
             heads[row.user_id] = link
         stored = dict(conn.execute(sa.text("SELECT user_id, chain_head FROM users")).all())

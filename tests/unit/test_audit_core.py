@@ -642,6 +642,7 @@ DIGESTS = st.builds(
     events=st.integers(0, 2**40),
     recorded_at=INSTANTS,
     policies=st.dictionaries(TEXT.filter(bool), HEX64, max_size=4),
+    chain_encoding=st.sampled_from((1, 2)),
 )
 
 
@@ -701,6 +702,18 @@ def test_a_missing_digest_field_is_named(name: str) -> None:
         ("policies", ["tos-2023-legacy"]),
         ("policies", {"tos-2023-legacy": "nope"}),
         ("policies", {"": "ab" * 32}),
+        # Encoding 1 is said by leaving the field out (so old signed bytes stay the same).
+        ("chain_encoding", 1),
+        ("chain_encoding", 3),
+        ("chain_encoding", 0),
+        ("chain_encoding", -2),
+        ("chain_encoding", True),
+        ("chain_encoding", "2"),
+        ("chain_encoding", 2.0),
+        ("chain_encoding", None),
+        ("chain_encoding", [2]),
+        ("chain_encoding", 2**64),
+        ("chain_encoding", "\x1b[2J"),
     ],
 )
 def test_a_wrongly_typed_digest_field_is_named(name: str, value: Any) -> None:

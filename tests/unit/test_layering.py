@@ -135,6 +135,7 @@ def test_the_domain_does_no_io(path: Path) -> None:
                 "hmac",
                 "itertools",
                 "json",
+                "struct",  # packing numbers into bytes (the chain's binary encoding)
                 "typing",
                 "uuid",
             }, f"{path.name} imports {name}"

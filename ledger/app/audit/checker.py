@@ -12,7 +12,7 @@ from typing import Any
 from ledger.app.audit.report import Finding, VerifyReport
 from ledger.app.ingest.plan import policy_hashes
 from ledger.app.ports import StoredEvent, StoredHistory, StoredUser
-from ledger.domain.audit.canonical import canonical_event
+from ledger.domain.audit.canonical import CHAIN_ENCODING, canonical_event_as
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.domain.audit.digest import Digest
 from ledger.domain.policy import PolicySet
@@ -44,9 +44,12 @@ _ENTRY_FIELDS = ("valid_to", "assignment", "policy", "rule", "reason", "facts", 
 
 
 class Checker:
-    def __init__(self, policies: PolicySet, report: VerifyReport) -> None:
+    def __init__(
+        self, policies: PolicySet, report: VerifyReport, encoding: int = CHAIN_ENCODING
+    ) -> None:
         self.policies = policies
         self.report = report
+        self.encoding = encoding  # the chain encoding the store's links are under
         self.hashes = policy_hashes(policies)
         self.pins: dict[str, str] = {}
         self.changed: set[str] = set()  # versions whose file differs from the pin
@@ -113,7 +116,8 @@ class Checker:
     def check_chain(
         self, user_id: str, urow: StoredUser | None, evs: Sequence[StoredEvent]
     ) -> list[bytes | None]:
-        """Check the user's chain; returns each event's canonical bytes (None: unreadable)."""
+        """Check the user's chain under the store's chain encoding; returns each event's
+        bytes in it (None: unreadable)."""
         add = self.report.add
         canonical: list[bytes | None] = []
         if urow is None and evs:
@@ -139,7 +143,7 @@ class Checker:
         for ev in evs:
             where = f"event seq {ev.seq} (event_id {ev.event_id})"
             try:
-                canon: bytes | None = canonical_event(ev.fields)
+                canon: bytes | None = canonical_event_as(self.encoding, ev.fields)
             except ValueError as exc:
                 canon = None
                 add(Finding(user_id, "event_unreadable", f"{where}: {exc}", seq=ev.seq))

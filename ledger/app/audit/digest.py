@@ -2,9 +2,9 @@
 
 The Merkle root over every user's (user_id, chain head, chain length), sorted by user id,
 the highest application `seq` it covers, the numbers of users and events, the record time,
-and the pinned policy hashes. Kept out of the operator's reach (signed, see
-`ledger.app.audit.signing`), it lets `ledger verify --digest` prove later that no event
-applied before it has changed, whatever the store says by then.
+the pinned policy hashes, and the chain encoding the heads are under. Kept out of the
+operator's reach (signed, see `ledger.app.audit.signing`), it lets `ledger verify --digest`
+prove later that no event applied before it has changed, whatever the store says by then.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def take_digest(source: AuditSource, now: datetime) -> Digest:
     with source.snapshot(wait_for_writers=True) as snap, closing(snap.users()) as stored:
         seq = snap.max_app_seq()
         pins = snap.pins()
+        # The heads are the store's, under the encoding it records (none: 1).
+        encoding = snap.chain_encoding() or 1
         for user in stored:
             if user.events <= 0:
                 continue  # no chain; verify leaves such users out of the root as well
@@ -54,4 +56,5 @@ def take_digest(source: AuditSource, now: datetime) -> Digest:
         events=events,
         recorded_at=now,
         policies=pins,
+        chain_encoding=encoding,
     )

@@ -45,6 +45,7 @@ class DigestCheck:
     computed_users: int
     events: int
     computed_events: int
+    chain_encoding: int = 1  # the digest's, which its chains were recomputed under
 
     @property
     def matches(self) -> bool:
@@ -59,6 +60,7 @@ class DigestCheck:
             "computed_users": self.computed_users,
             "events": self.events,
             "computed_events": self.computed_events,
+            "chain_encoding": self.chain_encoding,
             "matches": self.matches,
         }
 

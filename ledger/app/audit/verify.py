@@ -18,6 +18,10 @@ links) over the events the digest covers (`app_seq <= digest.seq`) and the Merkl
 all users must be the digest's: an event applied before the digest and changed since is
 caught even when every link after it was rewritten to match.
 
+Links are recomputed under the chain encoding the store records; a digest's chains under
+the encoding it was taken under, so a digest from before a migration that changed the
+encoding (and recomputed every stored link) still verifies.
+
 The store is read through a port (`ledger.app.ports.AuditSource`, implemented on SQL by
 `ledger.store.audit_snapshot`), so this module stays on the application's side of the
 layering: it decides, the store only reads.
@@ -34,6 +38,7 @@ from typing import TypeVar
 from ledger.app.audit.checker import Checker
 from ledger.app.audit.report import MAX_PROBLEMS, DigestCheck, Finding, VerifyReport
 from ledger.app.ports import AuditSource, StoredEvent, StoredHistory, StoredUser
+from ledger.domain.audit.canonical import CHAIN_ENCODING, CHAIN_ENCODINGS, canonical_event_as
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.domain.audit.digest import Digest
 from ledger.domain.audit.merkle import MerkleBuilder
@@ -42,6 +47,7 @@ from ledger.domain.policy import PolicySet
 from ledger.errors import LedgerError, UsageError
 
 __all__ = ["DigestCheck", "Finding", "VerifyReport", "verify"]
+
 
 def verify(
     source: AuditSource,
@@ -65,11 +71,11 @@ def verify(
         raise ValueError("chunk_users must be at least 1")
     started = time.perf_counter()
     report = VerifyReport(max_problems=max_problems)
-    checker = Checker(policies, report)
     merkle = MerkleBuilder() if digest is not None else None
     covered = 0
     pending = 0
     with source.snapshot() as snap, ExitStack() as streams:
+        checker = Checker(policies, report, _store_encoding(snap.chain_encoding(), report))
         checker.check_pins(snap.pins(), digest)
         if phone_key is not None:
             report.phone_key = _check_phone_key(snap.phone_key_fingerprint(), phone_key, report)
@@ -88,6 +94,8 @@ def verify(
             canonical = checker.check_chain(user_id, urow, evs)
             checker.check_history(user_id, evs, hist)
             if merkle is not None and digest is not None:
+                if digest.chain_encoding != checker.encoding:
+                    canonical = _encoded(evs, digest.chain_encoding)
                 head, length = _chain_until(evs, canonical, digest.seq)
                 if length:
                     merkle.add(user_id, head, length)
@@ -128,6 +136,40 @@ def _check_phone_key(stored: str | None, key: bytes, report: VerifyReport) -> st
     return "differs"
 
 
+def _store_encoding(stored: int | None, report: VerifyReport) -> int:
+    """The chain encoding to check the store's links under: the one it records (none
+    recorded: 1, the only one before the record); an unknown one is reported and the
+    links are checked under the writer's."""
+    if stored is None:
+        return 1
+    if stored in CHAIN_ENCODINGS:
+        return stored
+    report.add(
+        Finding(
+            None,
+            "chain_encoding",
+            f"the store records chain encoding {stored}, which this ledger does not know "
+            f"(it knows {', '.join(map(str, CHAIN_ENCODINGS))}): the record was edited; "
+            f"links are checked under encoding {CHAIN_ENCODING}",
+            field="chain_encoding",
+            stored=stored,
+            derived=CHAIN_ENCODING,
+        )
+    )
+    return CHAIN_ENCODING
+
+
+def _encoded(evs: Sequence[StoredEvent], encoding: int) -> list[bytes | None]:
+    """Each event's bytes in `encoding` (None: unreadable, reported by the chain check)."""
+    out: list[bytes | None] = []
+    for ev in evs:
+        try:
+            out.append(canonical_event_as(encoding, ev.fields))
+        except ValueError:
+            out.append(None)
+    return out
+
+
 def _chain_until(
     evs: Sequence[StoredEvent], canonical: Sequence[bytes | None], seq: int
 ) -> tuple[bytes, int]:
@@ -153,6 +195,7 @@ def _digest_check(
         computed_users=merkle.count,
         events=digest.events,
         computed_events=covered,
+        chain_encoding=digest.chain_encoding,
     )
     if not check.matches:
         counts = ""
@@ -216,5 +259,3 @@ def _merged(
             hist = h[1]
             h = next(h_it, None)
         yield user_id, urow, evs, hist
-
-

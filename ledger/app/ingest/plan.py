@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, canonical_event
+from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, chain_bytes
 from ledger.domain.audit.chain import next_link
 from ledger.domain.audit.stable_ids import policy_hash
 from ledger.domain.events import Event, EventError
@@ -104,7 +104,8 @@ class AppliedEvent:
 
 
 def chain_fields(obs: Observation, recorded_at: datetime, seq: int) -> dict[str, object]:
-    """An applied event's fields as stored, which its chain link hashes."""
+    """An applied event's fields as stored, which its chain link hashes (the planner hands
+    the same values to `chain_bytes` directly, without building this dict)."""
     return dict(
         zip(
             EVENT_CHAIN_FIELDS,
@@ -281,7 +282,16 @@ def plan_batch(
         touched[event.user_id] = recorded_at
         seq = len(proj.observations)
         proj.chain_head = next_link(
-            proj.chain_head, canonical_event(chain_fields(obs, recorded_at, seq))
+            proj.chain_head,
+            chain_bytes(
+                obs.event_id,
+                obs.user_id,
+                obs.occurred_at,
+                recorded_at,
+                obs.type,
+                observed_fields(obs.payload),
+                seq,
+            ),
         )
         plan.events.append(
             AppliedEvent(

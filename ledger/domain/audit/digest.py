@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.domain.audit.canonical import canonical_json, format_canonical_instant
+from ledger.domain.audit.canonical import (
+    CHAIN_ENCODINGS,
+    canonical_json,
+    format_canonical_instant,
+)
 from ledger.domain.limits import quote
 from ledger.domain.time import parse_instant, truncate_ms
 from ledger.errors import LedgerError
@@ -42,8 +46,13 @@ def _field_error(name: str, expected: str, value: object) -> DigestError:
 class Digest:
     """What `ledger digest` attests: the Merkle root over every user's (user_id, chain
     head, chain length), the highest global application `seq` it covers, how many users
-    and events that is, when it was taken, and the hash of every policy version in use.
+    and events that is, when it was taken, the hash of every policy version in use, and
+    the chain encoding the heads were computed under.
     The signature is not part of it: it is over `body_bytes` (`ledger.app.audit.signing`).
+
+    The document names the chain encoding only when it is not 1 (`"chain_encoding": 2`):
+    digests taken before the field existed were under encoding 1 and have no such key, and
+    their signed bytes must stay what they were.
     """
 
     root: str  # hex of the Merkle root
@@ -53,12 +62,19 @@ class Digest:
     recorded_at: datetime
     policies: dict[str, str] = field(default_factory=dict)  # version -> policy_hash
     format: str = DIGEST_FORMAT
+    chain_encoding: int = 1
 
     def __post_init__(self) -> None:
         if self.format != DIGEST_FORMAT:
             raise DigestError(
                 f"unsupported digest format {quote(self.format)} (this ledger reads "
                 f"{DIGEST_FORMAT})"
+            )
+        if type(self.chain_encoding) is not int or self.chain_encoding not in CHAIN_ENCODINGS:
+            raise _field_error(
+                "chain_encoding",
+                f"one of {', '.join(map(str, CHAIN_ENCODINGS))}",
+                self.chain_encoding,
             )
         if not _is_hash_hex(self.root):
             raise _field_error("root", "64 lowercase hex digits", self.root)
@@ -84,7 +100,7 @@ class Digest:
         object.__setattr__(self, "policies", dict(self.policies))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "format": self.format,
             "root": self.root,
             "seq": self.seq,
@@ -93,6 +109,9 @@ class Digest:
             "recorded_at": format_canonical_instant(self.recorded_at),
             "policies": dict(sorted(self.policies.items())),
         }
+        if self.chain_encoding != 1:
+            out["chain_encoding"] = self.chain_encoding
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> Digest:
@@ -105,7 +124,9 @@ class Digest:
         for name in names:
             if name not in data:
                 raise DigestError(f"digest field {name!r} is missing")
-        unknown = sorted(str(k) for k in data if k not in names and k != "signature")
+        unknown = sorted(
+            str(k) for k in data if k not in names and k not in ("chain_encoding", "signature")
+        )
         if unknown:
             raise DigestError(f"digest has unknown field {quote(unknown[0])}")
         fmt = data["format"]
@@ -118,6 +139,13 @@ class Digest:
             recorded_at = parse_instant(raw_time)
         except ValueError:
             raise _field_error("recorded_at", "an ISO 8601 timestamp", raw_time) from None
+        encoding = data.get("chain_encoding", 1)
+        if "chain_encoding" in data and encoding == 1:
+            # Written out, it would not be in the bytes `to_json` gives back and a
+            # signature over them would not check: encoding 1 is said by its absence.
+            raise _field_error(
+                "chain_encoding", "absent for encoding 1, or a later encoding", encoding
+            )
         return cls(
             root=data["root"],
             seq=data["seq"],
@@ -126,6 +154,7 @@ class Digest:
             recorded_at=recorded_at,
             policies=data["policies"],
             format=fmt,
+            chain_encoding=encoding,
         )
 
 
