@@ -38,7 +38,10 @@ class PhoneFacts:
 ParsedPhone = tuple[str | None, bool, str]
 
 
-@lru_cache(maxsize=65536)
+# Bounded well below a long replay's distinct numbers (a number mostly recurs within one
+# user's few events, which arrive close together): a bigger cache only grows the process
+# for as long as the stream is new, about 300 bytes per number.
+@lru_cache(maxsize=16384)
 def _parse_phone(raw: str) -> ParsedPhone:
     # Imported on first use, as pycountry in `events`: readers of the store never parse one.
     import phonenumbers
