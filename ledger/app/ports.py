@@ -159,6 +159,9 @@ class ParallelStore(Protocol):
 
     def transaction(self) -> AbstractContextManager[EncodingTransaction]: ...
 
+    def reclaim(self) -> None:
+        """Between batches: let the database reclaim what the readers' snapshots held."""
+
     def stored_positions(self, source: str) -> dict[int, int]: ...
 
 

@@ -202,6 +202,7 @@ class _Writer:
                 raise _Unforeseen("another writer moved the file's position")
             tx.lock_users([row[0] for row in plan.users])
             tx.write_encoded(plan)
+        self.store.reclaim()
         self.expected = first.end
         return WrittenBatch(first.records, first.reached, plan.result())
 
