@@ -6,6 +6,8 @@ result with a plain sequential file replay of the same events:
 - kill:        a consumer SIGKILLed at random moments and restarted, on SQLite and PostgreSQL
 - restart:     the broker restarted empty under a running consumer, then --reset-positions
 - concurrency: two replays sharing users, and a consumer beside a replay, in parallel
+- workers:     parallel replays (`--workers 2` and `4`) SIGKILLed at random and resumed,
+               and two of them sharing users on one store, on SQLite and PostgreSQL
 - fuzz:        the fuzz suite (tests/unit/test_fuzz.py in memory, tests/e2e/test_fuzz.py
                through the CLI) with many more examples
 
@@ -130,6 +132,9 @@ def expected_ids(path: Path) -> set[str]:
 
 
 def replay(path: Path, db: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """A replay that must succeed; sequential (the references), unless `extra` says."""
+    if not any(arg.startswith("--workers") for arg in extra):
+        extra = (*extra, "--workers", "0")
     done = subprocess.run(
         [LEDGER, "replay", str(path), "--db", db, "--json", *extra],
         capture_output=True,
@@ -290,6 +295,66 @@ def concurrency(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[
     return out
 
 
+# Parallel replays start their workers whatever the file's size.
+PARALLEL_ENV = {**os.environ, "LEDGER_PARALLEL_MIN_MB": "0"}
+
+
+def workers(scale: int, work: Path, dbs: Databases, _bootstrap: str) -> list[Figures]:
+    out = []
+    stream = work / "workers.jsonl"
+    stamped_stream(stream, users=3000 * scale, seed=301)
+    ref = dbs.sqlite("workers-ref")
+    replay(stream, ref)
+    wanted = expected_ids(stream)
+    whole, a, b = two_files_sharing_users(work, users=3000 * scale)
+    shared_ref = dbs.sqlite("workers-shared-ref")
+    replay(whole, shared_ref)
+    shared = expected_ids(whole)
+    rng = random.Random(11)
+    for n in (2, 4):
+        for kind in ("sqlite", "postgresql"):
+            fig = Figures(f"replay, {n} workers, SIGKILLed and resumed ({kind})")
+            started = time.monotonic()
+            db = dbs.sqlite(f"workers-{n}") if kind == "sqlite" else dbs.postgres()
+            cmd = [LEDGER, "replay", str(stream), "--db", db, "--workers", str(n),
+                   "--batch-size", "500"]
+            kills = 0
+            for _ in range(3 * scale):
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, env=PARALLEL_ENV)
+                time.sleep(rng.uniform(1.0, 4.0))
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                    kills += 1
+                proc.wait()
+            replay(stream, db, "--workers", str(n), "--batch-size", "500")
+            fig.inputs = len(wanted)
+            fig.note = f"{kills} SIGKILLs"
+            compare(fig, db, ref, wanted)
+            fig.seconds = time.monotonic() - started
+            out.append(fig)
+            fig = Figures(f"two replays sharing users, {n} workers each ({kind})")
+            started = time.monotonic()
+            db = dbs.sqlite(f"workers-shared-{n}") if kind == "sqlite" else dbs.postgres()
+            procs = [
+                subprocess.Popen(
+                    [LEDGER, "replay", str(f), "--db", db, "--workers", str(n),
+                     "--batch-size", "500"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    env=PARALLEL_ENV,
+                )
+                for f in (a, b)
+            ]
+            codes = [p.wait(timeout=1800) for p in procs]
+            fig.inputs = len(shared)
+            fig.note = f"exit codes {codes}"
+            compare(fig, db, shared_ref, shared)
+            fig.seconds = time.monotonic() - started
+            out.append(fig)
+    return out
+
+
 def fuzz(scale: int, work: Path, _dbs: Databases, _bootstrap: str) -> list[Figures]:
     fig = Figures("fuzz (JSON, Avro, Kafka records)")
     started = time.monotonic()
@@ -320,7 +385,13 @@ def fuzz(scale: int, work: Path, _dbs: Databases, _bootstrap: str) -> list[Figur
     return [fig]
 
 
-SCENARIOS = {"kill": kill, "restart": restart, "concurrency": concurrency, "fuzz": fuzz}
+SCENARIOS = {
+    "kill": kill,
+    "restart": restart,
+    "concurrency": concurrency,
+    "workers": workers,
+    "fuzz": fuzz,
+}
 
 
 def main() -> None:
