@@ -23,10 +23,12 @@ from ledger.domain.facts import (
     observed_fields,
 )
 from ledger.domain.projection import HistoryRow, UserSummary
-from ledger.store.rows import HISTORY_COLUMNS
+from ledger.store.rows import event_id_bytes, instant_micros, split_position
 from ledger.store.schema import (
     assignment_history,
     dead_letters,
+    decisions,
+    event_origins,
     events,
     key_fingerprints,
     policy_pins,
@@ -36,8 +38,12 @@ from ledger.store.schema import (
 )
 
 
-def _sqlite_instant(value: datetime | None) -> str | None:
+def _sqlite_iso(value: datetime | None) -> str | None:
     return None if value is None else sqlite_instant(value)
+
+
+def _sqlite_micros(value: datetime | None) -> int | None:
+    return None if value is None else instant_micros(value)
 
 
 def _same(value: datetime | None) -> datetime | None:
@@ -54,9 +60,9 @@ class _Rows:
             raise NotImplementedError(f"the ledger does not write to {conn.dialect.name}")
         self.quote = conn.dialect.identifier_preparer.quote
 
-        self.instant: Callable[[datetime | None], Any] = (
-            _sqlite_instant if self.sqlite else _same
-        )
+        # `Instant` columns, then `UTCDateTime` ones (the small tables and dead letters).
+        self.instant: Callable[[datetime | None], Any] = _sqlite_micros if self.sqlite else _same
+        self.iso: Callable[[datetime | None], Any] = _sqlite_iso if self.sqlite else _same
 
     def day(self, value: date | None) -> Any:
         return value.isoformat() if self.sqlite and value is not None else value
@@ -93,9 +99,7 @@ class _Rows:
             )
             self.conn.exec_driver_sql(sql, rows)
 
-    def insert_new(
-        self, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]
-    ) -> None:
+    def insert_new(self, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         """Insert the rows whose key is not there yet (the key is the first column)."""
         if rows:
             sql = (
@@ -103,6 +107,21 @@ class _Rows:
                 f"VALUES ({self._marks(len(names))}) ON CONFLICT DO NOTHING"
             )
             self.conn.exec_driver_sql(sql, rows)
+
+    def interned(
+        self, table: Table, names: Sequence[str], wanted: set[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], int]:
+        """The ids of `wanted` rows of an interning table (event_origins, decisions), each
+        inserted unless there. These tables stay small (tens of rows), so reading them
+        whole costs less than asking for the batch's rows."""
+        if not wanted:
+            return {}
+        sql = f"SELECT id, {self._columns(names)} FROM {self.quote(table.name)}"
+        known = {tuple(r[1:]): r[0] for r in self.conn.exec_driver_sql(sql)}
+        if not wanted <= known.keys():
+            self.insert_new(table, names, sorted(wanted - known.keys()))
+            known = {tuple(r[1:]): r[0] for r in self.conn.exec_driver_sql(sql)}
+        return known
 
     def app_seqs(self, n: int) -> list[int]:
         """The next `n` application sequence numbers (docs/audit.md), in order."""
@@ -131,14 +150,18 @@ class _Rows:
 
 # The chained fields (ledger.domain.audit), then where the event came from and its place
 # in the store's audit trail.
-EVENT_WRITE_COLUMNS = (*EVENT_CHAIN_FIELDS, "source", "position", "app_seq", "link")
+EVENT_WRITE_COLUMNS = (*EVENT_CHAIN_FIELDS, "origin_id", "origin_offset", "app_seq", "link")
+ORIGIN_COLUMNS = ("source", "prefix")
 
 
-def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ...]:
+def event_row(
+    rows: _Rows, applied: AppliedEvent, app_seq: int, origins: Mapping[tuple[Any, ...], int]
+) -> tuple[Any, ...]:
     obs = applied.observation
+    prefix, offset = split_position(applied.position)
     region, valid, digest, channel, birth, *rest = observed_fields(obs.payload)
     return (
-        obs.event_id,
+        event_id_bytes(obs.event_id),
         obs.user_id,
         rows.instant(obs.occurred_at),
         rows.instant(applied.recorded_at),
@@ -150,33 +173,45 @@ def event_row(rows: _Rows, applied: AppliedEvent, app_seq: int) -> tuple[Any, ..
         rows.day(birth),
         *rest,
         applied.seq,
-        applied.source,
-        applied.position,
+        origins[applied.source, prefix],
+        offset,
         app_seq,
         applied.link,
     )
 
 
-HISTORY_WRITE_COLUMNS = ("user_id", *HISTORY_COLUMNS, "policy_hash")
+HISTORY_WRITE_COLUMNS = (
+    "user_id",
+    "valid_from",
+    "valid_to",
+    "decision_id",
+    "facts",
+    "evidence",
+    "recorded_at",
+    "superseded_at",
+)
+DECISION_COLUMNS = ("assignment", "policy", "rule", "reason", "policy_hash")
+
+
+def decision_key(row: HistoryRow, hashes: Mapping[str, str]) -> tuple[str, ...]:
+    """A history row's decision in DECISION_COLUMNS order."""
+    e = row.entry
+    return (e.assignment, e.policy, e.rule, e.reason, hashes[e.policy])
 
 
 def history_write_row(
-    rows: _Rows, user_id: str, row: HistoryRow, hashes: Mapping[str, str]
+    rows: _Rows, user_id: str, row: HistoryRow, decision_id: int
 ) -> tuple[Any, ...]:
     e = row.entry
     return (
         user_id,
         rows.instant(e.valid_from),
         rows.instant(e.valid_to),
-        e.assignment,
-        e.policy,
-        e.rule,
-        e.reason,
+        decision_id,
         rows.json(dict(e.facts)),
         rows.json(list(e.evidence)),
         rows.instant(row.recorded_at),
         rows.instant(row.superseded_at),
-        hashes[e.policy],
     )
 
 
@@ -275,7 +310,7 @@ def claim_phone_key(rows: _Rows, fingerprint: str, recorded_at: datetime | None)
     rows.insert_new(
         key_fingerprints,
         ("purpose", "fingerprint", "recorded_at"),
-        [(PHONE_KEY, fingerprint, rows.instant(recorded_at))],
+        [(PHONE_KEY, fingerprint, rows.iso(recorded_at))],
     )
     PhoneKeyChanged.check(stored_fingerprint(rows.conn), fingerprint)
 
@@ -288,11 +323,16 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     # In key order, so two writers that share users take their row locks in the same
     # order and one waits for the other instead of deadlocking.
     numbered = zip(rows.app_seqs(len(plan.events)), plan.events, strict=True)
+    origins = rows.interned(
+        event_origins,
+        ORIGIN_COLUMNS,
+        {(a.source, split_position(a.position)[0]) for a in plan.events},
+    )
     rows.insert(
         events,
         EVENT_WRITE_COLUMNS,
         [
-            event_row(rows, a, n)
+            event_row(rows, a, n, origins)
             for n, a in sorted(numbered, key=lambda p: (p[1].observation.user_id, p[1].seq))
         ],
     )
@@ -309,16 +349,23 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
             updates.append((rows.instant(row.superseded_at), *key))
     rows.execute_many(f"UPDATE assignment_history SET superseded_at = ? {where}", updates)
     rows.execute_many(f"DELETE FROM assignment_history {where}", deletes)
+    hashes = plan.policy_hashes
+    ids = rows.interned(
+        decisions, DECISION_COLUMNS, {decision_key(row, hashes) for _, row in plan.new_rows}
+    )
     rows.insert(
         assignment_history,
         HISTORY_WRITE_COLUMNS,
-        [history_write_row(rows, u, row, plan.policy_hashes) for u, row in plan.new_rows],
+        [
+            history_write_row(rows, u, row, ids[decision_key(row, hashes)])
+            for u, row in plan.new_rows
+        ],
     )
     used = sorted({row.entry.policy for _, row in plan.new_rows})
     rows.insert_new(
         policy_pins,
         ("version", "hash", "pinned_at"),
-        [(v, plan.policy_hashes[v], rows.instant(plan.recorded_at)) for v in used],
+        [(v, plan.policy_hashes[v], rows.iso(plan.recorded_at)) for v in used],
     )
     rows.upsert(
         users,
@@ -337,12 +384,10 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
                 s,
                 p,
                 o,
-                rows.instant(plan.recorded_at),
+                rows.iso(plan.recorded_at),
                 plan.identities[s].topic_id if s in plan.identities else None,
                 plan.identities[s].partition_count if s in plan.identities else None,
             )
             for (s, p), o in sorted(plan.positions.items())
         ],
     )
-
-
