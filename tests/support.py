@@ -10,8 +10,21 @@ from typing import Any
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from ledger.app.ports import HistoryTableRow
 from ledger.cli.main import app
-from ledger.store.schema import assignment_history, events, users
+from ledger.store.schema import (
+    EVENT_POSITION,
+    EVENTS_WITH_ORIGIN,
+    HISTORY_FROM,
+    Instant,
+    UTCDateTime,
+    assignment_history,
+    decisions,
+    event_origins,
+    events,
+    history_columns,
+    users,
+)
 
 
 class Cli:
@@ -46,17 +59,21 @@ def eid(n: int) -> str:
 
 
 def history_rows(url: str) -> list[tuple]:
-    """Every history row (believed and superseded) without the surrogate id, sorted."""
+    """Every history row (believed and superseded) without the surrogate id, sorted; from a
+    store at any revision since 0003 (before 0007 the decisions were in the rows)."""
     engine = sa.create_engine(url)
-    cols = [c for c in assignment_history.c if c.name != "id"]
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(*cols).order_by(
-                assignment_history.c.user_id,
-                assignment_history.c.valid_from,
-                assignment_history.c.recorded_at,
+        names = {c["name"] for c in sa.inspect(conn).get_columns("assignment_history")}
+        compact = "decision_id" in names
+        if compact:
+            q = sa.select(*history_columns(*HistoryTableRow._fields)).select_from(HISTORY_FROM)
+        else:
+            old = sa.table(
+                "assignment_history",
+                *(sa.column(n, _type_0005(n)) for n in HistoryTableRow._fields),
             )
-        ).all()
+            q = sa.select(*old.c)
+        rows = sorted(conn.execute(q).all(), key=lambda r: (r[0], r[1], r[9]))
     engine.dispose()
     return sorted(
         (
@@ -65,6 +82,26 @@ def history_rows(url: str) -> list[tuple]:
         ),
         key=repr,
     )
+
+
+def events_with_origin(url: str) -> list[Any]:
+    """Every event row with its source and position text (interned since 0007)."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        q = sa.select(events, event_origins.c.source, EVENT_POSITION).select_from(
+            EVENTS_WITH_ORIGIN
+        )
+        found = list(conn.execute(q.order_by(events.c.app_seq)))
+    engine.dispose()
+    return found
+
+
+def _type_0005(name: str) -> Any:
+    """The column type of a history column of revisions 0003 to 0006."""
+    if name in assignment_history.c:
+        kind = assignment_history.c[name].type
+        return UTCDateTime() if isinstance(kind, Instant) else kind
+    return decisions.c[name].type
 
 
 def chain_heads(url: str) -> dict[str, tuple[bytes, int]]:

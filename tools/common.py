@@ -16,7 +16,12 @@ import sqlalchemy as sa
 from ledger.codecs.jsonl import event_to_json_line
 from ledger.domain.time import from_millis
 from ledger.generate import generate_events
-from ledger.store.schema import assignment_history, source_positions
+from ledger.store.schema import (
+    HISTORY_FROM,
+    assignment_history,
+    history_columns,
+    source_positions,
+)
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 GROUP_FLAGS = ["--session-timeout-ms", "6000", "--log-every", "1", "--allow-dev-key"]
@@ -64,10 +69,12 @@ def believed(url: str) -> list[tuple]:
     """The believed history (valid time) of every user: what must not depend on which writer
     applied which event first. Record times of superseded beliefs legitimately do."""
     h = assignment_history.c
-    cols = [h.user_id, h.valid_from, h.valid_to, h.assignment, h.policy, h.rule, h.facts]
+    cols = history_columns("user_id", "valid_from", "valid_to", "assignment", "policy", "rule")
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        found = conn.execute(sa.select(*cols).where(h.superseded_at.is_(None))).all()
+        found = conn.execute(
+            sa.select(*cols, h.facts).select_from(HISTORY_FROM).where(h.superseded_at.is_(None))
+        ).all()
     engine.dispose()
     return sorted(
         (tuple(json.dumps(v, sort_keys=True, default=str) for v in r) for r in found), key=repr

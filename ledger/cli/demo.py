@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from ledger.store.database import open_engine
-from ledger.store.schema import assignment_history
+from ledger.store.schema import HISTORY_FROM, assignment_history, history_columns
 
 OUT = Path("demo-out")
 SEED = 2026
@@ -38,7 +38,9 @@ def user_with_changes(db: str, at_least: int = 2) -> str:
     engine = open_engine(db)
     h = assignment_history.c
     rows = engine.connect().execute(
-        select(h.user_id, h.assignment, h.superseded_at).order_by(h.user_id, h.valid_from)
+        select(*history_columns("user_id", "assignment", "superseded_at"))
+        .select_from(HISTORY_FROM)
+        .order_by(h.user_id, h.valid_from)
     )
     by_user: dict[str, list[str]] = {}
     corrected: set[str] = set()

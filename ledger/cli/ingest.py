@@ -216,6 +216,9 @@ def replay(
                 reset_positions=reset_positions,
                 progress=advance,
             )
+    # Closed now, not whenever the garbage collector (tuned above to run seldom) gets to
+    # the engine: SQLite checkpoints and removes its WAL files when the last one closes.
+    wired.store.engine.dispose()
     if as_json:
         emit_json(summary.to_json())
     else:

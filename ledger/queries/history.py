@@ -27,7 +27,13 @@ from ledger.domain.time import format_instant
 from ledger.domain.timeline import Entry, entry_at, entry_json
 from ledger.errors import LedgerError
 from ledger.store.readonly import SqlReader, reader
-from ledger.store.rows import HISTORY_COLUMNS, day, history_row, optional_instant
+from ledger.store.rows import (
+    HISTORY_COLUMNS,
+    HISTORY_FROM_SQL,
+    day,
+    history_row,
+    optional_instant,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -50,7 +56,7 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
 _USER_SQL = "SELECT birth_date, signup_at FROM users WHERE user_id = {p}"
 _FIRST_SQL = "SELECT MIN(recorded_at) FROM events WHERE user_id = {p}"
 _ROWS_SQL = (
-    f"SELECT {', '.join(HISTORY_COLUMNS)} FROM assignment_history "
+    f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {HISTORY_FROM_SQL} "
     "WHERE user_id = {p}{believed} ORDER BY valid_from, recorded_at"
 )
 _STATEMENTS = {

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from ledger.domain.time import format_instant
-from ledger.store.schema import dead_letters, events, users
+from ledger.store.schema import dead_letters, event_origins, events, users
 
 # Every assignment is listed, with 0 where nobody has it, so a dashboard's series exist.
 ASSIGNMENTS = ("xhs-domestic", "rednote-international", "undetermined")
@@ -26,9 +26,10 @@ def stats(engine: Engine) -> dict[str, Any]:
             key = assignment or NOT_SIGNED_UP
             by_assignment[key] = by_assignment.get(key, 0) + n
         sources = conn.execute(
-            select(events.c.source, func.count(), func.max(events.c.recorded_at))
-            .group_by(events.c.source)
-            .order_by(events.c.source)
+            select(event_origins.c.source, func.count(), func.max(events.c.recorded_at))
+            .select_from(events.join(event_origins, event_origins.c.id == events.c.origin_id))
+            .group_by(event_origins.c.source)
+            .order_by(event_origins.c.source)
         ).all()
         dl = dead_letters.c
         total, unresolved = conn.execute(

@@ -37,7 +37,9 @@ from ledger.store.errors import translated_errors
 from ledger.store.rows import history_row_from_row, observation_from_row
 from ledger.store.schema import (
     CHAIN_FORMAT,
+    HISTORY_FROM,
     assignment_history,
+    decisions,
     events,
     policy_pins,
     store_formats,
@@ -54,6 +56,11 @@ LOOKUP_IDS = 5000
 # The chained fields first, in order, so a row's fields are one zip away (this runs once
 # per stored event); they hold everything `observation_from_row` reads, too.
 _EVENT_COLUMNS = [events.c[name] for name in (*EVENT_CHAIN_FIELDS, "app_seq", "link")]
+# A history row with its decision's columns, under the names they had in one table.
+_HISTORY_COLUMNS = [
+    *assignment_history.c,
+    *(c for c in decisions.c if c.name != "id"),
+]
 _CHAINED = len(EVENT_CHAIN_FIELDS)
 
 
@@ -181,7 +188,8 @@ class SqlAuditSnapshot:
 
     def history(self, user: str | None = None) -> Generator[StoredHistory, None, None]:
         h = assignment_history.c
-        q = select(assignment_history).order_by(self._user_order(h.user_id), h.id)
+        q = select(*_HISTORY_COLUMNS).select_from(HISTORY_FROM)
+        q = q.order_by(self._user_order(h.user_id), h.id)
         if user is not None:
             q = q.where(h.user_id == user)
         for row in self._stream(q):
@@ -191,7 +199,7 @@ class SqlAuditSnapshot:
         self, since: datetime | None = None, until: datetime | None = None
     ) -> Generator[StoredHistory, None, None]:
         h = assignment_history.c
-        q = select(assignment_history).order_by(h.recorded_at, h.id)
+        q = select(*_HISTORY_COLUMNS).select_from(HISTORY_FROM).order_by(h.recorded_at, h.id)
         if since is not None:
             q = q.where(h.recorded_at >= since)
         if until is not None:

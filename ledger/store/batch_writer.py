@@ -23,10 +23,12 @@ from ledger.domain.facts import (
     observed_fields,
 )
 from ledger.domain.projection import HistoryRow, UserSummary
-from ledger.store.rows import HISTORY_COLUMNS
+from ledger.store.rows import event_id_bytes, instant_micros, split_position
 from ledger.store.schema import (
     assignment_history,
     dead_letters,
+    decisions,
+    event_origins,
     events,
     key_fingerprints,
     policy_pins,
@@ -36,8 +38,12 @@ from ledger.store.schema import (
 )
 
 
-def _sqlite_instant(value: datetime | None) -> str | None:
+def _sqlite_iso(value: datetime | None) -> str | None:
     return None if value is None else sqlite_instant(value)
+
+
+def _sqlite_micros(value: datetime | None) -> int | None:
+    return None if value is None else instant_micros(value)
 
 
 def _same(value: datetime | None) -> datetime | None:
@@ -50,7 +56,9 @@ class _Values:
 
     def __init__(self, sqlite: bool) -> None:
         self.sqlite = sqlite
-        self.instant: Callable[[datetime | None], Any] = _sqlite_instant if sqlite else _same
+        # `Instant` columns, then `UTCDateTime` ones (the small tables and dead letters).
+        self.instant: Callable[[datetime | None], Any] = _sqlite_micros if sqlite else _same
+        self.iso: Callable[[datetime | None], Any] = _sqlite_iso if sqlite else _same
 
     def day(self, value: date | None) -> Any:
         return value.isoformat() if self.sqlite and value is not None else value
@@ -98,9 +106,7 @@ class _Rows(_Values):
             )
             self.conn.exec_driver_sql(sql, rows)
 
-    def insert_new(
-        self, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]
-    ) -> None:
+    def insert_new(self, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
         """Insert the rows whose key is not there yet (the key is the first column)."""
         if rows:
             sql = (
@@ -108,6 +114,21 @@ class _Rows(_Values):
                 f"VALUES ({self._marks(len(names))}) ON CONFLICT DO NOTHING"
             )
             self.conn.exec_driver_sql(sql, rows)
+
+    def interned(
+        self, table: Table, names: Sequence[str], wanted: set[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], int]:
+        """The ids of `wanted` rows of an interning table (event_origins, decisions), each
+        inserted unless there. These tables stay small (tens of rows), so reading them
+        whole costs less than asking for the batch's rows."""
+        if not wanted:
+            return {}
+        sql = f"SELECT id, {self._columns(names)} FROM {self.quote(table.name)}"
+        known = {tuple(r[1:]): r[0] for r in self.conn.exec_driver_sql(sql)}
+        if not wanted <= known.keys():
+            self.insert_new(table, names, sorted(wanted - known.keys()))
+            known = {tuple(r[1:]): r[0] for r in self.conn.exec_driver_sql(sql)}
+        return known
 
     def app_seqs(self, n: int) -> list[int]:
         """The next `n` application sequence numbers (docs/audit.md), in order."""
@@ -136,16 +157,23 @@ class _Rows(_Values):
 
 # The chained fields (ledger.domain.audit), then where the event came from and its place
 # in the store's audit trail; app_seq last, as the writer appends it (`write_encoded`).
-EVENT_WRITE_COLUMNS = (*EVENT_CHAIN_FIELDS, "source", "position", "link", "app_seq")
+EVENT_WRITE_COLUMNS = (*EVENT_CHAIN_FIELDS, "origin_id", "origin_offset", "link", "app_seq")
+ORIGIN_COLUMNS = ("source", "prefix")
 _USER_ID = EVENT_WRITE_COLUMNS.index("user_id")
 _SEQ = EVENT_WRITE_COLUMNS.index("seq")
+_ORIGIN = EVENT_WRITE_COLUMNS.index("origin_id")
 
 
-def event_row(rows: _Values, applied: AppliedEvent) -> tuple[Any, ...]:
+def event_row(
+    rows: _Values, applied: AppliedEvent, positions: Mapping[str, tuple[str, int | None]]
+) -> tuple[Any, ...]:
+    """The event's row without its app_seq, and with its origin as the (source, prefix)
+    key that the writer interns (`write_encoded`)."""
     obs = applied.observation
+    prefix, offset = positions[applied.position]
     region, valid, digest, channel, birth, *rest = observed_fields(obs.payload)
     return (
-        obs.event_id,
+        event_id_bytes(obs.event_id),
         obs.user_id,
         rows.instant(obs.occurred_at),
         rows.instant(applied.recorded_at),
@@ -157,13 +185,32 @@ def event_row(rows: _Values, applied: AppliedEvent) -> tuple[Any, ...]:
         rows.day(birth),
         *rest,
         applied.seq,
-        applied.source,
-        applied.position,
+        (applied.source, prefix),
+        offset,
         applied.link,
     )
 
 
-HISTORY_WRITE_COLUMNS = ("user_id", *HISTORY_COLUMNS, "policy_hash")
+HISTORY_WRITE_COLUMNS = (
+    "user_id",
+    "valid_from",
+    "valid_to",
+    "decision_id",  # as the decision's key (`decision_key`) until the writer interns it
+    "facts",
+    "evidence",
+    "recorded_at",
+    "superseded_at",
+)
+DECISION_COLUMNS = ("assignment", "policy", "rule", "reason", "policy_hash")
+
+
+def decision_key(row: HistoryRow, hashes: Mapping[str, str]) -> tuple[str, ...]:
+    """A history row's decision in DECISION_COLUMNS order."""
+    e = row.entry
+    return (e.assignment, e.policy, e.rule, e.reason, hashes[e.policy])
+
+
+_DECISION = HISTORY_WRITE_COLUMNS.index("decision_id")
 
 
 def history_write_row(
@@ -174,15 +221,11 @@ def history_write_row(
         user_id,
         rows.instant(e.valid_from),
         rows.instant(e.valid_to),
-        e.assignment,
-        e.policy,
-        e.rule,
-        e.reason,
+        decision_key(row, hashes),
         rows.json(dict(e.facts)),
         rows.json(list(e.evidence)),
         rows.instant(row.recorded_at),
         rows.instant(row.superseded_at),
-        hashes[e.policy],
     )
 
 
@@ -281,13 +324,14 @@ def claim_phone_key(rows: _Rows, fingerprint: str, recorded_at: datetime | None)
     rows.insert_new(
         key_fingerprints,
         ("purpose", "fingerprint", "recorded_at"),
-        [(PHONE_KEY, fingerprint, rows.instant(recorded_at))],
+        [(PHONE_KEY, fingerprint, rows.iso(recorded_at))],
     )
     PhoneKeyChanged.check(stored_fingerprint(rows.conn), fingerprint)
 
 
 def encode_plan(plan: BatchPlan, *, sqlite: bool) -> EncodedPlan:
-    """The plan's rows as the driver of SQLite (`sqlite`) or PostgreSQL takes them."""
+    """The plan's rows as the driver of SQLite (`sqlite`) or PostgreSQL takes them, but
+    for the ids of interned values (origins, decisions), which only the writer can give."""
     v = _Values(sqlite)
     rest = BatchPlan(
         dead_letters=plan.dead_letters,
@@ -299,7 +343,8 @@ def encode_plan(plan: BatchPlan, *, sqlite: bool) -> EncodedPlan:
         policy_hashes=plan.policy_hashes,
         phone_key_fingerprint=plan.phone_key_fingerprint,
     )
-    encoded = EncodedPlan(rest, [(a.order, event_row(v, a)) for a in plan.events])
+    positions = {a.position: split_position(a.position) for a in plan.events}
+    encoded = EncodedPlan(rest, [(a.order, event_row(v, a, positions)) for a in plan.events])
     for user_id, row in plan.superseded_rows:
         key = (user_id, v.instant(row.entry.valid_from), v.instant(row.recorded_at))
         if row.record_interval_empty:
@@ -318,17 +363,24 @@ def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
     write_encoded(conn, encode_plan(plan, sqlite=conn.dialect.name == "sqlite"), raw_limit)
 
 
+def _with(row: tuple[Any, ...], index: int, value: Any) -> tuple[Any, ...]:
+    return (*row[:index], value, *row[index + 1 :])
+
+
 def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> None:
     """All writes of one batch, its rows already built; the caller owns the transaction."""
     rows = _Rows(conn)
     plan = encoded.rest
     if encoded.events and plan.phone_key_fingerprint is not None:
         claim_phone_key(rows, plan.phone_key_fingerprint, plan.recorded_at)
+    origins = rows.interned(
+        event_origins, ORIGIN_COLUMNS, {row[_ORIGIN] for _, row in encoded.events}
+    )
     # Numbered in record order; inserted in key order, so two writers that share users
     # take their row locks in the same order and one waits for the other instead of
     # deadlocking.
     numbered = [
-        (*row, n)
+        (*row[:_ORIGIN], origins[row[_ORIGIN]], *row[_ORIGIN + 1 :], n)
         for n, (_, row) in zip(rows.app_seqs(len(encoded.events)), encoded.events, strict=True)
     ]
     numbered.sort(key=lambda r: (r[_USER_ID], r[_SEQ]))
@@ -340,12 +392,17 @@ def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> Non
     update = f"UPDATE assignment_history SET superseded_at = ? {where}"
     rows.execute_many(update, encoded.superseded)
     rows.execute_many(f"DELETE FROM assignment_history {where}", encoded.dropped)
-    rows.insert(assignment_history, HISTORY_WRITE_COLUMNS, encoded.history)
+    ids = rows.interned(decisions, DECISION_COLUMNS, {row[_DECISION] for row in encoded.history})
+    rows.insert(
+        assignment_history,
+        HISTORY_WRITE_COLUMNS,
+        [_with(row, _DECISION, ids[row[_DECISION]]) for row in encoded.history],
+    )
     rows.insert_new(
         policy_pins,
         ("version", "hash", "pinned_at"),
         [
-            (v, plan.policy_hashes[v], rows.instant(plan.recorded_at))
+            (v, plan.policy_hashes[v], rows.iso(plan.recorded_at))
             for v in sorted(encoded.policies_used)
         ],
     )
@@ -361,7 +418,7 @@ def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> Non
                 s,
                 p,
                 o,
-                rows.instant(plan.recorded_at),
+                rows.iso(plan.recorded_at),
                 plan.identities[s].topic_id if s in plan.identities else None,
                 plan.identities[s].partition_count if s in plan.identities else None,
             )

@@ -18,14 +18,13 @@ from ledger.app.ports import UserHistory
 from ledger.domain.facts import OBSERVED_FIELDS, Observation
 from ledger.store.errors import translated_errors
 from ledger.store.rows import observation_from_row
-from ledger.store.schema import assignment_history, events, users
+from ledger.store.schema import HISTORY_FROM, assignment_history, events, history_columns, users
 
 CHUNK_USERS = 2000
 
 # Only what the fold reads: record times, sources and positions are not needed.
 _EVENT_COLUMNS = [
-    events.c[name]
-    for name in ("event_id", "user_id", "occurred_at", "type", *OBSERVED_FIELDS)
+    events.c[name] for name in ("event_id", "user_id", "occurred_at", "type", *OBSERVED_FIELDS)
 ]
 
 
@@ -59,7 +58,8 @@ def read_user_histories(
                 if bucket is not None:
                     bucket.append(observation_from_row(row))
             current: dict[str, tuple[str, str, str]] = {}
-            q = select(h.user_id, h.assignment, h.policy, h.rule).where(
+            q = select(*history_columns("user_id", "assignment", "policy", "rule"))
+            q = q.select_from(HISTORY_FROM).where(
                 h.user_id >= first,
                 h.user_id <= last,
                 h.superseded_at.is_(None),

@@ -23,13 +23,16 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
     event,
+    func,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from ledger.domain import limits
 from ledger.domain.audit.canonical import CHAIN_ENCODING
+from ledger.store.rows import event_id_bytes, event_id_text, instant, instant_micros
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -59,11 +62,44 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None if value is None else instant(value)
+
+
+class EventId(TypeDecorator[str]):
+    """Event ids, which are UUIDs in canonical text, as their 16 bytes (migration 0007):
+    less than half the 36 characters, in the table and in its unique index."""
+
+    impl = LargeBinary(16)
+    cache_ok = True
+    # The longest id it holds, in characters, as String(EVENT_ID_CHARS) did: validation's
+    # limit (a test pins the two together).
+    length = limits.EVENT_ID_CHARS
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else event_id_bytes(value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else event_id_text(value)
+
+
+class Instant(UTCDateTime):
+    """Aware UTC datetimes, compactly (migration 0007): on SQLite an integer of microseconds
+    since the epoch (6 to 8 bytes instead of 26 of text, and no parsing: `instant_micros`),
+    which sorts and compares as the time does; PostgreSQL keeps its native timestamptz.
+    Microseconds, not milliseconds, because that is what the ISO text and timestamptz keep:
+    the conversion loses nothing."""
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is not None and dialect.name == "sqlite":
+            return instant_micros(value)
+        return super().process_bind_param(value, dialect)
 
 
 def sqlite_instant(value: datetime) -> str:
@@ -83,10 +119,15 @@ metadata = MetaData()
 events = Table(
     "events",
     metadata,
-    Column("event_id", String(limits.EVENT_ID_CHARS), primary_key=True),
+    # The audit trail (docs/audit.md). app_seq: the store's application order across users (a
+    # database sequence on PostgreSQL, so writers never contend for it); a digest covers
+    # the events up to one app_seq. As the primary key it is SQLite's rowid: no index of
+    # its own.
+    Column("app_seq", ROW_ID, primary_key=True, autoincrement=False),
+    Column("event_id", EventId(), nullable=False),
     Column("user_id", String(limits.USER_ID_CHARS), nullable=False),
-    Column("occurred_at", UTCDateTime(), nullable=False),
-    Column("recorded_at", UTCDateTime(), nullable=False),
+    Column("occurred_at", Instant(), nullable=False),
+    Column("recorded_at", Instant(), nullable=False),
     Column("type", String(limits.EVENT_TYPE_CHARS), nullable=False),
     # Phone numbers are reduced: region, validity and a keyed hash, never the number.
     Column("phone_region", String(3)),
@@ -101,21 +142,33 @@ events = Table(
     Column("locale", String(limits.LOCALE_CHARS)),
     Column("document_country", String(limits.COUNTRY_CHARS)),
     Column("document_kind", String(limits.DOCUMENT_KIND_CHARS)),
-    Column("source", Text, nullable=False),
-    Column("position", Text, nullable=False),
+    # Where the event came from: its source and position as `event_origins` keeps them.
+    Column("origin_id", Integer, nullable=False),
+    Column("origin_offset", BigInteger),
     # The user's applied events counted in application order (1, 2, ...). Two writers that
     # both append a user's next event collide on this key: optimistic concurrency, as
     # eventsourcing's (originator_id, originator_version).
     Column("seq", Integer, nullable=False),
-    # The audit trail (docs/audit.md). app_seq: the store's application order across users (a
-    # database sequence on PostgreSQL, so writers never contend for it); a digest covers
-    # the events up to one app_seq. link: SHA-256 of the user's previous link and this
-    # row's fields (ledger.domain.audit.chain), 32 bytes.
-    Column("app_seq", BigInteger, nullable=False),
+    # link: SHA-256 of the user's previous link and this row's fields
+    # (ledger.domain.audit.chain), 32 bytes.
     Column("link", LargeBinary(32), nullable=False),
-    Index("ix_events_user", "user_id", "occurred_at"),
+    # Exactly once: an event is applied once, a user's events once each in order. The
+    # second also serves every read by user (no index of its own on user_id).
+    UniqueConstraint("event_id", name="uq_events_event_id"),
     UniqueConstraint("user_id", "seq", name="uq_events_user_seq"),
-    UniqueConstraint("app_seq", name="uq_events_app_seq"),
+)
+
+# Where events came from, interned: an event row keeps (origin_id, origin_offset) instead of
+# its source key (69 characters for a file) and position text. The position is `prefix`
+# followed by the offset in decimal ("name.avro#" 12, "topic[0]@" 345), or `prefix`
+# alone when it does not end in a plain number (`ledger.store.rows.split_position`).
+event_origins = Table(
+    "event_origins",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("source", Text, nullable=False),
+    Column("prefix", Text, nullable=False),
+    UniqueConstraint("source", "prefix", name="uq_event_origins"),
 )
 
 # PostgreSQL hands out app_seq; SQLite has one writer at a time, which counts on.
@@ -125,7 +178,7 @@ users = Table(
     "users",
     metadata,
     Column("user_id", String(limits.USER_ID_CHARS), primary_key=True),
-    Column("signup_at", UTCDateTime()),
+    Column("signup_at", Instant()),
     Column("channel", String(limits.CHANNEL_CHARS)),
     Column("birth_date", Date),
     Column("signup_phone_region", String(3)),
@@ -144,11 +197,34 @@ users = Table(
     Column("assignment", String(40)),
     Column("policy", String(100)),
     Column("rule", String(40)),
-    Column("since", UTCDateTime()),
+    Column("since", Instant()),
     Column("events", Integer, nullable=False),  # also the length of the user's chain
-    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("updated_at", Instant(), nullable=False),
     Column("chain_head", LargeBinary(32), nullable=False),  # the last event's link
     Index("ix_users_assignment", "assignment"),
+)
+
+# An event row with its origin, and the position text the event arrived with (as
+# `ledger.store.rows.join_position` puts it together).
+EVENTS_WITH_ORIGIN = events.join(event_origins, event_origins.c.id == events.c.origin_id)
+EVENT_POSITION = (
+    event_origins.c.prefix + func.coalesce(cast(events.c.origin_offset, Text), "")
+).label("position")
+
+# What one history row decided, interned: a store holds a few dozen distinct decisions (a
+# policy version's rules and their reasons), its history rows hundreds per user. Rows are
+# never changed or removed, so an id names the same decision for good.
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("assignment", String(40), nullable=False),
+    Column("policy", String(100), nullable=False),
+    Column("rule", String(40), nullable=False),
+    Column("reason", Text, nullable=False),
+    # Content hash of the policy that decided the row (ledger.domain.audit.stable_ids).
+    Column("policy_hash", String(64), nullable=False),
+    UniqueConstraint("policy", "policy_hash", "rule", "assignment", "reason", name="uq_decisions"),
 )
 
 assignment_history = Table(
@@ -156,20 +232,27 @@ assignment_history = Table(
     metadata,
     Column("id", ROW_ID, primary_key=True, autoincrement=True),
     Column("user_id", String(limits.USER_ID_CHARS), nullable=False),
-    Column("valid_from", UTCDateTime(), nullable=False),
-    Column("valid_to", UTCDateTime()),
-    Column("assignment", String(40), nullable=False),
-    Column("policy", String(100), nullable=False),
-    Column("rule", String(40), nullable=False),
-    Column("reason", Text, nullable=False),
+    Column("valid_from", Instant(), nullable=False),
+    Column("valid_to", Instant()),
+    Column("decision_id", Integer, nullable=False),  # decisions.id
     Column("facts", JSON, nullable=False),
     Column("evidence", JSON, nullable=False),
-    Column("recorded_at", UTCDateTime(), nullable=False),
-    Column("superseded_at", UTCDateTime()),
-    # Content hash of the policy that decided the row (ledger.domain.audit.stable_ids).
-    Column("policy_hash", String(64), nullable=False),
+    Column("recorded_at", Instant(), nullable=False),
+    Column("superseded_at", Instant()),
     Index("ix_history_user", "user_id", "valid_from"),
 )
+
+# A history row with its decision: what every reader selects from.
+HISTORY_FROM = assignment_history.join(
+    decisions, decisions.c.id == assignment_history.c.decision_id
+)
+
+
+def history_columns(*names: str) -> list[Any]:
+    """The columns of HISTORY_FROM by their names before the decisions were interned."""
+    d, h = decisions.c, assignment_history.c
+    return [d[n] if n in d and n != "id" else h[n] for n in names]
+
 
 # Every policy version the store has decided with, and the content it had then: the same
 # version with other content is refused (ledger.app.ports.PolicyChanged).

@@ -21,10 +21,12 @@ from ledger.domain.projection import HistoryRow, UserProjection
 from ledger.sources.records import SourceIdentity
 from ledger.store.batch_writer import encode_plan, stored_fingerprint, write_encoded, write_plan
 from ledger.store.errors import translated_errors
-from ledger.store.rows import history_row_from_row, observation_from_row
+from ledger.store.rows import HISTORY_COLUMNS, history_row_from_row, observation_from_row
 from ledger.store.schema import (
+    HISTORY_FROM,
     assignment_history,
     events,
+    history_columns,
     policy_pins,
     source_positions,
     users,
@@ -32,6 +34,8 @@ from ledger.store.schema import (
 
 # How large SQLite's write-ahead log may grow before `SqlStore.reclaim` starts it over.
 WAL_RESTART_BYTES = 64 << 20
+# What `history_row_from_row` reads, and whose rows.
+HISTORY_SELECT = history_columns("user_id", *HISTORY_COLUMNS)
 
 # Keeps IN (...) lists under SQLite's bound-parameter limit.
 _CHUNK = 5000
@@ -65,7 +69,8 @@ def load_projections(conn: Connection, user_ids: Sequence[str]) -> dict[str, Use
             if row.seq > heads.get(row.user_id, (0, b""))[0]:
                 heads[row.user_id] = (row.seq, row.link)
         q = (
-            select(assignment_history)
+            select(*HISTORY_SELECT)
+            .select_from(HISTORY_FROM)
             .where(assignment_history.c.user_id.in_(chunk))
             .where(assignment_history.c.superseded_at.is_(None))
             .order_by(assignment_history.c.user_id, assignment_history.c.valid_from)
@@ -194,7 +199,6 @@ class SqlStore:
             )
             return {(a or "not signed up"): n for a, n in rows}
 
-
     def source_identity(self, source: str) -> SourceIdentity | None:
         sp = source_positions.c
         q = (
@@ -210,7 +214,7 @@ class SqlStore:
     def history_rows(self) -> list[HistoryTableRow]:
         """Every history row, believed and superseded, as `MemoryStore.history_rows` returns
         them (the table's columns without its surrogate id), so the stores compare directly."""
-        q = select(*(assignment_history.c[name] for name in HistoryTableRow._fields))
+        q = select(*history_columns(*HistoryTableRow._fields)).select_from(HISTORY_FROM)
         with translated_errors(reading=True), self.engine.connect() as conn:
             return [HistoryTableRow(*row) for row in conn.execute(q)]
 

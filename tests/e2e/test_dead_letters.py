@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from ledger.resources import policies_dir
 from ledger.store.schema import dead_letters, events
 from tests.factories import avro, signup, terms_accepted
-from tests.support import Cli, eid, write_jsonl
+from tests.support import Cli, eid, events_with_origin, write_jsonl
 
 HIDDEN_PHONE = "+8613900000001"  # only ever inside a dead letter's raw input
 
@@ -194,7 +194,7 @@ def test_retry_after_the_missing_policy_is_added(cli: Cli, tmp_path: Path) -> No
     fixed = cli.json("dead-letters", "retry", "--policies", str(policies))
     assert (fixed["applied"], fixed["dead_lettered_again"]) == (1, 0)
     assert fixed["results"][0]["id"] == second["id"]
-    [event] = [r for r in rows(cli.db, events) if r.event_id == eid(2)]
+    [event] = [r for r in events_with_origin(cli.db) if r.event_id == eid(2)]
     assert event.position == "events.jsonl:2"
     assert event.source == fixed["run"] and event.source.startswith("redrive:")
     resolved = cli.json("dead-letters", "list", "--all")["dead_letters"]
@@ -245,7 +245,7 @@ def test_retry_decodes_kafka_messages_and_refuses_cut_raw_input(cli: Cli, tmp_pa
     assert outcomes[cut]["outcome"] == "not-retryable"
     assert "cut to 13 of 5,242,880 bytes" in outcomes[cut]["detail"]
     assert outcomes[empty]["outcome"] == "not-retryable"
-    [applied] = [r for r in rows(cli.db, events) if r.event_id == eid(5)]
+    [applied] = [r for r in events_with_origin(cli.db) if r.event_id == eid(5)]
     assert applied.position == "account-events[3]@17"
     still = {d["id"] for d in cli.json("dead-letters", "list")["dead_letters"]}
     assert still == {cut, empty}

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from ledger.domain.time import parse_instant
 from ledger.resources import policies_dir
-from ledger.store.schema import assignment_history, users
+from ledger.store.schema import HISTORY_FROM, assignment_history, history_columns, users
 from tests.support import Cli, history_rows
 
 AT = "2026-11-01"
@@ -51,7 +51,8 @@ def believed_at(url: str, at: datetime) -> dict[str, str]:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         everyone = {u: NOT_SIGNED_UP for u in conn.execute(sa.select(users.c.user_id)).scalars()}
-        q = sa.select(h.user_id, h.assignment).where(
+        q = sa.select(*history_columns("user_id", "assignment")).select_from(HISTORY_FROM)
+        q = q.where(
             h.superseded_at.is_(None),
             h.valid_from <= at,
             sa.or_(h.valid_to.is_(None), h.valid_to > at),

@@ -41,7 +41,8 @@ from ledger.generate import generate_events, write_events
 from ledger.resources import policies_dir
 from ledger.store.audit_snapshot import SqlAuditSource
 from ledger.store.database import open_engine
-from ledger.store.schema import assignment_history, events, metadata, users
+from ledger.store.rows import event_id_text
+from ledger.store.schema import assignment_history, event_origins, events, metadata, users
 from ledger.store.sql import SqlStore
 from ledger.testing import batch_splits, event_streams
 
@@ -208,7 +209,8 @@ def test_an_edited_country_is_caught(store: Store) -> None:
         e=row.event_id,
     )
     problem = assert_flagged(store.verify(), row.user_id, "event_edited")
-    assert problem.seq == row.seq and row.event_id in problem.detail
+    # The raw row holds the id's 16 bytes (0007): the report names its text.
+    assert problem.seq == row.seq and event_id_text(row.event_id) in problem.detail
     assert "the event was edited" in problem.detail
 
 
@@ -237,10 +239,12 @@ def test_an_inserted_event_is_caught(store: Store) -> None:
     )
     link = next_link(bytes(user.chain_head), canonical_event_v2(fields))
     with store.engine.begin() as conn:
+        forged = conn.execute(
+            event_origins.insert().values(source="forged", prefix="forged")
+        ).inserted_primary_key
+        assert forged is not None
         conn.execute(
-            events.insert().values(
-                **fields, source="forged", position="forged", app_seq=top + 1, link=link
-            )
+            events.insert().values(**fields, origin_id=forged[0], app_seq=top + 1, link=link)
         )
     problem = assert_flagged(store.verify(), user.user_id, "event_inserted")
     assert problem.seq == user.events + 1
@@ -251,10 +255,20 @@ def test_an_inserted_event_is_caught(store: Store) -> None:
 
 def test_an_edited_assignment_is_caught(store: Store) -> None:
     row = store.one(
-        "SELECT id, user_id, assignment FROM assignment_history "
-        "WHERE assignment <> 'undetermined' ORDER BY id LIMIT 1"
+        "SELECT h.id, h.user_id, d.assignment, d.id AS decision FROM assignment_history AS h "
+        "JOIN decisions AS d ON d.id = h.decision_id "
+        "WHERE d.assignment <> 'undetermined' ORDER BY h.id LIMIT 1"
     )
-    store.run("UPDATE assignment_history SET assignment = 'undetermined' WHERE id = :i", i=row.id)
+    # The row's decision with another assignment (decisions are interned since 0007).
+    store.run(
+        "INSERT INTO decisions (assignment, policy, rule, reason, policy_hash) "
+        "SELECT 'undetermined', policy, rule, reason, policy_hash FROM decisions WHERE id = :d",
+        d=row.decision,
+    )
+    store.run(
+        "UPDATE assignment_history SET decision_id = (SELECT max(id) FROM decisions) WHERE id = :i",
+        i=row.id,
+    )
     problem = assert_flagged(store.verify(), row.user_id, "history_differs")
     assert (problem.row, problem.field) == (row.id, "assignment")
     assert (problem.stored, problem.derived) == ("undetermined", row.assignment)

@@ -42,8 +42,8 @@ def _chain_state(url: str) -> tuple[dict[str, bytes], dict[str, tuple[bytes, int
         hashes = sorted(
             conn.execute(
                 sa.text(
-                    "SELECT user_id, valid_from, recorded_at, policy_hash"
-                    " FROM assignment_history"
+                    "SELECT h.user_id, h.valid_from, h.recorded_at, d.policy_hash"
+                    " FROM assignment_history AS h JOIN decisions AS d ON d.id = h.decision_id"
                 )
             ).all()
         )
@@ -68,17 +68,17 @@ def test_links_recompute_from_the_stored_rows(cli: Cli, tmp_path: Path) -> None:
             assert bytes(row.link) == link, row.event_id
             heads[row.user_id] = link
         stored = dict(conn.execute(sa.text("SELECT user_id, chain_head FROM users")).all())
-        app_seqs = conn.execute(
-            sa.text("SELECT app_seq FROM events ORDER BY user_id, seq")
-        ).scalars().all()
+        app_seqs = (
+            conn.execute(sa.text("SELECT app_seq FROM events ORDER BY user_id, seq"))
+            .scalars()
+            .all()
+        )
     engine.dispose()
     assert {u: bytes(h) for u, h in stored.items()} == heads
     assert sorted(app_seqs) == list(range(1, len(app_seqs) + 1))
 
 
-def test_chain_heads_do_not_depend_on_batches_or_parse_workers(
-    db_url: str, tmp_path: Path
-) -> None:
+def test_chain_heads_do_not_depend_on_batches_or_parse_workers(db_url: str, tmp_path: Path) -> None:
     path = tmp_path / "gen.jsonl"
     write_events(path, generate_events(150, seed=9))
     policies = load_policies()
@@ -99,9 +99,7 @@ def test_chain_heads_do_not_depend_on_batches_or_parse_workers(
     assert len(states[0][0]) > 150
 
 
-def test_a_policy_edited_under_its_version_is_refused_at_start(
-    cli: Cli, tmp_path: Path
-) -> None:
+def test_a_policy_edited_under_its_version_is_refused_at_start(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "gen.jsonl"
     write_events(path, generate_events(60, seed=4))
     cli.json("replay", str(path))

@@ -28,8 +28,15 @@ from ledger.domain.audit.canonical import (
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.generate import generate_events, write_events
 from ledger.store.audit_snapshot import SqlAuditSource, stored_chain_encoding
-from ledger.store.database import MIGRATIONS, _alembic_config, current_revision, open_engine
-from ledger.store.schema import events
+from ledger.store.database import (
+    HEAD_REVISION,
+    MIGRATIONS,
+    _alembic_config,
+    current_revision,
+    open_engine,
+)
+from ledger.store.rows import event_id_bytes
+from ledger.store.schema import UTCDateTime, events
 from tests.support import Cli
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -58,17 +65,34 @@ def chain_state(url: str) -> State:
     return {e: bytes(v) for e, v in links.items()}, {u: (bytes(h), n) for u, h, n in heads}
 
 
+# The chained columns as revisions 0005 and 0006 kept them (text ids, ISO text instants on
+# SQLite); migration 0007 made the store compact, and `events` is that layout.
+_TYPES_0006 = {
+    "occurred_at": UTCDateTime(),
+    "recorded_at": UTCDateTime(),
+    "birth_date": sa.Date(),
+    "phone_valid": sa.Boolean(),
+    "seq": sa.Integer(),
+}
+EVENTS_0006 = sa.table(
+    "events",
+    *(sa.column(n, _TYPES_0006.get(n, sa.String())) for n in EVENT_CHAIN_FIELDS),
+)
+
+
 def recomputed(url: str, encode: Callable[[Mapping[str, Any]], bytes]) -> State:
     """The state the stored rows imply under an encoding, computed here from scratch."""
     engine = open_engine(url, migrate=False)
     links: dict[str, bytes] = {}
     heads: dict[str, tuple[bytes, int]] = {}
     with engine.connect() as conn:
-        cols = [events.c[name] for name in EVENT_CHAIN_FIELDS]
-        for row in conn.execute(sa.select(*cols).order_by(events.c.user_id, events.c.seq)):
+        compact = "origin_id" in {c["name"] for c in sa.inspect(conn).get_columns("events")}
+        table = events if compact else EVENTS_0006
+        cols = [table.c[name] for name in EVENT_CHAIN_FIELDS]
+        for row in conn.execute(sa.select(*cols).order_by(table.c.user_id, table.c.seq)):
             head, n = heads.get(row.user_id, (GENESIS, 0))
             link = next_link(head, encode(dict(row._mapping)))
-            links[row.event_id] = link
+            links[event_id_bytes(row.event_id) if compact else row.event_id] = link
             heads[row.user_id] = (link, n + 1)
     engine.dispose()
     return links, heads
@@ -117,7 +141,7 @@ def test_an_upgraded_store_is_a_fresh_replay_and_keeps_its_old_digests(
     old_digest.write_text(json.dumps(document, indent=2))
 
     migrate(db_url, "head")
-    assert encoding_and_revision(db_url) == (2, "0006")
+    assert encoding_and_revision(db_url) == (2, HEAD_REVISION)
     upgraded = chain_state(db_url)
     assert upgraded == recomputed(db_url, canonical_event_v2)
     assert upgraded[1].keys() == at_0005[1].keys()
@@ -202,7 +226,9 @@ def test_the_downgrade_gives_back_encoding_1_and_chunks_do_not_show(
     migrate(db_url, "head")
     assert chain_state(db_url) == at_head
     # Chunks and update batches far smaller than a user's chain or the store: keyset pages
-    # end inside users' chains, and the result is the same.
+    # end inside users' chains, and the result is the same (on the layout 0006 rechained).
+    migrate(db_url, "0006")
+    at_0006 = chain_state(db_url)
     module = _migration_0006()
     module.CHUNK_EVENTS, module.UPDATE_ROWS = 7, 3
     engine = open_engine(db_url, migrate=False)
@@ -212,6 +238,8 @@ def test_the_downgrade_gives_back_encoding_1_and_chunks_do_not_show(
     with engine.begin() as conn:
         module.rechain(conn, canonical_event_v2)
     engine.dispose()
+    assert chain_state(db_url) == at_0006
+    migrate(db_url, "head")
     assert chain_state(db_url) == at_head
     assert cli.json("verify")["ok"] is True
 

@@ -16,6 +16,7 @@ import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -29,7 +30,14 @@ from ledger.config import settings_from_env
 from ledger.domain.events import Event, IdentityVerified, SignedUp
 from ledger.sources.kafka import make_consumer
 from ledger.store.database import HEAD_REVISION, _alembic_config, open_engine
-from ledger.store.schema import assignment_history, dead_letters, events, policy_pins, users
+from ledger.store.schema import (
+    EventId,
+    assignment_history,
+    dead_letters,
+    events,
+    policy_pins,
+    users,
+)
 from ledger.store.schema import source_positions as positions
 from ledger.store.sql import SqlStore
 from tests.support import Cli, chain_heads, history_rows
@@ -69,6 +77,14 @@ def version_2_events() -> list[Event]:
 _TABLES = (events, users, assignment_history, policy_pins, positions, dead_letters)
 
 
+def _type_0003(table: sa.Table, name: str) -> Any:
+    """The type of a column of revision 0003: 0007 moved some columns into other tables
+    (text, all of them) and stores event ids as bytes (they were text)."""
+    if name not in table.c or isinstance(table.c[name].type, EventId):
+        return sa.Text()
+    return table.c[name].type
+
+
 def _store_v1(url: str, tmp_path: Path) -> None:
     """The version-1 store at `url`: the SQL text itself on SQLite; on PostgreSQL its rows,
     copied into a database the migrations brought to revision 0003."""
@@ -90,7 +106,7 @@ def _store_v1(url: str, tmp_path: Path) -> None:
         for table in _TABLES:
             # The columns of revision 0003, read and written through the column types.
             names = [c["name"] for c in sa.inspect(source).get_columns(table.name)]
-            then = sa.table(table.name, *(sa.column(n, table.c[n].type) for n in names))
+            then = sa.table(table.name, *(sa.column(n, _type_0003(table, n)) for n in names))
             rows = [dict(r._mapping) for r in read.execute(sa.select(then))]
             if rows:
                 write.execute(sa.insert(then), rows)
@@ -242,9 +258,12 @@ def test_a_version_1_ledger_dead_letters_version_2_messages_and_retry_applies_th
     kafka_broker, kafka_topic: str, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    _send(kafka_broker.bootstrap, kafka_topic, [*v1_messages()[:30], *(
-        (e.user_id, V2.encode(e)) for e in version_2_events()
-    )], 1_790_000_000_000)
+    _send(
+        kafka_broker.bootstrap,
+        kafka_topic,
+        [*v1_messages()[:30], *((e.user_id, V2.encode(e)) for e in version_2_events())],
+        1_790_000_000_000,
+    )
     done = _replay(url, kafka_broker.bootstrap, kafka_topic, codec=V1)
     # A message names its writer schema by fingerprint only: version 1 cannot read any
     # message of version 2, a SignedUp included.

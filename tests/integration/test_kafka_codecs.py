@@ -40,7 +40,7 @@ from ledger.domain.events import Event
 from ledger.errors import UsageError
 from ledger.generate import generate_events
 from ledger.sinks.dead_letter_topic import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON
-from ledger.store.schema import dead_letters, events
+from ledger.store.schema import EVENT_POSITION, EVENTS_WITH_ORIGIN, dead_letters, events
 from tests.helpers.kafka import (
     EXTERNAL_BOOTSTRAP_ENV,
     GROUP_FLAGS,
@@ -182,7 +182,9 @@ def outcome(db: str, produced: Produced) -> dict[str, Counter[str]]:
     that each is what was sent there: the right event, or the right reason."""
     engine = sa.create_engine(db)
     with engine.connect() as conn:
-        applied = conn.execute(sa.select(events.c.event_id, events.c.position)).all()
+        applied = conn.execute(
+            sa.select(events.c.event_id, EVENT_POSITION).select_from(EVENTS_WITH_ORIGIN)
+        ).all()
         dead = conn.execute(sa.select(dead_letters.c.position, dead_letters.c.reason)).all()
     engine.dispose()
     table: dict[str, Counter[str]] = {c: Counter() for c in CODECS}

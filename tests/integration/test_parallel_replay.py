@@ -91,25 +91,32 @@ def _value(v: Any) -> Any:
     return v
 
 
+# Numbers a database hands out by itself: a PostgreSQL sequence may skip, and interned
+# values are numbered in the order they were first written.
+SURROGATES = {"app_seq", "id", "origin_id", "decision_id"}
+
+
 def state(url: str) -> dict[str, list[tuple[Any, ...]]]:
-    """Everything a replay writes, without what a database numbers by itself: events in
-    application order (app_seq's rank, not its value: a PostgreSQL sequence may skip),
-    history rows without their surrogate id."""
+    """Everything a replay writes, without the surrogate numbers: events in application
+    order (app_seq's rank, not its value) with their source and position, history rows
+    with their decisions."""
     engine = sa.create_engine(url)
     queries = {
-        "events": "SELECT * FROM events ORDER BY app_seq",
+        "events": "SELECT e.*, o.source, o.prefix FROM events e "
+        "JOIN event_origins o ON o.id = e.origin_id ORDER BY e.app_seq",
         "users": "SELECT * FROM users ORDER BY user_id",
-        "history": "SELECT * FROM assignment_history ORDER BY user_id, valid_from, recorded_at",
+        "history": "SELECT h.*, d.assignment, d.policy, d.rule, d.reason, d.policy_hash "
+        "FROM assignment_history h JOIN decisions d ON d.id = h.decision_id "
+        "ORDER BY h.user_id, h.valid_from, h.recorded_at",
         "dead_letters": "SELECT * FROM dead_letters ORDER BY id",
         "positions": "SELECT * FROM source_positions ORDER BY source, partition",
         "pins": "SELECT version, hash FROM policy_pins ORDER BY version",
     }
-    dropped = {"events": "app_seq", "history": "id", "dead_letters": "id"}
     out: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as conn:
         for name, sql in queries.items():
             result = conn.execute(sa.text(sql))
-            keep = [i for i, c in enumerate(result.keys()) if c != dropped.get(name)]
+            keep = [i for i, c in enumerate(result.keys()) if c not in SURROGATES]
             out[name] = [tuple(_value(row[i]) for i in keep) for row in result]
     engine.dispose()
     return out

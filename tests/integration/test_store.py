@@ -13,6 +13,7 @@ from alembic.migration import MigrationContext
 
 from ledger.generate import generate_events, write_events
 from ledger.store.database import head_revision, open_engine
+from ledger.store.rows import event_id_text
 from ledger.store.schema import assignment_history, events, metadata, users
 from tests.support import Cli, history_rows
 
@@ -129,7 +130,8 @@ def test_upgrade_from_0001_numbers_stored_events_per_user(db_url: str) -> None:
     engine.dispose()
     engine = open_engine(db_url)  # migrates to head
     with engine.connect() as conn:
-        seqs = dict(conn.execute(sa.text("SELECT event_id, seq FROM events")).all())
+        found = conn.execute(sa.text("SELECT event_id, seq FROM events")).all()
+        seqs = {event_id_text(e): seq for e, seq in found}  # bytes since 0007
         sizes = conn.execute(sa.text("SELECT raw_size FROM dead_letters")).scalars().all()
     engine.dispose()
     assert seqs == {"e1": 1, "e4": 2, "e3": 3, "e2": 1}

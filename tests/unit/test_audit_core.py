@@ -250,7 +250,8 @@ def test_event_columns_are_the_stored_ones() -> None:
     assert set(EVENT_CHAIN_FIELDS) <= stored
     # Left out on purpose: where a copy was read from, the global application order (it
     # depends on how users interleave) and the link itself. A new column must be chosen.
-    assert stored - set(EVENT_CHAIN_FIELDS) <= {"source", "position", "app_seq", "link"}
+    # The source and position are stored as origin_id and origin_offset since 0007.
+    assert stored - set(EVENT_CHAIN_FIELDS) <= {"origin_id", "origin_offset", "app_seq", "link"}
 
 
 # --- hash chains ---------------------------------------------------------------------

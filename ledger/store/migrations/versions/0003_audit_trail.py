@@ -27,7 +27,8 @@ from ledger.domain.audit.canonical import (
     canonical_event,
 )
 from ledger.domain.audit.chain import GENESIS, next_link
-from ledger.store.schema import UTCDateTime, events
+from ledger.store.schema import EventId, Instant, UTCDateTime
+from ledger.store.schema import events as _events_now
 
 revision = "0003"
 down_revision = "0002"
@@ -35,6 +36,25 @@ branch_labels = None
 depends_on = None
 
 CHUNK_USERS = 1000
+
+# The events table as this revision has it: event ids as text and instants as ISO text on
+# SQLite (migration 0007 changed both in the current schema).
+events = sa.Table(
+    "events",
+    sa.MetaData(),
+    *(
+        sa.Column(
+            c.name,
+            sa.String(36)
+            if isinstance(c.type, EventId)
+            else UTCDateTime()
+            if isinstance(c.type, Instant)
+            else c.type,
+        )
+        for c in _events_now.columns
+        if c.name in (*EVENT_CHAIN_FIELDS, "link")
+    ),
+)
 
 
 def upgrade() -> None:

@@ -25,7 +25,7 @@ from alembic import op
 
 from ledger.domain.audit.canonical import canonical_event, canonical_event_v2
 from ledger.domain.audit.chain import GENESIS, next_link
-from ledger.store.schema import events
+from ledger.store.schema import UTCDateTime
 
 revision = "0006"
 down_revision = "0005"
@@ -56,6 +56,20 @@ _CHAINED = (
     "document_country",
     "document_kind",
     "seq",
+)
+# The events table as this revision holds it (text event ids; instants as ISO text on
+# SQLite): the current layout is a later revision's (0007 made the store compact).
+_TYPES: dict[str, Any] = {
+    "occurred_at": UTCDateTime(),
+    "recorded_at": UTCDateTime(),
+    "phone_valid": sa.Boolean(),
+    "birth_date": sa.Date(),
+    "seq": sa.Integer(),
+}
+events = sa.table(
+    "events",
+    *(sa.column(name, _TYPES.get(name, sa.String())) for name in _CHAINED),
+    sa.column("link", sa.LargeBinary()),
 )
 _FORMATS = "store_formats"
 _CHAIN = "chain"
