@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ledger.app.ingest.projector import Projector, cached_bytes
+from ledger.app.ingest.projector import Projector
+from ledger.app.ingest.user_cache import cached_bytes
 from ledger.codecs.policy_files import load_policies
 from ledger.generate import generate_events, write_events
 from ledger.sources.files import read_records, source_key
@@ -22,8 +23,8 @@ def _replay(path: Path, cache_bytes: int) -> tuple[MemoryStore, list[int]]:
     batches = [records[i : i + 50] for i in range(0, len(records), 50)]
     held = []
     for _ in projector.apply_batches(batches, NOW):
-        held.append(projector._cached_bytes)
-        assert projector._cached_bytes == sum(cached_bytes(p) for p in projector._cache.values())
+        held.append(projector.cache.bytes)
+        assert projector.cache.bytes == sum(cached_bytes(p) for p in projector.cache.values())
     return store, held
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
-from collections import Counter, OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from ledger.app.ingest.plan import EncodedPlan, plan_batch, screen
-from ledger.app.ingest.projector import cached_bytes
 from ledger.app.ingest.shards import owns
+from ledger.app.ingest.user_cache import UserCache
 from ledger.app.ports import ParallelStore
 from ledger.codecs.avro import AvroCodec
 from ledger.domain.policy import PolicySet
-from ledger.domain.projection import UserProjection
 from ledger.sources.files import read_shard
 from ledger.sources.records import SourceRecord
 
@@ -125,10 +124,9 @@ class _Worker:
         self.store = spec.open_store()
         self.generation = 0
         self.inflight: deque[_Batch] = deque()
-        self.cache: OrderedDict[str, UserProjection] = OrderedDict()
-        self.weights: dict[str, int] = {}
-        self.cached = 0
-        self.pinned: Counter[str] = Counter()
+        # Users of plans the writer has not committed stay pinned: the store does not
+        # hold their state yet, so they could not be reloaded.
+        self.cache = UserCache(spec.cache_bytes)
         self.stopped = False
 
     def run(self) -> None:
@@ -182,24 +180,12 @@ class _Worker:
 
     def _settled(self, number: int) -> None:
         while self.inflight and self.inflight[0].number <= number:
-            batch = self.inflight.popleft()
-            for user_id in batch.users:
-                # Dropped at zero: a count kept for every user ever seen would grow with
-                # the stream (39,000 entries by a worker's 40th batch).
-                left = self.pinned[user_id] - 1
-                if left > 0:
-                    self.pinned[user_id] = left
-                else:
-                    self.pinned.pop(user_id, None)
-        self._evict()
+            self.cache.unpin(self.inflight.popleft().users)
 
     def _reset(self, number: int, generation: int) -> None:
         self._settled(number)
         self.generation = generation
         self.cache.clear()
-        self.weights.clear()
-        self.cached = 0
-        self.pinned.clear()
         for batch in self.inflight:
             self._plan(batch)
 
@@ -228,8 +214,8 @@ class _Worker:
         plan = plan_batch(screened, owners, projections, spec.policies, spec.phone_key)
         batch.users = set(user_ids)
         batch.owners = {e.observation.event_id: e.observation.user_id for e in plan.events}
-        self.pinned.update(batch.users)
-        self._remember(projections)
+        self.cache.pin(batch.users)
+        self.cache.remember(projections)
         self.out.put(
             ShardPlan(
                 self.generation,
@@ -242,25 +228,6 @@ class _Worker:
                 self.store.encode(plan),
             )
         )
-
-    def _remember(self, projections: dict[str, UserProjection]) -> None:
-        for user_id, proj in projections.items():
-            self.cache[user_id] = proj
-            self.cache.move_to_end(user_id)
-            weight = cached_bytes(proj)
-            self.cached += weight - self.weights.get(user_id, 0)
-            self.weights[user_id] = weight
-        self._evict()
-
-    def _evict(self) -> None:
-        # Users of plans the writer has not committed stay: the store does not hold their
-        # state yet, so they could not be reloaded.
-        while self.cached > self.spec.cache_bytes and self.cache:
-            user_id = next(iter(self.cache))
-            if self.pinned[user_id] > 0:
-                break
-            self.cache.pop(user_id)
-            self.cached -= self.weights.pop(user_id, 0)
 
 
 def run_worker(spec: WorkerSpec, out: Queue[Any], control: Queue[Any]) -> None:

@@ -20,13 +20,13 @@ from __future__ import annotations
 import multiprocessing
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
 from ledger.app.ingest.plan import BatchResult, plan_batch, plan_refusal, policy_hashes, screen
+from ledger.app.ingest.user_cache import UserCache
 from ledger.app.ports import (
     BatchStore,
     BatchTransaction,
@@ -47,18 +47,6 @@ BeforeCommit = Callable[[Sequence[DeadLetter]], None]
 # batch of several records is halved after its second conflict instead: fewer users, fewer
 # collisions, and the halves that win are kept.
 CONFLICT_RETRIES = 20
-
-
-# What one observation or believed history row of a cached user costs in memory, fold state
-# included (measured with tracemalloc on generated users: ~900 bytes), so that the cache is
-# bounded by memory rather than by a user count that means little for users of 2 or 200
-# events.
-CACHED_ITEM_BYTES = 1000
-
-
-def cached_bytes(proj: UserProjection) -> int:
-    """The estimated memory a cached projection holds."""
-    return CACHED_ITEM_BYTES * (1 + len(proj.observations) + len(proj.believed))
 
 
 def _phones_of(records: Sequence[SourceRecord]) -> list[str]:
@@ -94,12 +82,8 @@ class Projector:
         self.store = store
         self.policies = policies
         self.phone_key = phone_key
-        self.cache_users = cache_users
-        self.cache_bytes = cache_bytes
-        self._weights: dict[str, int] = {}  # user -> estimated bytes of its cached state
-        self._cached_bytes = 0
         self.parse_workers = parse_workers
-        self._cache: OrderedDict[str, UserProjection] = OrderedDict()
+        self.cache = UserCache(cache_bytes, cache_users)
         # Refused before anything is applied: decisions under an edited policy would
         # contradict the ones the store already holds under the same version.
         PolicyChanged.check(store.policy_pins(), policy_hashes(policies))
@@ -109,31 +93,13 @@ class Projector:
 
     def forget(self) -> None:
         """Drop cached state (another writer may have changed these users)."""
-        self._cache.clear()
-        self._weights.clear()
-        self._cached_bytes = 0
+        self.cache.clear()
 
     def _projections(
         self, tx: BatchTransaction, user_ids: list[str]
     ) -> dict[str, UserProjection]:
-        loaded = tx.load_users([u for u in user_ids if u not in self._cache])
-        return {u: loaded[u] if u in loaded else self._cache[u] for u in user_ids}
-
-    def _remember(self, projections: dict[str, UserProjection]) -> None:
-        for user_id, proj in projections.items():
-            self._cache[user_id] = proj
-            self._cache.move_to_end(user_id)
-            weight = cached_bytes(proj)
-            self._cached_bytes += weight - self._weights.get(user_id, 0)
-            self._weights[user_id] = weight
-        while self._cache and (
-            len(self._cache) > self.cache_users or self._cached_bytes > self.cache_bytes
-        ):
-            self._drop(next(iter(self._cache)))
-
-    def _drop(self, user_id: str) -> None:
-        self._cache.pop(user_id, None)
-        self._cached_bytes -= self._weights.pop(user_id, 0)
+        loaded = tx.load_users([u for u in user_ids if u not in self.cache])
+        return {u: loaded[u] if u in loaded else self.cache[u] for u in user_ids}
 
     def apply_batch(
         self,
@@ -296,9 +262,9 @@ class Projector:
         except BaseException:
             # Their in-memory state already holds this batch, which did not commit.
             for user_id in touched:
-                self._drop(user_id)
+                self.cache.drop(user_id)
             raise
-        self._remember(projections)
+        self.cache.remember(projections)
         return plan.result()
 
 
