@@ -68,6 +68,8 @@ def test_replay(db: str, events: Path, bad_events: Path, tmp_path: Path) -> None
     assert "not both" in run("replay", str(events), "--from-kafka", "--db", db, code=2).stderr
     run("replay", str(events), "--from-time", "2026-01-01", "--db", db, code=2)
     run("replay", str(events), "--reset-positions", "--db", db, code=2)
+    for workers in ("-1", "1000", "two", ""):
+        run("replay", str(events), "--workers", workers, "--db", db, code=2)
     run("replay", "--from-kafka", "--from-offset", "x", "--bootstrap", NO_BROKER, code=2)
     assert "pass --bootstrap" in run("replay", "--from-kafka", "--db", db, code=2).stderr
     gone = run("replay", "--from-kafka", "--bootstrap", NO_BROKER, "--db", db, code=1)
