@@ -18,6 +18,7 @@ from ledger.cli.common import (
     kafka_errors,
     projector,
     settings,
+    store_opener,
     tune_gc_for_streaming,
     warn_if_dev_phone_key,
 )
@@ -43,6 +44,18 @@ def consume(
             "--batch-size",
             min=1,
             help="Most records per batch/transaction.  [default: 2000]",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=0,
+            max=999,
+            help="Processes that decode and plan the polled batches, each for its share of "
+            "the users (by record key), while this one polls and writes; 0 plans here. "
+            "The result is the same for any number.  [default: $LEDGER_WORKERS, else 2]",
             show_default=False,
         ),
     ] = None,
@@ -123,6 +136,7 @@ def consume(
                 kafka_topic=topic,
                 consumer_group=group,
                 consumer_batch_size=batch_size,
+                workers=workers,
                 consumer_session_timeout_ms=session_timeout_ms,
                 consumer_log_every_s=log_every,
             ),
@@ -161,7 +175,9 @@ def _consume(
     metrics, metrics_server = _metrics(s, metrics_host, metrics_port)
     try:
         with kafka_errors(server):
-            service = service_class(s, projector(s), metrics=metrics)
+            service = service_class(
+                s, projector(s), metrics=metrics, open_store=store_opener(s)
+            )
             tune_gc_for_streaming()
             signals.hand_over(service.request_stop)
             return int(service.run(reset_positions=reset_positions))

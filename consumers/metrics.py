@@ -25,7 +25,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -146,20 +145,16 @@ class ProjectorMetrics:
     def heartbeat(self) -> None:
         self._beat = time.monotonic()
 
-    def batch_applied(self, result: Any, seconds: float, records: Sequence[Any]) -> None:
+    def batch_applied(self, result: Any, seconds: float, newest: datetime | None) -> None:
+        """`newest`: the latest record time among the batch's records."""
         self.applied.inc(result.applied)
         self.duplicates.inc(result.duplicates)
         for d in result.dead_letters:
             self.dead_letters.labels(reason_class(d.reason)).inc()
         self.batches.inc()
         self.batch_seconds.observe(seconds)
-        times = [
-            rec.decoded[1]
-            for rec in records
-            if isinstance(rec.decoded, tuple) and isinstance(rec.decoded[1], datetime)
-        ]
-        if times and max(times).timestamp() > self._newest:  # never moves back
-            self._newest = max(times).timestamp()
+        if newest is not None and newest.timestamp() > self._newest:  # never moves back
+            self._newest = newest.timestamp()
             self.last_record_time.set(self._newest)
 
     def batch_failed(self, exc: BaseException) -> None:

@@ -8,33 +8,41 @@ monitoring.
 A crash between the database commit and the Kafka commit costs nothing: the next owner
 seeks to the database's positions.
 
-Batches are applied between polls, and rebalance callbacks run inside `poll`, so a
-revocation never interrupts a batch. SIGTERM/SIGINT finish the current batch, commit,
-leave the group and return 0. Bad input goes to `<topic>.dlq` and the dead-letter table;
-a database outage pauses consumption and retries with backoff from the stored positions.
+With `Settings.workers`, worker processes decode and plan each polled batch while this
+process polls the next and writes the one before (`ledger.app.ingest.pipeline_stream`);
+a rebalance or a failed batch drops the batches in flight, which are polled again from
+the stored positions. Batches are written between polls, and rebalance callbacks run
+inside `poll`, so a revocation never interrupts a write. SIGTERM/SIGINT finish the
+batches polled, commit, leave the group and return 0. Bad input goes to `<topic>.dlq`
+and the dead-letter table; a database outage pauses consumption and retries with backoff
+from the stored positions.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from kafka.structs import OffsetAndMetadata
 
+from ledger.app.ingest.pipeline_stream import StreamPipeline
+from ledger.app.ingest.plan import BatchResult
 from ledger.app.ingest.projector import Projector
-from ledger.app.ports import StoreConflict, StoreUnavailable
+from ledger.app.ports import ParallelStore, StoreConflict, StoreUnavailable
 from ledger.codecs.avro import AvroCodec
 from ledger.config import Settings
-from ledger.domain.time import truncate_ms
+from ledger.domain.time import from_millis, truncate_ms
 from ledger.sinks.dead_letter_topic import DeadLetterPublisher
 from ledger.sources.kafka import (
     TopicChanged,
+    by_bytes,
     cached_identity,
     check_identity,
     check_not_truncated,
@@ -45,7 +53,7 @@ from ledger.sources.kafka import (
     to_source_record,
     topic_identity,
 )
-from ledger.sources.records import SourceIdentity
+from ledger.sources.records import SourceIdentity, SourceRecord
 
 log = logging.getLogger("ledger.consume")
 
@@ -64,8 +72,11 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-p
         self.service = service
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        # Another member may now write these users: cached state is no longer safe.
+        # Another member may now write these users: cached state is no longer safe, and
+        # batches planned from it are not written.
         self.service.projector.forget()
+        if self.service.pipeline is not None:
+            self.service.pipeline.drop()
         if revoked:
             log.info(
                 "partitions revoked: %s", _names(revoked), extra={"partitions": _numbers(revoked)}
@@ -98,8 +109,12 @@ class ProjectorService:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         metrics: Any = None,
+        open_store: Callable[[], ParallelStore] | None = None,
     ) -> None:
         self.settings = settings
+        # What worker processes open the store with; None plans every batch here.
+        self.open_store = open_store
+        self.pipeline: StreamPipeline | None = None
         # consumers.metrics.ProjectorMetrics (or None): told what `stats` is told, and more.
         self.metrics = metrics
         self.projector = projector
@@ -160,38 +175,71 @@ class ProjectorService:
         if self.metrics:
             self.metrics.started()
         try:
+            self.pipeline = self._start_pipeline()
             while not self.stopping:
                 if self.unpositioned and not self._position_pending():
                     self._backoff_wait()
                     continue
-                try:
-                    polled = consumer.poll(timeout_ms=s.poll_timeout_ms, max_records=s.batch_size)
-                except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
-                    self.fail(
-                        TopicChanged(kafka.topic, f"no longer has the stored offsets ({exc})")
-                    )
+                if not self._poll(consumer, dead_letters):
                     break
-                if not self._topic_unchanged():
-                    break
-                records = [
-                    to_source_record(m, self.codec)
-                    for tp, msgs in polled.items()
-                    if tp not in self.unpositioned
-                    for m in msgs
-                ]
-                if records:
-                    self._apply(records, dead_letters)
+                if self.pipeline is not None and self.pipeline.busy:
+                    # Waits for plans only while nothing more may be polled.
+                    self._write_next(dead_letters, 1.0 if self.pipeline.full else 0.0)
                 if self.metrics:
                     self.metrics.heartbeat()
                     self.metrics.lag_by_partition(self.lag())
                 self._maybe_log()
+            while self.failure is None and self.pipeline is not None and self.pipeline.busy:
+                self._write_next(dead_letters, 1.0)  # what was polled before the stop
         finally:
             if self.metrics:
                 self.metrics.stopped()
-            self._close(producer)
+            pipeline, self.pipeline = self.pipeline, None  # leaving the group revokes
+            try:
+                if pipeline is not None:
+                    pipeline.close()
+            finally:
+                self._close(producer)
         if self.failure is not None:
             raise self.failure
         return 0
+
+    def _start_pipeline(self) -> StreamPipeline | None:
+        workers = self.settings.workers
+        store = self.projector.store
+        if workers <= 0 or self.open_store is None or not isinstance(store, ParallelStore):
+            return None
+        return StreamPipeline(
+            self.projector,
+            store,
+            self.open_store,
+            source_key(self.settings.kafka.topic),
+            workers=workers,
+            codec=self.codec,
+        )
+
+    def _poll(self, consumer: KafkaConsumer, dead_letters: DeadLetterPublisher) -> bool:
+        """Poll a batch unless enough are in flight, and apply it (or send it to the
+        workers); False when the topic changed under this consumer."""
+        s, kafka = self.settings.consumer, self.settings.kafka
+        pipeline = self.pipeline
+        if pipeline is not None and pipeline.full:
+            return True
+        timeout = 0 if pipeline is not None and pipeline.busy else s.poll_timeout_ms
+        try:
+            polled = consumer.poll(timeout_ms=timeout, max_records=s.batch_size)
+        except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
+            self.fail(TopicChanged(kafka.topic, f"no longer has the stored offsets ({exc})"))
+            return False
+        if not self._topic_unchanged():
+            return False
+        fetched = [m for tp, msgs in polled.items() if tp not in self.unpositioned for m in msgs]
+        for part in by_bytes(fetched, self.settings.batch_bytes):
+            if self.pipeline is not None:
+                self.pipeline.submit(part, truncate_ms(self.clock()))
+            else:
+                self._apply([to_source_record(m, self.codec) for m in part], dead_letters)
+        return True
 
     def _topic_unchanged(self) -> bool:
         """After every poll: the topic is still the incarnation checked at assignment, and
@@ -218,8 +266,7 @@ class ProjectorService:
         return True
 
     # -- batches ---------------------------------------------------------------------------
-    def _apply(self, records: list, dead_letters: DeadLetterPublisher) -> None:  # type: ignore[type-arg]
-        assert self.consumer is not None
+    def _apply(self, records: list[SourceRecord], dead_letters: DeadLetterPublisher) -> None:
         started = time.perf_counter()
         try:
             result = self.projector.apply_batch(
@@ -230,26 +277,62 @@ class ProjectorService:
             )
         except (StoreUnavailable, StoreConflict, KafkaError, OSError) as exc:
             # Nothing of the batch committed (a batch the database refuses is bisected by
-            # the projector instead). Rewind every partition to the stored positions once
-            # the database answers again.
-            log.warning(
-                "batch failed, will retry from the stored positions: %s",
-                _one_line(exc),
-                extra={"error": _one_line(exc)},
-            )
-            if self.metrics:
-                self.metrics.batch_failed(exc)
-            self.projector.forget()
-            self.unpositioned |= set(self.consumer.assignment())
-            self.consumer.pause(*self.unpositioned)
+            # the projector instead).
+            self._failed(exc)
             return
+        newest = max(
+            (r.decoded[1] for r in records if isinstance(r.decoded, tuple) and r.decoded[1]),
+            default=None,
+        )
+        self._applied(result, time.perf_counter() - started, records, newest)
+
+    def _write_next(self, dead_letters: DeadLetterPublisher, wait_s: float) -> None:
+        """Write the oldest batch in flight if its plans are in within `wait_s`."""
+        assert self.pipeline is not None
+        started = time.perf_counter()
+        try:
+            written = self.pipeline.next_written(
+                wait_s, identity=self.identity, before_commit=dead_letters
+            )
+        except (StoreUnavailable, StoreConflict, KafkaError, OSError) as exc:
+            self.pipeline.drop()
+            self._failed(exc)
+            return
+        if written is None:
+            return
+        stamps = [m.timestamp for m in written.records if isinstance(m.timestamp, int)]
+        newest = from_millis(max(stamps)) if stamps and max(stamps) >= 0 else None
+        self._applied(written.result, time.perf_counter() - started, written.records, newest)
+
+    def _failed(self, exc: BaseException) -> None:
+        """A batch failed with nothing of it committed: rewind every partition to the
+        stored positions once the database answers again."""
+        assert self.consumer is not None
+        log.warning(
+            "batch failed, will retry from the stored positions: %s",
+            _one_line(exc),
+            extra={"error": _one_line(exc)},
+        )
+        if self.metrics:
+            self.metrics.batch_failed(exc)
+        self.projector.forget()
+        self.unpositioned |= set(self.consumer.assignment())
+        self.consumer.pause(*self.unpositioned)
+
+    def _applied(
+        self,
+        result: BatchResult,
+        seconds: float,
+        records: Sequence[SourceRecord | ConsumerRecord],
+        newest: datetime | None,
+    ) -> None:
         self.backoff = 0.0
         self.stats.applied += result.applied
         self.stats.duplicates += result.duplicates
         self.stats.dead_lettered += result.dead_lettered
         self.stats.batches += 1
         if self.metrics:
-            self.metrics.batch_applied(result, time.perf_counter() - started, records)
+            self.metrics.batch_applied(result, seconds, newest)
         for d in result.dead_letters:
             log.warning(
                 "dead letter %s: %s",
@@ -293,6 +376,8 @@ class ProjectorService:
             self.fail(exc)
             return
         self.identity = current
+        if self.pipeline is not None:
+            self.pipeline.positioned([tp.partition for tp in tps], stored)
         for tp in tps:
             if tp.partition in stored:
                 self.consumer.seek(tp, stored[tp.partition])

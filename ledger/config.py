@@ -14,8 +14,9 @@ passed down. This is the only module that reads the environment.
 | `LEDGER_API_TOKENS_FILE` | `ApiSettings.tokens_file`: a file of `role:token` lines |
 | `LEDGER_API_METRICS` | `ApiSettings.metrics_access`: `token` (default) or `open` for `/metrics` |
 | `LEDGER_PARSE_WORKERS` | `Settings.parse_workers`: processes that parse phones ahead (default 1) |
-| `LEDGER_WORKERS` | `Settings.workers`: processes that plan a file replay's batches (default 2) |
+| `LEDGER_WORKERS` | `Settings.workers`: processes that plan a replay's or consumer's batches (2) |
 | `LEDGER_PARALLEL_MIN_MB` | `Settings.parallel_min_mb`: smaller files planned by the writer (4) |
+| `LEDGER_BATCH_MB` | `Settings.batch_mb`: a batch ends once its records hold this many MiB (8) |
 | `LEDGER_CACHE_MB` | `Settings.cache_mb`: the writer's user cache, in estimated MB (default 128) |
 | `LEDGER_AUDIT_KEY` | `Settings.audit_key`: signs and checks digests (HMAC-SHA256); unset |
 
@@ -210,14 +211,22 @@ class Settings:
     # Processes parsing the next batch's phone numbers while a replay applies this one
     # (0: parse in the writer).
     parse_workers: int = 1
-    # Processes planning a file replay's batches, each for its share of the users, while
-    # the replay's own process only writes (0: plan in the writer, with `parse_workers`).
+    # Processes planning a replay's or a consumer's batches, each for its share of the
+    # users, while the reader's own process only reads and writes (0: plan in the writer,
+    # with `parse_workers`).
     workers: int = 2
     # ... for files of at least this size: on a smaller one, starting them costs more than
     # they save.
     parallel_min_mb: int = 4
+    # A batch ends at its record count or once its records hold this much input, so that a
+    # stream of large records cannot make one batch's memory the record limit times the count.
+    batch_mb: int = 8
     # Signs `ledger digest` documents (HMAC-SHA256) and checks them in `ledger verify`.
     audit_key: bytes | None = None
+
+    @property
+    def batch_bytes(self) -> int:
+        return self.batch_mb << 20
 
     @property
     def uses_dev_phone_key(self) -> bool:
@@ -322,6 +331,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         parse_workers=_count(env, "LEDGER_PARSE_WORKERS", Settings.parse_workers),
         workers=_count(env, "LEDGER_WORKERS", Settings.workers),
         parallel_min_mb=_count(env, "LEDGER_PARALLEL_MIN_MB", Settings.parallel_min_mb),
+        batch_mb=_positive_int(env, "LEDGER_BATCH_MB", Settings.batch_mb),
         cache_mb=_positive_int(env, "LEDGER_CACHE_MB", Settings.cache_mb),
         audit_key=(
             _key_bytes("LEDGER_AUDIT_KEY", audit)

@@ -128,10 +128,10 @@ def replay(
             "--workers",
             min=0,
             max=999,
-            help="Processes that plan a file replay's batches, each for its share of the "
-            "users, while the replay's own process writes; 0 plans in the writer, as for "
-            "files under $LEDGER_PARALLEL_MIN_MB (default 4). The result is the same for "
-            "any number.  [default: $LEDGER_WORKERS, else 2]",
+            help="Processes that plan the batches, each for its share of the users, while "
+            "the replay's own process reads and writes; 0 plans in the writer, as for files "
+            "under $LEDGER_PARALLEL_MIN_MB (default 4). The result is the same for any "
+            "number.  [default: $LEDGER_WORKERS, else 2]",
             show_default=False,
         ),
     ] = None,
@@ -191,6 +191,7 @@ def replay(
                     workers=s.workers,
                     open_store=store_opener(s),
                     parallel_min_bytes=s.parallel_min_mb << 20,
+                    batch_bytes=s.batch_bytes,
                 )
     else:
         start: StartAt | None = None
@@ -215,6 +216,9 @@ def replay(
                 watermark_timeout_s=s.kafka.watermark_timeout_s,
                 reset_positions=reset_positions,
                 progress=advance,
+                workers=s.workers,
+                open_store=store_opener(s),
+                batch_bytes=s.batch_bytes,
             )
     # Closed now, not whenever the garbage collector (tuned above to run seldom) gets to
     # the engine: SQLite checkpoints and removes its WAL files when the last one closes.

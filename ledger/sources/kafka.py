@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import codec as kafka_codec
@@ -261,8 +261,38 @@ def readable_end(consumer: KafkaConsumer, tp: TopicPartition) -> int | None:
     return highwater if stable is None else min(stable, highwater)
 
 
+class Fetched(NamedTuple):
+    """What `to_source_record` reads of a Kafka record: the form in which a parallel
+    consumer sends records to the processes that decode and plan them (a ConsumerRecord
+    carries headers, sizes and a checksum nobody there needs)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    value: bytes | None
+
+    @classmethod
+    def of(cls, msg: ConsumerRecord) -> Fetched:
+        return cls(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.value)
+
+
+def by_bytes(records: list[ConsumerRecord], max_bytes: int) -> Iterator[list[ConsumerRecord]]:
+    """A poll's records as consecutive batches whose values hold at most `max_bytes` (a
+    larger record alone), so a poll of many large messages becomes several batches."""
+    first = total = 0
+    for i, msg in enumerate(records):
+        n = len(msg.value or b"")
+        if i > first and total + n > max_bytes:
+            yield records[first:i]
+            first, total = i, 0
+        total += n
+    if first < len(records):
+        yield records[first:] if first else records
+
+
 def to_source_record(
-    msg: ConsumerRecord, codec: AvroCodec, *, limits: ByteLimits | None = None
+    msg: ConsumerRecord | Fetched, codec: AvroCodec, *, limits: ByteLimits | None = None
 ) -> SourceRecord:
     """Record time is the Kafka record timestamp (docs/rules.md), so two replays of one topic
     build the same bitemporal history. Never raises: a value over `limits.event_bytes`, an

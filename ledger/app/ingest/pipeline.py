@@ -1,4 +1,5 @@
-"""A parallel replay of a file: worker processes plan, this process only writes.
+"""Parallel ingest: worker processes plan, this process only writes. A file's replay is
+here; a Kafka consumer's is `ledger.app.ingest.pipeline_stream`, on the same parts.
 
 Users are sharded over N workers (`ledger.app.ingest.shards`); each plans its users'
 part of every batch with the one fold (`plan_batch`), chain links and history rows
@@ -20,7 +21,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import takewhile
@@ -33,15 +34,17 @@ from ledger.app.ingest.pipeline_worker import (
     ShardDone,
     ShardFailed,
     ShardPlan,
+    ShardUnavailable,
     WorkerSpec,
     run_worker,
 )
-from ledger.app.ingest.plan import BatchResult, merge_encoded
-from ledger.app.ingest.projector import Projector
-from ledger.app.ports import ParallelStore, StoreConflict, StoreRefused
+from ledger.app.ingest.plan import BatchResult, EncodedPlan, PositionKey, merge_encoded
+from ledger.app.ingest.projector import BeforeCommit, Projector
+from ledger.app.ports import ParallelStore, StoreConflict, StoreRefused, StoreUnavailable
 from ledger.codecs.avro import AvroCodec
 from ledger.errors import LedgerError
 from ledger.sources.files import read_records
+from ledger.sources.records import SourceIdentity
 
 # Batches a worker plans ahead of the writer's last commit: enough to keep the writer
 # busy, few enough that memory holds only a few batches' plans.
@@ -65,6 +68,104 @@ class WrittenBatch:
     result: BatchResult
 
 
+class _Workers:
+    """The worker processes and the queues between them and the writer."""
+
+    def __init__(self, specs: Sequence[WorkerSpec]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.out: Queue[Any] = ctx.Queue()
+        self.controls: list[Queue[Any]] = [ctx.Queue() for _ in specs]
+        self.procs: list[BaseProcess] = []
+        try:
+            for spec, control in zip(specs, self.controls, strict=True):
+                proc: BaseProcess = ctx.Process(
+                    target=run_worker, args=(spec, self.out, control), daemon=True
+                )
+                proc.start()
+                self.procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+
+    def __len__(self) -> int:
+        return len(self.controls)
+
+    def send(self, shard: int, message: tuple[Any, ...]) -> None:
+        self.controls[shard].put(message)
+
+    def broadcast(self, message: tuple[Any, ...]) -> None:
+        for control in self.controls:
+            control.put(message)
+
+    def receive(self, timeout: float, generation: int) -> Any:
+        """The next message of any worker, or None after `timeout` seconds. A worker
+        that failed or vanished stops the run with one line; one whose store failed while
+        planning for `generation` fails the batch with StoreUnavailable."""
+        try:
+            message = self.out.get(timeout=timeout)
+        except queue.Empty:
+            for shard, proc in enumerate(self.procs):
+                if not proc.is_alive():
+                    raise LedgerError(
+                        f"worker {shard} stopped (exit code {proc.exitcode}); nothing after "
+                        "the last committed batch was applied, and running again continues "
+                        "from there"
+                    ) from None
+            return None
+        if isinstance(message, ShardFailed):
+            raise LedgerError(f"worker {message.shard} failed: {message.error}")
+        if isinstance(message, ShardUnavailable):
+            if message.generation == generation:
+                raise StoreUnavailable(message.error)
+            return None
+        return message
+
+    def close(self) -> None:
+        self.broadcast(("stop",))
+        for proc in self.procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        for q in (self.out, *self.controls):
+            q.cancel_join_thread()  # a plan nobody reads must not keep this process up
+            q.close()
+
+
+def write_parts(
+    store: ParallelStore,
+    parts: Sequence[EncodedPlan],
+    positions: Mapping[PositionKey, int],
+    screened_against: Mapping[PositionKey, int],
+    *,
+    identities: Mapping[str, SourceIdentity] | None = None,
+    before_commit: BeforeCommit | None = None,
+) -> EncodedPlan:
+    """Merge a batch's parts and write them in one transaction with `positions`, the
+    batch's source positions. Raises _Unforeseen when the parts cannot be written as they
+    are: two of them claim one event id or plan one user, or the store's positions are not
+    those the records were screened against (another writer moved them)."""
+    plan = merge_encoded(parts, positions)
+    ids = [row[0] for _, row in plan.events]
+    if len(set(ids)) != len(ids):
+        raise _Unforeseen("two workers' users claim one event id")
+    users = [row[0] for row in plan.users]
+    if len(set(users)) != len(users):
+        raise _Unforeseen("two workers planned one user")
+    if identities:
+        plan.rest.identities = dict(identities)
+    with store.transaction() as tx:
+        stored = tx.lock_positions(set(positions))
+        if any(stored.get(k, 0) != screened_against.get(k, 0) for k in positions):
+            raise _Unforeseen("another writer moved the source's positions")
+        tx.lock_users(users)
+        tx.write_encoded(plan)
+        if before_commit is not None:
+            before_commit(plan.rest.dead_letters)
+    store.reclaim()
+    return plan
+
+
 def replay_file_parallel(
     projector: Projector,
     store: ParallelStore,
@@ -75,6 +176,7 @@ def replay_file_parallel(
     *,
     workers: int,
     batch_size: int,
+    batch_bytes: int,
     record_time: datetime,
     codec: AvroCodec | None = None,
 ) -> Iterator[WrittenBatch]:
@@ -82,51 +184,35 @@ def replay_file_parallel(
     each batch once it is committed. The same result as `projector.apply_batches` over the
     same batches, whatever `workers` is."""
     writer = _Writer(projector, store, path, key, start, record_time, codec)
-    ctx = multiprocessing.get_context("spawn")
-    out: Queue[Any] = ctx.Queue()
-    controls: list[Queue[Any]] = [ctx.Queue() for _ in range(workers)]
-    procs: list[BaseProcess] = []
+    specs = [
+        WorkerSpec(
+            shard=shard,
+            shards=workers,
+            open_store=open_store,
+            policies=projector.policies,
+            phone_key=projector.phone_key,
+            path=path,
+            key=key,
+            start=start,
+            batch_size=batch_size,
+            batch_bytes=batch_bytes,
+            default_recorded_at=record_time,
+            cache_bytes=WORKER_CACHE_BYTES,
+            depth=DEPTH,
+            parent_pid=os.getpid(),
+            codec=codec,
+        )
+        for shard in range(workers)
+    ]
+    pool = _Workers(specs)
     try:
-        for shard in range(workers):
-            spec = WorkerSpec(
-                shard=shard,
-                shards=workers,
-                open_store=open_store,
-                policies=projector.policies,
-                phone_key=projector.phone_key,
-                path=path,
-                key=key,
-                start=start,
-                batch_size=batch_size,
-                default_recorded_at=record_time,
-                cache_bytes=WORKER_CACHE_BYTES,
-                depth=DEPTH,
-                parent_pid=os.getpid(),
-                codec=codec,
-            )
-            proc: BaseProcess = ctx.Process(
-                target=run_worker, args=(spec, out, controls[shard]), daemon=True
-            )
-            proc.start()
-            procs.append(proc)
-        yield from _write_in_order(writer, out, controls, procs)
+        yield from _write_in_order(writer, pool)
     finally:
-        for control in controls:
-            control.put(("stop",))
-        for proc in procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-        for q in (out, *controls):
-            q.cancel_join_thread()  # a plan nobody reads must not keep this process up
-            q.close()
+        pool.close()
 
 
-def _write_in_order(
-    writer: _Writer, out: Queue[Any], controls: list[Queue[Any]], procs: list[BaseProcess]
-) -> Iterator[WrittenBatch]:
-    workers = len(procs)
+def _write_in_order(writer: _Writer, pool: _Workers) -> Iterator[WrittenBatch]:
+    workers = len(pool)
     generation = 0
     pending: dict[int, dict[int, ShardPlan]] = {}
     totals: dict[int, int] = {}  # shard -> batches it cut
@@ -138,33 +224,19 @@ def _write_in_order(
             ordered = [parts[s] for s in range(workers)]
             try:
                 written = writer.write(ordered)
-                for control in controls:
-                    control.put(("done", number))
+                pool.broadcast(("done", number))
             except (_Unforeseen, StoreConflict, StoreRefused):
                 written = writer.apply_sequentially(ordered[0])
                 generation += 1
                 pending.clear()  # planned from a state that the batch did not leave
-                for control in controls:
-                    control.put(("reset", number, generation))
+                pool.broadcast(("reset", number, generation))
             number += 1
             yield written
             continue
-        try:
-            message = out.get(timeout=POLL_S)
-        except queue.Empty:
-            for shard, proc in enumerate(procs):
-                if not proc.is_alive():
-                    raise LedgerError(
-                        f"replay worker {shard} stopped (exit code {proc.exitcode}) before "
-                        "the replay finished; nothing after the last committed batch was "
-                        "applied, and replaying again continues from there"
-                    ) from None
-            continue
-        if isinstance(message, ShardFailed):
-            raise LedgerError(f"replay worker {message.shard} failed: {message.error}")
+        message = pool.receive(POLL_S, generation)
         if isinstance(message, ShardDone):
             totals[message.shard] = message.batches
-        elif message.generation == generation and message.batch >= number:
+        elif message is not None and message.generation == generation and message.batch >= number:
             pending.setdefault(message.batch, {})[message.shard] = message
     if len(set(totals.values())) > 1:
         raise LedgerError(f"replay workers cut different batches: {totals}")
@@ -192,17 +264,12 @@ class _Writer:
     def write(self, parts: list[ShardPlan]) -> WrittenBatch:
         first = parts[0]
         position = (self.key, 0)
-        plan = merge_encoded([p.plan for p in parts], {position: first.end})
-        ids = [row[0] for _, row in plan.events]
-        if len(set(ids)) != len(ids):
-            raise _Unforeseen("two workers' users claim one event id")
-        with self.store.transaction() as tx:
-            stored = tx.lock_positions({position})
-            if stored.get(position, 0) != self.expected:
-                raise _Unforeseen("another writer moved the file's position")
-            tx.lock_users([row[0] for row in plan.users])
-            tx.write_encoded(plan)
-        self.store.reclaim()
+        plan = write_parts(
+            self.store,
+            [p.plan for p in parts],
+            {position: first.end},
+            {position: self.expected},
+        )
         self.expected = first.end
         return WrittenBatch(first.records, first.reached, plan.result())
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 from kafka import KafkaConsumer
 
 from ledger.app.ingest.pipeline import replay_file_parallel
+from ledger.app.ingest.pipeline_stream import StreamPipeline, pipelined
 from ledger.app.ingest.plan import BatchResult
 from ledger.app.ingest.projector import Projector
 from ledger.app.ports import ParallelStore
@@ -20,6 +21,7 @@ from ledger.domain.time import truncate_ms
 from ledger.sources.files import check_paths, read_records, source_key
 from ledger.sources.kafka import (
     StartAt,
+    by_bytes,
     check_identity,
     read_topic,
     to_source_record,
@@ -92,15 +94,32 @@ ProgressHook = Callable[[Path, int, int], None]  # (file, bytes done, records in
 # Files smaller than this are planned in the writer: starting worker processes (each
 # imports the ledger, about a second of CPU) costs more than they save on a few batches.
 PARALLEL_MIN_BYTES = 4 << 20
+BATCH_BYTES = 8 << 20  # `Settings.batch_mb`
 
 
 def _file_batches(
-    path: Path, key: str, start: int, size: int, reached: dict[int, int], codec: AvroCodec
+    path: Path,
+    key: str,
+    start: int,
+    size: int,
+    max_bytes: int,
+    reached: dict[int, int],
+    codec: AvroCodec,
 ) -> Iterator[list[SourceRecord]]:
-    """Batches of a file's records; `reached` gets how far into the file each one ends."""
-    for chunk in batched(read_records(path, key, start, codec), size):
-        records = [r for r, _ in chunk]
-        reached[id(records)] = chunk[-1][1]
+    """Batches of a file's records, ended at `size` records or once they span `max_bytes`
+    of the file; `reached` gets how far into the file each one ends."""
+    records: list[SourceRecord] = []
+    began = done = 0
+    for record, done in read_records(path, key, start, codec):
+        if not records:
+            began = done
+        records.append(record)
+        if len(records) >= size or done - began >= max_bytes:
+            reached[id(records)] = done
+            yield records
+            records = []
+    if records:
+        reached[id(records)] = done
         yield records
 
 
@@ -115,6 +134,7 @@ def replay_files(
     workers: int = 0,
     open_store: Callable[[], ParallelStore] | None = None,
     parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+    batch_bytes: int = BATCH_BYTES,
 ) -> ReplaySummary:
     """Apply every file in order. Events without their own `recorded_at` get the replay's
     start time as record time. `codec`: the current event schema's, unless given (a
@@ -142,6 +162,7 @@ def replay_files(
                 start,
                 workers=workers,
                 batch_size=batch_size,
+                batch_bytes=batch_bytes,
                 record_time=record_time,
                 codec=codec,
             ):
@@ -150,7 +171,7 @@ def replay_files(
                     progress(path, written.reached, written.records)
             continue
         reached: dict[int, int] = {}  # id of a batch -> bytes of the file read for it
-        batches = _file_batches(path, key, start, batch_size, reached, codec)
+        batches = _file_batches(path, key, start, batch_size, batch_bytes, reached, codec)
         for records, result in projector.apply_batches(batches, record_time):
             summary.add(result)
             done = reached.pop(id(records))
@@ -173,6 +194,9 @@ def replay_topic(
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
     codec: AvroCodec | None = None,
+    workers: int = 0,
+    open_store: Callable[[], ParallelStore] | None = None,
+    batch_bytes: int = BATCH_BYTES,
 ) -> ReplaySummary:
     """Rebuild or continue a projection from a topic, up to the end seen at start
     (`ledger.sources.kafka.read_topic`). `start=None` continues from the stored positions
@@ -181,7 +205,8 @@ def replay_topic(
     The stored positions must belong to the topic as it is now (same topic id, partition
     count, none past a partition's end), else TopicChanged: records below a stored
     position are skipped as applied, which on a recreated topic would skip new events.
-    `reset_positions` forgets them first. `codec` as in `replay_files`."""
+    `reset_positions` forgets them first. `codec`, `workers` and `open_store` as in
+    `replay_files` (`ledger.app.ingest.pipeline_stream`: this process reads and writes)."""
     started = time.perf_counter()
     record_time = truncate_ms(now or datetime.now(UTC))
     key = kafka_source_key(topic)
@@ -195,8 +220,8 @@ def replay_topic(
         start = StartAt(offsets=stored)
     codec = codec or AvroCodec()
     summary = ReplaySummary()
-    batches = (
-        [to_source_record(m, codec) for m in batch]
+    polled = (
+        part
         for batch in read_topic(
             consumer,
             topic,
@@ -205,11 +230,25 @@ def replay_topic(
             watermark_timeout_s=watermark_timeout_s,
             stored=stored,
         )
+        for part in by_bytes(batch, batch_bytes)
     )
-    for records, result in projector.apply_batches(batches, record_time, identity=identity):
-        summary.add(result)
-        if progress:
-            progress(len(records))
+    if workers > 0 and open_store is not None and isinstance(store, ParallelStore):
+        with StreamPipeline(
+            projector, store, open_store, key, workers=workers, codec=codec
+        ) as pipeline:
+            pipeline.positioned(stored, stored)
+            for written in pipelined(
+                pipeline, (list(b) for b in polled), record_time, identity=identity
+            ):
+                summary.add(written.result)
+                if progress:
+                    progress(len(written.records))
+    else:
+        batches = ([to_source_record(m, codec) for m in batch] for batch in polled)
+        for records, result in projector.apply_batches(batches, record_time, identity=identity):
+            summary.add(result)
+            if progress:
+                progress(len(records))
     summary.seconds = time.perf_counter() - started
     fill_totals(projector, summary)
     return summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["owns", "shard_of"]
+__all__ = ["owns", "shard_of", "shard_of_key"]
 
 
 def shard_of(user_id: object, shards: int) -> int:
@@ -35,3 +35,15 @@ class _Owner:
 
     def __call__(self, user_id: object) -> bool:
         return shard_of(user_id, self.shards) == self.shard
+
+
+def shard_of_key(key: bytes | None, partition: int, shards: int) -> int:
+    """The shard of a Kafka record, from its key, before it is decoded: producers key
+    events by user id (`ledger publish` does), so this is the user's `shard_of`. A record
+    without a key goes by its partition. Any choice is safe (the writer catches two shards
+    planning one user: `ledger.app.ingest.pipeline`); this one makes it rare."""
+    if shards <= 1:
+        return 0
+    if key is None:
+        return partition % shards
+    return zlib.crc32(key) % shards
