@@ -145,6 +145,8 @@ def test_consume(db: str) -> None:
     run("consume", "--bootstrap", NO_BROKER, "--allow-dev-key", "--db", db, code=1)
     run("consume", "--batch-size", "0", "--db", db, code=2)
     run("consume", "--metrics-port", "70000", "--allow-dev-key", "--db", db, code=2)
+    for workers in ("-1", "1000", "two", ""):
+        run("consume", "--workers", workers, "--allow-dev-key", "--db", db, code=2)
     for hostile in ("xml", "", "JSON", "json\x1b[2J"):
         refused = run("consume", "--log-format", hostile, "--db", db, code=2)
         assert refused.stderr.startswith("ledger: error: --log-format")

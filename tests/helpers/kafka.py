@@ -121,8 +121,16 @@ def no_consumer_outlives_its_test() -> Iterator[None]:
 
 
 def start_consumer(
-    bootstrap: str, topic: str, db: str, log: Path, *, group: str, batch: int = 200
+    bootstrap: str,
+    topic: str,
+    db: str,
+    log: Path,
+    *,
+    group: str,
+    batch: int = 200,
+    workers: int | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`ledger consume` as a process of its own; `workers` None: the default count."""
     cmd = [
         LEDGER,
         "consume",
@@ -137,6 +145,7 @@ def start_consumer(
         "--batch-size",
         str(batch),
         *GROUP_FLAGS,
+        *(["--workers", str(workers)] if workers is not None else []),
     ]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     _SPAWNED.append(proc)

@@ -66,6 +66,7 @@ def replay(
     workers: int,
     batch_size: int,
     opener: Callable[[], Any] | None = None,
+    batch_bytes: int = 8 << 20,
 ) -> ReplaySummary:
     engine = open_engine(url)
     try:
@@ -78,6 +79,7 @@ def replay(
             workers=workers,
             open_store=opener or partial(open_sql_store, url),
             parallel_min_bytes=0,
+            batch_bytes=batch_bytes,
         )
     finally:
         engine.dispose()
@@ -128,9 +130,13 @@ def test_any_number_of_workers_writes_the_sequential_store(
     path = tmp_path / "gen.jsonl"
     write_events(path, generate_events(250, seed=17))  # duplicates and late events included
     states, summaries = [], []
-    for workers, batch_size in ((0, 97), (1, 97), (3, 97), (2, 1000)):
+    # The last two end their batches by bytes (a few kB: some twenty lines), not count.
+    runs = ((0, 97, 8 << 20), (1, 97, 8 << 20), (3, 97, 8 << 20), (2, 1000, 8 << 20))
+    for workers, batch_size, batch_bytes in (*runs, (0, 1000, 4000), (3, 1000, 4000)):
         url = fresh_url()
-        summaries.append(replay(url, path, workers=workers, batch_size=batch_size))
+        summaries.append(
+            replay(url, path, workers=workers, batch_size=batch_size, batch_bytes=batch_bytes)
+        )
         states.append(state(url))
     assert len(states[0]["events"]) > 1000
     assert summaries[0].duplicates > 0
@@ -194,7 +200,7 @@ def test_a_failed_worker_stops_the_replay_and_a_second_replay_finishes_it(
     replay(sequential, path, workers=0, batch_size=50)
     url = fresh_url()
     opener = FailingStoreOpener(url, fail_after=3)
-    with pytest.raises(LedgerError, match=r"replay worker \d failed: .*planned enough"):
+    with pytest.raises(LedgerError, match=r"worker \d failed: .*planned enough"):
         replay(url, path, workers=2, batch_size=50, opener=opener)
     partial_events = len(state(url)["events"])
     assert 0 < partial_events < len(state(sequential)["events"])  # some batches committed

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.app.ingest.projector import Delivery, Projector, apply_deliveries
+from ledger.app.ingest.replay import replay_files
+from ledger.codecs.jsonl import event_to_json_line
 from ledger.codecs.policy_files import load_policies
 from ledger.domain.events import Event, PhoneChanged, Relocated
 from ledger.domain.facts import observe
@@ -21,6 +25,8 @@ from ledger.domain.projection import UserChanges, UserProjection
 from ledger.domain.time import parse_instant
 from ledger.domain.timeline import compute_timeline
 from ledger.store.memory import MemoryStore
+from ledger.store.database import open_engine
+from ledger.store.sql import SqlStore, open_sql_store
 from ledger.testing import batch_splits, event_streams, streams_with_duplicates, user_events
 
 POLICIES = load_policies()
@@ -173,3 +179,45 @@ def test_incremental_fold_equals_full_fold(events: list[Event]) -> None:
     assert (
         proj.timeline.facts == compute_timeline([observe(e, KEY) for e in ordered], POLICIES).facts
     )
+
+
+def project_in_parallel(
+    deliveries: Sequence[Delivery], tmp: Path, *, workers: int, batch_size: int
+) -> list[tuple]:
+    """`project([deliveries])` by a parallel file replay into SQLite: `workers` processes
+    plan the batches (`ledger.app.ingest.pipeline`), this one writes."""
+    path = tmp / "stream.jsonl"
+    path.write_text("".join(event_to_json_line(e, at) + "\n" for e, at in deliveries))
+    url = f"sqlite:///{tmp / 'parallel.db'}"
+    store = SqlStore(open_engine(url))  # migrated to the newest schema
+    try:
+        summary = replay_files(
+            Projector(store, POLICIES, KEY),
+            [path],
+            batch_size=batch_size,
+            now=T0,
+            workers=workers,
+            open_store=partial(open_sql_store, url),
+            parallel_min_bytes=0,
+        )
+        assert summary.dead_lettered == 0
+        return sorted(store.history_rows(), key=repr)
+    finally:
+        store.engine.dispose()
+
+
+@pytest.mark.slow
+@settings(PROPS, max_examples=6)
+@given(data=st.data())
+def test_workers_change_nothing_whatever_the_order_splits_and_duplicates(
+    data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Arrival order, batch splits and duplicates, with the batches planned by worker
+    processes that each own a share of the users: the history of the one-shot fold."""
+    stream = data.draw(st.permutations(data.draw(streams_with_duplicates(max_users=4))))
+    deliveries = by_first_delivery(stream)
+    batch_size = data.draw(st.integers(1, max(1, len(deliveries))))
+    workers = data.draw(st.sampled_from([1, 2, 3]))
+    tmp = tmp_path_factory.mktemp("parallel")
+    parallel = project_in_parallel(deliveries, tmp, workers=workers, batch_size=batch_size)
+    assert parallel == project([deliveries])
