@@ -84,7 +84,8 @@ def bench(
         typer.Option(
             "--workers",
             min=1,
-            help="Planning processes of the parallel replay contenders (`replay --workers`).",
+            help="Planning processes of the parallel replay and consume contenders "
+            "(`--workers`; the others plan in the reader, `--workers 0`).",
         ),
     ] = 2,
     scale: Annotated[
@@ -123,7 +124,8 @@ def bench(
     topic on a local broker, then runs, interleaved and --repeat times (the median counts):
     fastavro decode-only of the archive; raw kafka-python consume+decode; a quixstreams app
     keeping a per-user count in its state store; `ledger replay` into SQLite and
-    PostgreSQL; `ledger consume` into SQLite and PostgreSQL; `ledger history` in-process
+    PostgreSQL; `ledger consume` into SQLite and PostgreSQL (each with 0 and --workers
+    planning processes); `ledger history` in-process
     (p50/p99) and as a process; peak RSS and throughput of a replay at two sizes; the
     SQLite store's bytes per event. Then, once, 1, 2 and 4 `ledger consume` members of one
     group into PostgreSQL, timed once all of them hold partitions. Prints tables of
@@ -182,6 +184,9 @@ def bench(
                 with dbs.fresh(kind) as db:
                     run = suite.consume(db, info.bootstrap, topic, events)
                     add(f"ledger consume -> {kind}", run)
+                with dbs.fresh(kind) as db:
+                    run = suite.consume(db, info.bootstrap, topic, events, workers=workers)
+                    add(f"ledger consume -> {kind}, {workers} workers", run)
         if sizes:
             extra["scale"] = _scale(dbs, tmp, sizes, workers, add)
         if pg:
@@ -279,7 +284,8 @@ def member_name(n: int) -> str:
 MEMBER_NOTE = (
     "timed from when every member holds partitions to the last event committed: the group "
     "join and the rebalances while members join are excluded (join s; events applied "
-    "meanwhile are not counted)"
+    "meanwhile are not counted); each member plans its own batches (--workers 0): the "
+    "members are the parallelism"
 )
 
 
@@ -347,6 +353,10 @@ TARGETS = [
     ("ledger consume -> postgresql", "quixstreams per-user count", 0.5),
     ("ledger consume -> sqlite", "kafka-python consume+decode", 0.3),
     ("ledger consume -> postgresql", "kafka-python consume+decode", 0.3),
+    ("ledger consume -> sqlite, * workers", "quixstreams per-user count", 0.5),
+    ("ledger consume -> postgresql, * workers", "quixstreams per-user count", 0.5),
+    ("ledger consume -> sqlite, * workers", "kafka-python consume+decode", 0.3),
+    ("ledger consume -> postgresql, * workers", "kafka-python consume+decode", 0.3),
     # verify does the replay's fold without writing: at least as fast as the replay.
     ("ledger verify <- sqlite", "ledger replay -> sqlite", 1.0),
     ("ledger verify <- postgresql", "ledger replay -> postgresql", 1.0),

@@ -301,7 +301,17 @@ class _Group:
         )
 
 
-def consume(db: str, bootstrap: str, topic: str, expected: int, members: int = 1) -> Run:
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        with suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def consume(
+    db: str, bootstrap: str, topic: str, expected: int, members: int = 1, workers: int = 0
+) -> Run:
     """`ledger consume` from the first stored position to the last message: `members`
     processes of one new consumer group, started together on a store already migrated
     (one migrating while the others wait for its lock would stagger their joins).
@@ -311,12 +321,14 @@ def consume(db: str, bootstrap: str, topic: str, expected: int, members: int = 1
     events applied by the members that got partitions first are not counted (`Run.events`),
     and that time is `Run.join_seconds`. For one member the clock starts at its partition
     assignment, so the first fetch and batch are in, as they are for the baselines.
-    Members beyond the topic's partition count would never all hold one: keep to ≤ it."""
+    Members beyond the topic's partition count would never all hold one: keep to ≤ it.
+    `workers`: each member's planning processes (`consume --workers`); the peak RSS is the
+    whole group's, workers included."""
     env = ledger_env()
     subprocess.run([LEDGER, "db", "upgrade", "--db", db], check=True, capture_output=True, env=env)
     cmd = [LEDGER, "consume", "--bootstrap", bootstrap, "--topic", topic, "--db", db,
            "--group", f"bench-{uuid.uuid4().hex[:8]}", "--session-timeout-ms", "6000",
-           "--log-every", "60"]
+           "--log-every", "60", "--workers", str(workers)]
     procs = [
         psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         for _ in range(members)
@@ -344,7 +356,7 @@ def consume(db: str, bootstrap: str, topic: str, expected: int, members: int = 1
                 raise BenchError(f"ledger consume took {done} of {expected} messages")
             with suppress(psutil.Error):
                 # What the host needs for the whole group, sampled at one moment.
-                peak = max(peak, sum(proc.memory_info().rss for proc in procs))
+                peak = max(peak, sum(_tree_rss(proc) for proc in procs))
             time.sleep(0.02)
         last = time.perf_counter()
     finally:
