@@ -15,6 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, select
+from sqlalchemy.exc import DBAPIError
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, EncodedPlan
 from ledger.app.ports import PhoneKeyChanged
@@ -68,6 +69,10 @@ class _Values:
         return json.dumps(value)
 
 
+# A batch's inserts of at least this many rows go by COPY on PostgreSQL.
+COPY_MIN_ROWS = 64
+
+
 class _Rows(_Values):
     """Statements on one connection, with values as its driver takes them."""
 
@@ -85,12 +90,30 @@ class _Rows(_Values):
         return ", ".join(["?" if self.sqlite else "%s"] * n)
 
     def insert(self, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-        if rows:
+        if not self.sqlite and len(rows) >= COPY_MIN_ROWS:
+            self._copy(table, names, rows)
+        elif rows:
             sql = (
                 f"INSERT INTO {self.quote(table.name)} ({self._columns(names)}) "
                 f"VALUES ({self._marks(len(names))})"
             )
             self.conn.exec_driver_sql(sql, rows)
+
+    def _copy(self, table: Table, names: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        """PostgreSQL: new rows by COPY, in the connection's transaction (a third of the
+        writer's time per row of a multi-row INSERT). Its errors become SQLAlchemy's, so
+        `translated_errors` tells a conflict from a refusal as for any statement."""
+        import psycopg
+
+        sql = f"COPY {self.quote(table.name)} ({self._columns(names)}) FROM STDIN"
+        raw = self.conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        try:
+            with raw.cursor() as cursor, cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.Error as exc:
+            raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
     def upsert(
         self, table: Table, names: Sequence[str], keys: Sequence[str], rows: list[tuple[Any, ...]]
