@@ -8,10 +8,12 @@ without losing or repeating one."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from kafka import KafkaProducer
 
@@ -164,3 +166,21 @@ def test_a_second_member_joining_drops_batches_in_flight_and_loses_none(
     assert consumed(db_url, kafka_topic) == total
     same_as_reference(db_url, ref)
     assert "partitions revoked" in log.read_text()
+
+
+def test_workers_do_not_outlive_a_killed_consumer(
+    sqlite_url: str, kafka_broker, kafka_topic: str, reference, tmp_path: Path
+) -> None:
+    path, total, _ref = reference
+    assert publish(Cli(sqlite_url), kafka_broker.bootstrap, kafka_topic, path) == total
+    log = tmp_path / "consumer.log"
+    proc = start(
+        kafka_broker.bootstrap, kafka_topic, sqlite_url, log, workers=2, group="g-kill", batch=20
+    )
+    wait_for(sqlite_url, kafka_topic, 1, timeout=120)  # the workers are planning
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert len(children) >= 2, "the workers never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _gone, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == [], f"left running: {[p.cmdline() for p in alive]}"

@@ -24,8 +24,8 @@ from ledger.domain.facts import observe
 from ledger.domain.projection import UserChanges, UserProjection
 from ledger.domain.time import parse_instant
 from ledger.domain.timeline import compute_timeline
-from ledger.store.memory import MemoryStore
 from ledger.store.database import open_engine
+from ledger.store.memory import MemoryStore
 from ledger.store.sql import SqlStore, open_sql_store
 from ledger.testing import batch_splits, event_streams, streams_with_duplicates, user_events
 
