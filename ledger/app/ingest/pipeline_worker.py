@@ -43,6 +43,12 @@ from ledger.sources.records import SourceRecord
 # How often a worker waiting for the writer looks whether its parent is still there: a
 # SIGKILLed replay must not leave its workers behind.
 PARENT_CHECK_S = 1.0
+# Records planned between two full garbage collections. Under the streaming thresholds the
+# writer hands down (`WorkerSpec.gc_threshold`) a full collection practically never comes,
+# and the cyclic garbage planning leaves (about a thousand objects per 200k records, some
+# holding a batch's worth of rows) piled up: a worker grew from 130 to 215 MB over a
+# 1M-event replay. One collection every 200k records (about 0.3 s) keeps it near 145 MB.
+COLLECT_EVERY_RECORDS = 200_000
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,7 @@ class _Worker:
         self.cache = UserCache(spec.cache_bytes)
         self.stopped = False
         self.codec = spec.codec or AvroCodec()
+        self.uncollected = 0  # records planned since the last full collection
 
     def run(self) -> None:
         if self.spec.path is None:
@@ -251,6 +258,10 @@ class _Worker:
         self._plan(batch)
 
     def _plan(self, batch: _Batch) -> None:
+        self.uncollected += batch.records
+        if self.uncollected >= COLLECT_EVERY_RECORDS:
+            gc.collect()
+            self.uncollected = 0
         try:
             self._plan_once(batch)
         except StoreUnavailable as exc:
