@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Table, select
 from sqlalchemy.exc import DBAPIError
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, EncodedPlan
-from ledger.app.ports import PhoneKeyChanged
+from ledger.app.ports import PhoneKeyChanged, PolicyChanged
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
 from ledger.domain.facts import (
     observed_fields,
@@ -352,6 +352,30 @@ def claim_phone_key(rows: _Rows, fingerprint: str, recorded_at: datetime | None)
     PhoneKeyChanged.check(stored_fingerprint(rows.conn), fingerprint)
 
 
+def claim_policies(
+    rows: _Rows, hashes: Mapping[str, str], recorded_at: datetime | None
+) -> None:
+    """Pin the policy versions a batch decided with (version -> content hash) unless they
+    are pinned, and refuse the batch if one is pinned with other content: in the batch's
+    transaction and before its rows, so of two writers that start on an empty store with
+    different files for one version, the second is refused (on PostgreSQL it waits for the
+    first's pin, then reads it) instead of both writing."""
+    if not hashes:
+        return
+    versions = sorted(hashes)
+    rows.insert_new(
+        policy_pins,
+        ("version", "hash", "pinned_at"),
+        [(v, hashes[v], rows.iso(recorded_at)) for v in versions],
+    )
+    found = rows.conn.execute(
+        select(policy_pins.c.version, policy_pins.c.hash).where(
+            policy_pins.c.version.in_(versions)
+        )
+    )
+    PolicyChanged.check({version: pinned for version, pinned in found}, hashes)
+
+
 def encode_plan(plan: BatchPlan, *, sqlite: bool) -> EncodedPlan:
     """The plan's rows as the driver of SQLite (`sqlite`) or PostgreSQL takes them, but
     for the ids of interned values (origins, decisions), which only the writer can give."""
@@ -396,6 +420,9 @@ def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> Non
     plan = encoded.rest
     if encoded.events and plan.phone_key_fingerprint is not None:
         claim_phone_key(rows, plan.phone_key_fingerprint, plan.recorded_at)
+    claim_policies(
+        rows, {v: plan.policy_hashes[v] for v in encoded.policies_used}, plan.recorded_at
+    )
     origins = rows.interned(
         event_origins, ORIGIN_COLUMNS, {row[_ORIGIN] for _, row in encoded.events}
     )
@@ -420,14 +447,6 @@ def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> Non
         assignment_history,
         HISTORY_WRITE_COLUMNS,
         [_with(row, _DECISION, ids[row[_DECISION]]) for row in encoded.history],
-    )
-    rows.insert_new(
-        policy_pins,
-        ("version", "hash", "pinned_at"),
-        [
-            (v, plan.policy_hashes[v], rows.iso(plan.recorded_at))
-            for v in sorted(encoded.policies_used)
-        ],
     )
     rows.upsert(users, USER_WRITE_COLUMNS, ["user_id"], sorted(encoded.users, key=lambda r: r[0]))
     if plan.dead_letters:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
-from ledger.app.ports import HistoryTableRow, PhoneKeyChanged, StoreConflict
+from ledger.app.ports import HistoryTableRow, PhoneKeyChanged, PolicyChanged, StoreConflict
 from ledger.domain.audit.chain import GENESIS
 from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
@@ -192,6 +192,8 @@ def _apply(state: _State, plan: BatchPlan, raw_limit: int) -> None:
     if plan.events and plan.phone_key_fingerprint is not None:
         PhoneKeyChanged.check(state.phone_key, plan.phone_key_fingerprint)
         state.phone_key = state.phone_key or plan.phone_key_fingerprint
+    used = {row.entry.policy for _, row in plan.new_rows}
+    PolicyChanged.check(state.pins, {v: plan.policy_hashes[v] for v in used})
     for applied in plan.events:
         state.events[applied.observation.event_id] = applied
         state.user_events.setdefault(applied.observation.user_id, []).append(

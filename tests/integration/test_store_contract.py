@@ -460,12 +460,15 @@ def test_policy_versions_are_pinned_at_first_use(subject: Subject) -> None:
     used = {r.policy for r in store.history_rows()}
     assert used == {"tos-2025-12-cutover", "tos-2026-03-residency"}
     assert store.policy_pins() == {v: hashes[v] for v in used}
-    # A write deciding under a pinned version with other content does not move the pin.
+    # A write deciding under a pinned version with other content is refused whole, and
+    # the pin stays.
     pins = store.policy_pins()
     plan = stale_plan(store, records("p", 0, 0, delivered(signup(3, "u-3"))))
     plan.policy_hashes = {v: "0" * 64 for v in plan.policy_hashes}
-    write(store, plan)
+    with pytest.raises(PolicyChanged):
+        write(store, plan)
     assert store.policy_pins() == pins
+    assert "u-3" not in {r.user_id for r in store.history_rows()}
 
 
 def test_a_changed_policy_under_a_pinned_version_is_refused(
@@ -484,6 +487,28 @@ def test_a_changed_policy_under_a_pinned_version_is_refused(
     assert pinned == policy_hashes(POLICIES)[version] == store.policy_pins()[version]
     assert now == policy_hashes(changed)[version] != pinned
     projector(store)  # the shipped content is still the pinned one
+
+
+def test_two_writers_with_different_files_for_one_version_cannot_both_win(
+    subject: Subject, tmp_path: Path
+) -> None:
+    """Both start on an empty store, so neither is refused when it starts; the pin is
+    checked again in every batch's transaction, and the second to write is refused before
+    it writes a row (before, both wrote, under two hashes, and verify failed for ever)."""
+    store = subject.store
+    edited = tmp_path / "cutover.toml"
+    edited.write_text(shipped("tos-2025-12-cutover").replace("C4", "C9"))
+    shipped_writer = projector(store)
+    edited_writer = Projector(store, load_policy_paths([edited]).require(), KEY)
+    shipped_writer.apply_batch(records("a", 0, 0, delivered(signup(1, "u-1"))), T0)
+    rows = store.history_rows()
+    with pytest.raises(PolicyChanged, match="tos-2025-12-cutover is not the one"):
+        edited_writer.apply_batch(records("b", 0, 0, delivered(signup(2, "u-2"))), T0)
+    assert store.history_rows() == rows
+    assert store.policy_pins() == {
+        "tos-2025-12-cutover": policy_hashes(POLICIES)["tos-2025-12-cutover"]
+    }
+    assert store.stored_positions("b") == {}
 
 
 # --- the phone key ---------------------------------------------------------------------------
