@@ -125,11 +125,17 @@ class ProjectorMetrics:
             "retried from the stored positions.",
             registry=r,
         )
-        self.up = Gauge("ledger_consumer_up", "1 while the consume loop runs.", registry=r)
+        self.up = Gauge(
+            "ledger_consumer_up",
+            "1 while the consume loop runs and its last batch did not fail (0 while batches "
+            "fail and are retried, e.g. the database is down or full).",
+            registry=r,
+        )
         self.stale_after_s = stale_after_s
         self._beat = time.monotonic()
         self._partitions: set[str] = set()
         self._running = False
+        self._failing = False  # the last batch, or reading the stored positions, failed
         self._newest = 0.0
 
     # -- hooks ---------------------------------------------------------------------------
@@ -153,6 +159,7 @@ class ProjectorMetrics:
             self.dead_letters.labels(reason_class(d.reason)).inc()
         self.batches.inc()
         self.batch_seconds.observe(seconds)
+        self._progress(failing=False)
         if newest is not None and newest.timestamp() > self._newest:  # never moves back
             self._newest = newest.timestamp()
             self.last_record_time.set(self._newest)
@@ -160,9 +167,16 @@ class ProjectorMetrics:
     def batch_failed(self, exc: BaseException) -> None:
         if isinstance(exc, StoreUnavailable | StoreConflict | OSError):
             self.db_retries.inc()
+        self._progress(failing=True)
 
     def positions_unreadable(self) -> None:
         self.db_retries.inc()
+        self._progress(failing=True)
+
+    def _progress(self, *, failing: bool) -> None:
+        self._failing = failing
+        if self._running:
+            self.up.set(0 if failing else 1)
 
     def lag_by_partition(self, lag: dict[int, int]) -> None:
         names = {str(p) for p in lag}
@@ -175,8 +189,15 @@ class ProjectorMetrics:
     # -- liveness --------------------------------------------------------------------------
     def alive(self) -> bool:
         """The loop has gone round recently (a batch that takes longer than this would have
-        cost the consumer its group membership anyway)."""
-        return self._running and time.monotonic() - self._beat < self.stale_after_s
+        cost the consumer its group membership anyway), and its last batch did not fail."""
+        return self.status() == "ok"
+
+    def status(self) -> str:
+        """`ok`; `failing` while batches fail and are retried; `stalled` when the loop has
+        not gone round for `stale_after_s` or has stopped."""
+        if not self._running or time.monotonic() - self._beat >= self.stale_after_s:
+            return "stalled"
+        return "failing" if self._failing else "ok"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -187,9 +208,9 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/metrics":
             self._send(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
         elif path in ("/healthz", "/livez"):
-            ok = self.metrics.alive()
-            body = b'{"status":"ok"}' if ok else b'{"status":"stalled"}'
-            self._send(200 if ok else 503, body, "application/json")
+            status = self.metrics.status()
+            body = b'{"status":"%s"}' % status.encode()
+            self._send(200 if status == "ok" else 503, body, "application/json")
         else:
             self._send(404, b'{"status":"not found"}', "application/json")
 

@@ -128,6 +128,7 @@ class ProjectorService:
         self.last_log = time.monotonic()
         self.logged_stats = Stats()
         self.backoff = 0.0  # seconds before the next retry after a failed batch
+        self.retry_due = False  # a batch failed: wait `backoff` before the next attempt
         # The topic incarnation the stored positions were checked against at assignment.
         self.identity: SourceIdentity | None = None
         self.failure: TopicChanged | None = None
@@ -177,7 +178,11 @@ class ProjectorService:
         try:
             self.pipeline = self._start_pipeline()
             while not self.stopping:
-                if self.unpositioned and not self._position_pending():
+                # After any failure, whatever it was: re-seeking to the stored positions
+                # succeeds while the database can be read, and a batch that cannot be
+                # written would otherwise be retried at once, for ever, at full speed.
+                if self.retry_due or (self.unpositioned and not self._position_pending()):
+                    self.retry_due = False
                     self._backoff_wait()
                     continue
                 if not self._poll(consumer, dead_letters):
@@ -318,6 +323,7 @@ class ProjectorService:
         self.projector.forget()
         self.unpositioned |= set(self.consumer.assignment())
         self.consumer.pause(*self.unpositioned)
+        self.retry_due = True
 
     def _applied(
         self,

@@ -129,8 +129,10 @@ def start_consumer(
     group: str,
     batch: int = 200,
     workers: int | None = None,
+    extra: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """`ledger consume` as a process of its own; `workers` None: the default count."""
+    """`ledger consume` as a process of its own; `workers` None: the default count;
+    `extra`: more options."""
     cmd = [
         LEDGER,
         "consume",
@@ -146,6 +148,7 @@ def start_consumer(
         str(batch),
         *GROUP_FLAGS,
         *(["--workers", str(workers)] if workers is not None else []),
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
     _SPAWNED.append(proc)

@@ -26,3 +26,29 @@ def test_reason_classes_are_few_and_stable() -> None:
     assert not metrics.alive()  # not started
     metrics.started()
     assert metrics.alive()
+
+
+def test_failing_batches_make_the_consumer_unhealthy_until_one_commits() -> None:
+    """Before, the consumer reported up 1 and /healthz ok while every batch failed (the
+    loop kept going round): progress, not the loop, decides."""
+    from consumers.metrics import ProjectorMetrics
+    from ledger.app.ingest.plan import BatchResult
+    from ledger.errors import StoreUnavailable
+
+    def up() -> str:
+        text = generate_latest(metrics.registry).decode()
+        return next(line for line in text.splitlines() if line.startswith("ledger_consumer_up "))
+
+    metrics = ProjectorMetrics()
+    metrics.started()
+    assert metrics.status() == "ok" and up() == "ledger_consumer_up 1.0"
+    metrics.batch_failed(StoreUnavailable("database or disk is full"))
+    metrics.heartbeat()  # the loop still goes round
+    assert metrics.status() == "failing" and not metrics.alive()
+    assert up() == "ledger_consumer_up 0.0"
+    metrics.positions_unreadable()
+    assert metrics.status() == "failing"
+    metrics.batch_applied(BatchResult(applied=1), 0.01, None)
+    assert metrics.status() == "ok" and up() == "ledger_consumer_up 1.0"
+    metrics.stopped()
+    assert metrics.status() == "stalled" and up() == "ledger_consumer_up 0.0"
