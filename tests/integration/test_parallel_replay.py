@@ -237,3 +237,30 @@ def test_workers_do_not_outlive_a_killed_replay(tmp_path: Path) -> None:
     proc.wait()
     _gone, alive = psutil.wait_procs(children, timeout=15)
     assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
+
+
+def test_phone_parsers_and_the_resource_tracker_do_not_outlive_a_killed_replay(
+    tmp_path: Path,
+) -> None:
+    """A sequential replay parses the next batch's phone numbers in a pool process, which
+    (with multiprocessing's resource tracker) kept running for ever after a SIGKILL."""
+    path = tmp_path / "gen.jsonl"
+    write_events(path, generate_events(3000, seed=4))
+    env = {**os.environ, "LEDGER_PHONE_KEY": "k", "LEDGER_PARSE_WORKERS": "1"}
+    cmd = [LEDGER, "replay", str(path), "--db", f"sqlite:///{tmp_path / 'l.db'}"]
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "0", "--batch-size", "50"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    children: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(children) < 2:  # the parser and the tracker
+        children = _tree(proc.pid)
+        time.sleep(0.05)
+    assert len(children) >= 2, f"no parse pool started: {[p.cmdline() for p in children]}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _gone, alive = psutil.wait_procs(children, timeout=15)
+    assert alive == [], f"left running: {[p.cmdline() for p in alive]}"

@@ -18,6 +18,7 @@ do when the store says no:
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 
+from ledger.app.ingest.parent_watch import exit_with_parent
 from ledger.app.ingest.plan import BatchResult, plan_batch, plan_refusal, policy_hashes, screen
 from ledger.app.ingest.user_cache import UserCache
 from ledger.app.ports import (
@@ -159,7 +161,10 @@ class Projector:
                 if self.parse_workers > 0 and pending is not None:
                     if pool is None:
                         pool = ProcessPoolExecutor(
-                            self.parse_workers, mp_context=multiprocessing.get_context("spawn")
+                            self.parse_workers,
+                            mp_context=multiprocessing.get_context("spawn"),
+                            initializer=exit_with_parent,
+                            initargs=(os.getpid(),),
                         )
                     ahead = pool.submit(parse_phones, _phones_of(batch))
                 if pending is not None:
