@@ -118,6 +118,28 @@ def serve(
             "contend for the interpreter).",
         ),
     ] = 4,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            max=65536,
+            help="Open connections at most; beyond it a new connection closes the oldest "
+            "one still sending its request head, or is refused with 503 when all are busy.  "
+            "[default: half the process's file descriptors, 64 to 4096]",
+            show_default=False,
+        ),
+    ] = None,
+    head_timeout: Annotated[
+        float,
+        typer.Option(
+            "--head-timeout",
+            min=0.1,
+            max=3600,
+            help="Seconds a client has to send a request's line and headers (16 KiB, 100 "
+            "fields at most) after connecting or after the previous response.",
+        ),
+    ] = 10.0,
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every request on stderr.")
     ] = False,
@@ -159,6 +181,7 @@ def serve(
             threads=threads,
             access_log=access_log,
             allow_dev_key=allow_dev_key,
+            limits=(max_connections, head_timeout),
         )
     raise typer.Exit(0)
 
@@ -172,6 +195,7 @@ def _serve(
     threads: int,
     access_log: bool,
     allow_dev_key: bool,
+    limits: tuple[int | None, float],
 ) -> None:
     from ledger.http.auth import load_access
     from ledger.store.readonly import open_reader, readiness
@@ -205,14 +229,22 @@ def _serve(
     service_log.say(f"serving {url} (API docs at {url}/docs)", url=url, docs=f"{url}/docs")
     if access.open:
         service_log.say(NO_TOKENS_NOTE.format(host=sock.getsockname()[0]), logging.WARNING)
-    _run(engine, access, sock, access_log, threads)
+    _run(engine, access, sock, access_log, threads, limits)
     engine.dispose()
 
 
-def _run(engine: Any, access: Any, sock: socket.socket, access_log: bool, threads: int) -> None:
+def _run(
+    engine: Any,
+    access: Any,
+    sock: socket.socket,
+    access_log: bool,
+    threads: int,
+    limits: tuple[int | None, float],
+) -> None:
     import uvicorn
 
     from ledger.http.app import create_app
+    from ledger.http.limits import HEAD_BYTES, default_max_connections, protocol
 
     try:
         import uvloop  # noqa: F401
@@ -223,7 +255,10 @@ def _run(engine: Any, access: Any, sock: socket.socket, access_log: bool, thread
     config = uvicorn.Config(
         create_app(engine, access, threads=threads),
         loop=loop,
-        http="httptools",
+        # h11, not httptools: its parser bounds a request's head (httptools took a 200 MiB
+        # header whole), and `protocol` adds the deadline and the connection cap.
+        http=protocol(limits[0] or default_max_connections(), limits[1]),
+        h11_max_incomplete_event_size=HEAD_BYTES,
         lifespan="on",
         log_config=None,
         access_log=access_log,

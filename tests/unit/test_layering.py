@@ -28,7 +28,9 @@ LAYERS = [
     ("cli",),
 ]
 # The one way the command line reaches into the HTTP edge: `ledger serve` starts the server.
-CLI_STARTS_THE_SERVER = {"cli/serve.py": {"ledger.http.app", "ledger.http.auth"}}
+CLI_STARTS_THE_SERVER = {
+    "cli/serve.py": {"ledger.http.app", "ledger.http.auth", "ledger.http.limits"}
+}
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # What the pure core may import besides the standard library's computation modules.
 DOMAIN_THIRD_PARTY = {"phonenumbers", "pycountry", "langcodes"}
