@@ -8,6 +8,13 @@ result with a plain sequential file replay of the same events:
 - concurrency: two replays sharing users, and a consumer beside a replay, in parallel
 - workers:     parallel replays (`--workers 2` and `4`) SIGKILLed at random and resumed,
                and two of them sharing users on one store, on SQLite and PostgreSQL
+- blocked:     a consumer on a store that can be read but not written (PostgreSQL set
+               read-only, as a full disk leaves SQLite): its CPU while every batch fails,
+               its health, and everything applied once writes work again
+- policy-race: a consumer and `replay --policies EDITED` (same version, other content)
+               starting together on an empty store: one wins, the other is refused
+- orphans:     replays (sequential with a phone parser, and with workers) and consumers
+               SIGKILLed: processes of theirs still running afterwards
 - fuzz:        the fuzz suite (tests/unit/test_fuzz.py in memory, tests/e2e/test_fuzz.py
                through the CLI) with many more examples
 
@@ -22,24 +29,30 @@ differs from the reference. Exit status 1 if anything was lost, duplicated or di
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
 import sqlalchemy as sa
 from rich.console import Console
 from rich.table import Table
 
 from infra import launcher
+from ledger.resources import policies_dir
 from ledger.sources import kafka_topics as topics
 from ledger.store.schema import dead_letters, events, users
 from tools.common import (
@@ -67,10 +80,11 @@ class Figures:
     history_mismatches: int = 0
     seconds: float = 0.0
     note: str = ""
+    problem: str = ""  # a scenario's own check that failed, in words
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.history_mismatches)
+        return not (self.lost or self.duplicated or self.history_mismatches or self.problem)
 
 
 class Databases:
@@ -355,6 +369,177 @@ def workers(scale: int, work: Path, dbs: Databases, _bootstrap: str) -> list[Fig
     return out
 
 
+# --- failure handling -------------------------------------------------------------------------
+
+
+def _tree_cpu(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _set_read_only(dbs: Databases, url: str, on: bool) -> None:
+    name = sa.engine.make_url(url).database
+    with dbs.admin.connect() as conn:
+        value = "on" if on else "off"
+        setting = f"default_transaction_read_only = {value}"
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET {setting}'))
+        conn.execute(
+            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :d AND pid <> pg_backend_pid()"),
+            {"d": name},
+        )
+
+
+def _health(base: str) -> str:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=5) as response:
+            return f"{response.status} {response.read().decode()}"
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {exc.read().decode()}"
+
+
+def blocked(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[Figures]:
+    fig = Figures("consumer on a store that refuses writes (postgresql)")
+    started = time.monotonic()
+    stream = work / "blocked.jsonl"
+    stamped_stream(stream, users=500 * scale, seed=401)
+    ref = dbs.sqlite("blocked-ref")
+    replay(stream, ref)
+    db = dbs.postgres()
+    subprocess.run([LEDGER, "db", "upgrade", "--db", db], check=True, capture_output=True)
+    topic = new_topic(bootstrap)
+    fig.inputs = publish(bootstrap, topic, stream)
+    _set_read_only(dbs, db, True)
+    log = work / "blocked.log"
+    proc = consumer(bootstrap, topic, db, log, "--metrics-port", "0")
+    wait_until(lambda: "retrying in" in log.read_text(), 120, "the first failed batch")
+    found = re.search(r"metrics on (http://\S+)/metrics", log.read_text())
+    tree = psutil.Process(proc.pid)
+    cpu, t0 = _tree_cpu(tree), time.monotonic()
+    time.sleep(30)
+    share = (_tree_cpu(tree) - cpu) / (time.monotonic() - t0)
+    health = _health(found.group(1)) if found else "no metrics endpoint"
+    failures = log.read_text().count("batch failed")
+    _set_read_only(dbs, db, False)
+    wait_until(lambda: consumed(db, topic) >= fig.inputs, 600, "the consumer, writes back")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    fig.note = (
+        f"{share:.1%} of a core while blocked (target < 5 %); {failures} failed batches in "
+        f"about 30 s; /healthz {health}"
+    )
+    if share >= 0.05:
+        fig.problem = "used too much CPU while blocked"
+    if not health.startswith("503"):
+        fig.problem += " /healthz did not say so"
+    compare(fig, db, ref, expected_ids(stream))
+    fig.seconds = time.monotonic() - started
+    return [fig]
+
+
+def policy_race(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[Figures]:
+    out = []
+    stream = work / "race.jsonl"
+    stamped_stream(stream, users=500 * scale, seed=501)
+    edited = work / "edited"
+    edited.mkdir(exist_ok=True)
+    original = (policies_dir() / "tos-2026-03-residency.toml").read_text()
+    reworded = re.sub(r'(reason\s*=\s*")', r"\1Reworded: ", original, count=1)
+    assert reworded != original
+    (edited / "tos-2026-03-residency.toml").write_text(reworded)
+    for kind in ("sqlite", "postgresql"):
+        fig = Figures(f"consumer and replay --policies EDITED race ({kind})")
+        started = time.monotonic()
+        db = dbs.sqlite("race") if kind == "sqlite" else dbs.postgres()
+        topic = new_topic(bootstrap)
+        fig.inputs = publish(bootstrap, topic, stream)
+        log = work / f"race-{kind}.log"
+        proc = consumer(bootstrap, topic, db, log)
+        time.sleep(0.5)
+        replayed = subprocess.run(
+            [LEDGER, "replay", str(stream), "--db", db, "--policies", str(edited),
+             "--batch-size", "200", "--workers", "0"],
+            capture_output=True, text=True, env={**os.environ, "LEDGER_PHONE_KEY": ""},
+        )
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and consumed(db, topic) < fig.inputs:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        engine = sa.create_engine(db)
+        with engine.connect() as conn:
+            hashes = conn.execute(
+                sa.text("SELECT DISTINCT d.policy, d.policy_hash FROM decisions d")
+            ).all()
+        engine.dispose()
+        versions = [p for p, _ in hashes]
+        two = sorted({v for v in versions if versions.count(v) > 1})
+        winner = "consumer" if code == 0 and replayed.returncode != 0 else (
+            "replay" if replayed.returncode == 0 and code != 0 else "both" if code == 0 else "none")
+        fig.note = f"consumer exit {code}, replay exit {replayed.returncode}; winner {winner}"
+        if two or winner in ("both", "none"):
+            fig.problem = f"versions under two hashes: {two}" if two else f"winner {winner}"
+        loser = (replayed.stderr if winner == "consumer" else log.read_text()).strip()
+        if "is not the one this store used" not in loser:
+            fig.problem += " the loser did not say why"
+        policies = ["--policies", str(edited)] if winner == "replay" else []
+        checked = subprocess.run([LEDGER, "verify", "--db", db, *policies],
+                                 capture_output=True, text=True)
+        if checked.returncode != 0:
+            fig.problem += f" verify failed: {checked.stdout[-300:]}"
+        fig.seconds = time.monotonic() - started
+        out.append(fig)
+    return out
+
+
+def orphans(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[Figures]:
+    stream = work / "orphans.jsonl"
+    stamped_stream(stream, users=3000 * scale, seed=601)
+    topic = new_topic(bootstrap)
+    publish(bootstrap, topic, stream)
+    out = []
+    runs = {
+        "replay, phone parser": [LEDGER, "replay", str(stream), "--workers", "0",
+                                 "--batch-size", "100"],
+        "replay, 2 workers": [LEDGER, "replay", str(stream), "--workers", "2",
+                              "--batch-size", "100"],
+        "consume, 2 workers": [LEDGER, "consume", "--bootstrap", bootstrap, "--topic", topic,
+                               "--batch-size", "100", "--workers", "2", *GROUP_FLAGS],
+    }
+    rng = random.Random(13)
+    for name, cmd in runs.items():
+        fig = Figures(f"SIGKILLed {name}: processes left behind")
+        started = time.monotonic()
+        left: list[psutil.Process] = []
+        for i in range(10 * scale):
+            db = dbs.sqlite(f"orphans-{len(out)}-{i}")
+            proc = psutil.Popen([*cmd, "--db", db], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=PARALLEL_ENV)
+            time.sleep(rng.uniform(2.0, 4.0))
+            children = proc.children(recursive=True)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            _gone, alive = psutil.wait_procs(children, timeout=15)
+            left.extend(alive)
+            fig.inputs += 1
+        fig.note = f"{len(left)} processes left after {fig.inputs} SIGKILLs (target 0)"
+        if left:
+            fig.problem = "orphans: " + "; ".join(" ".join(p.cmdline()[:3]) for p in left[:3])
+            for p in left:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+        fig.seconds = time.monotonic() - started
+        out.append(fig)
+    return out
+
+
 def fuzz(scale: int, work: Path, _dbs: Databases, _bootstrap: str) -> list[Figures]:
     fig = Figures("fuzz (JSON, Avro, Kafka records)")
     started = time.monotonic()
@@ -390,6 +575,9 @@ SCENARIOS = {
     "restart": restart,
     "concurrency": concurrency,
     "workers": workers,
+    "blocked": blocked,
+    "policy-race": policy_race,
+    "orphans": orphans,
     "fuzz": fuzz,
 }
 
@@ -429,7 +617,7 @@ def main() -> None:
             str(f.duplicated),
             str(f.history_mismatches),
             f"{f.seconds:.0f}",
-            f.note,
+            f"{f.note} {f.problem}".strip(),
         )
     Console(width=200).print(table)
     if args.json:
