@@ -171,6 +171,11 @@ def test_serve(db: str, tmp_path: Path) -> None:
         assert refused.stderr.startswith("ledger: error: --log-format")
         assert refused.stderr.count("\n") == 1
     assert "LEDGER_PHONE_KEY is not set" in serve("--db", db, code=2).stderr
+    limits = [("--max-connections", v) for v in ("0", "-1", "65537", "many", "")]
+    limits += [("--head-timeout", v) for v in ("0", "-2", "3601", "nan", "inf", "soon", "")]
+    for flag, value in limits:  # refused by the option's own range, before anything starts
+        refused = run("serve", flag, value, "--allow-dev-key", "--db", db, code=2)
+        assert flag in refused.stderr
     missing = tmp_path / "none.db"
     result = serve("--allow-dev-key", "--db", f"sqlite:///{missing}", code=1)
     assert "no ledger database" in result.stderr and not missing.exists()
