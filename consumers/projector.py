@@ -52,7 +52,9 @@ from ledger.sources.kafka import (
     source_key,
     to_source_record,
     topic_identity,
+    unfetchable,
 )
+from ledger.sources.kafka_frames import FrameWatch, poll_counting
 from ledger.sources.records import SourceIdentity, SourceRecord
 
 log = logging.getLogger("ledger.consume")
@@ -232,12 +234,16 @@ class ProjectorService:
             return True
         timeout = 0 if pipeline is not None and pipeline.busy else s.poll_timeout_ms
         try:
-            polled = consumer.poll(timeout_ms=timeout, max_records=s.batch_size)
+            polled = poll_counting(consumer, timeout_ms=timeout, max_records=s.batch_size)
         except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
             self.fail(TopicChanged(kafka.topic, f"no longer has the stored offsets ({exc})"))
             return False
         if not self._topic_unchanged():
             return False
+        watch = FrameWatch.of(consumer)
+        if watch is not None and watch.blocked:
+            self._skip_unfetchable(consumer, dead_letters)
+            return True
         fetched = [m for tp, msgs in polled.items() if tp not in self.unpositioned for m in msgs]
         for part in by_bytes(fetched, self.settings.batch_bytes):
             if self.pipeline is not None:
@@ -290,6 +296,47 @@ class ProjectorService:
             default=None,
         )
         self._applied(result, time.perf_counter() - started, records, newest)
+
+    def _skip_unfetchable(self, consumer: KafkaConsumer, dead_letters: DeadLetterPublisher) -> None:
+        """Fetches keep failing on a response over the frame limit: find the partitions
+        whose record at the stored position cannot be fetched, dead-letter those records by
+        position (in one transaction with their positions, as any dead letter), and read
+        every partition on from the stored positions. Batches in flight are dropped first:
+        the probe moves the partitions' positions."""
+        if self.pipeline is not None:
+            self.pipeline.drop()
+        assigned = sorted(
+            (tp for tp in consumer.assignment() if tp not in self.unpositioned),
+            key=lambda tp: tp.partition,
+        )
+        try:
+            stored = self.projector.store.stored_positions(source_key(self.settings.kafka.topic))
+        except (StoreUnavailable, StoreConflict) as exc:
+            self._failed(exc)
+            return
+        firsts = consumer.beginning_offsets([tp for tp in assigned if tp.partition not in stored])
+        starts = {tp: stored.get(tp.partition, firsts.get(tp, 0)) for tp in assigned}
+        # Only where there is something to fetch: the end of a partition whose fetches fail
+        # is unknown (no response came), that of one read to its end is its position.
+        starts = {
+            tp: start
+            for tp, start in starts.items()
+            if consumer.highwater(tp) is None or start < consumer.highwater(tp)
+        }
+        skipped = unfetchable(consumer, starts)
+        for record in skipped:
+            log.warning(
+                "%s[%d]@%d cannot be fetched (a %d-byte response); dead-lettering it by position",
+                record.topic,
+                record.partition,
+                record.offset,
+                record.frame,
+                extra={"partition": record.partition, "offset": record.offset},
+            )
+        self.unpositioned |= set(assigned)
+        consumer.pause(*assigned)
+        if skipped:
+            self._apply([to_source_record(f, self.codec) for f in skipped], dead_letters)
 
     def _write_next(self, dead_letters: DeadLetterPublisher, wait_s: float) -> None:
         """Write the oldest batch in flight if its plans are in within `wait_s`."""

@@ -10,6 +10,7 @@ passed down. This is the only module that reads the environment.
 | `LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS` | `KafkaSettings.bootstrap_timeout_ms` (default 10000) |
 | `LEDGER_KAFKA_*` | kafka-python client options (`KAFKA_ENV` below): SASL, TLS, client id |
 | `LEDGER_KAFKA_ISOLATION_LEVEL` | `KafkaSettings.isolation_level`: `read_committed` (default) |
+| `LEDGER_KAFKA_FRAME_MB` | `KafkaSettings.frame_mb`: the largest fetch response read, MiB (95) |
 | `LEDGER_API_TOKENS` | `ApiSettings.tokens`: `role:token` pairs, comma separated (`serve`) |
 | `LEDGER_API_TOKENS_FILE` | `ApiSettings.tokens_file`: a file of `role:token` lines |
 | `LEDGER_API_METRICS` | `ApiSettings.metrics_access`: `token` (default) or `open` for `/metrics` |
@@ -82,6 +83,20 @@ class KafkaSettings:
     # LEDGER_KAFKA_ISOLATION_LEVEL as given: checked by `isolation` when a reader is made,
     # like the other LEDGER_KAFKA_* variables.
     isolation_level: str = ISOLATION_LEVELS[0]
+    # The largest fetch response a reader accepts (kafka-python's receive_message_max_bytes,
+    # about its default of 100 MB). A record batch larger than this cannot be fetched at
+    # all: it is dead-lettered by position (`ledger.sources.kafka_frames`).
+    frame_mb: int = 95
+
+    @property
+    def fetch_sizes(self) -> dict[str, int]:
+        """kafka-python's fetch sizes for a reader, within `frame_mb`."""
+        frame = max(2, self.frame_mb) << 20
+        return {
+            "receive_message_max_bytes": frame,
+            "fetch_max_bytes": min(50 << 20, frame - (1 << 20)),
+            "max_partition_fetch_bytes": 1 << 20,
+        }
 
     @property
     def dlq_topic(self) -> str:
@@ -300,6 +315,13 @@ def kafka_client_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     return settings
 
 
+def _frame_mb(environ: Mapping[str, str]) -> int:
+    value = _positive_int(environ, "LEDGER_KAFKA_FRAME_MB", KafkaSettings.frame_mb)
+    if not 2 <= value <= 2047:  # a response holds at least 1 MiB of one partition, plus room
+        raise UsageError(f"LEDGER_KAFKA_FRAME_MB={value} must be from 2 to 2047")
+    return value
+
+
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = _env(environ, name)
     if raw is None:
@@ -326,6 +348,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
             isolation_level=(
                 _env(env, "LEDGER_KAFKA_ISOLATION_LEVEL") or KafkaSettings.isolation_level
             ),
+            frame_mb=_frame_mb(env),
         ),
         api=_api_settings(env),
         parse_workers=_count(env, "LEDGER_PARSE_WORKERS", Settings.parse_workers),

@@ -13,6 +13,8 @@ result with a plain sequential file replay of the same events:
                its health, and everything applied once writes work again
 - policy-race: a consumer and `replay --policies EDITED` (same version, other content)
                starting together on an empty store: one wins, the other is refused
+- oversized:   a 104,857,610-byte record (over kafka-python's 100 MB frame) before a valid
+               event in its partition: time until its partition moves on, peak RSS
 - orphans:     replays (sequential with a phone parser, and with workers) and consumers
                SIGKILLed: processes of theirs still running afterwards
 - fuzz:        the fuzz suite (tests/unit/test_fuzz.py in memory, tests/e2e/test_fuzz.py
@@ -48,10 +50,13 @@ from pathlib import Path
 
 import psutil
 import sqlalchemy as sa
+from kafka import KafkaProducer
 from rich.console import Console
 from rich.table import Table
 
 from infra import launcher
+from ledger.codecs.avro import AvroCodec
+from ledger.generate import generate_events
 from ledger.resources import policies_dir
 from ledger.sources import kafka_topics as topics
 from ledger.store.schema import dead_letters, events, users
@@ -499,6 +504,49 @@ def policy_race(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[
     return out
 
 
+def oversized(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[Figures]:
+    fig = Figures("a record too large to fetch (sqlite)")
+    started = time.monotonic()
+    topic = new_topic(bootstrap)
+    codec = AvroCodec()
+    first = next(iter(generate_events(2, seed=701)))
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_request_size=120 << 20)
+    producer.send(topic, partition=1, key=b"u-a", value=codec.encode(first)).get(60)
+    huge = producer.send(topic, partition=0, key=b"u-huge", value=b"\xc3\x01" + b"z" * 104_857_608)
+    at = huge.get(120).offset
+    second = next(iter(generate_events(2, seed=702)))
+    after = producer.send(topic, partition=0, key=b"u-b", value=codec.encode(second))
+    after.get(60)
+    producer.close()
+    db = dbs.sqlite("oversized")
+    log = work / "oversized.log"
+    proc = consumer(bootstrap, topic, db, log)
+    tree = psutil.Process(proc.pid)
+    peak = 0
+    deadline = time.monotonic() + 300
+    while consumed(db, topic) < at + 3 and time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, sum(p.memory_info().rss for p in [tree, *tree.children(True)]))
+        time.sleep(0.2)
+    moved_after = time.monotonic() - started
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    fig.inputs = 3
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        fig.applied = conn.execute(sa.text("SELECT count(*) FROM events")).scalar_one()
+        fig.dead_lettered = conn.execute(sa.text("SELECT count(*) FROM dead_letters")).scalar_one()
+    engine.dispose()
+    fig.note = (
+        f"partition moved on after {moved_after:.0f} s; consumer tree peak RSS "
+        f"{peak / 1e6:.0f} MB; {fig.applied} neighbours applied, {fig.dead_lettered} dead letter"
+    )
+    if consumed(db, topic) < at + 3 or fig.applied != 2 or fig.dead_lettered != 1:
+        fig.problem = "the partition did not move on as it should"
+    fig.seconds = time.monotonic() - started
+    return [fig]
+
+
 def orphans(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[Figures]:
     stream = work / "orphans.jsonl"
     stamped_stream(stream, users=3000 * scale, seed=601)
@@ -577,6 +625,7 @@ SCENARIOS = {
     "workers": workers,
     "blocked": blocked,
     "policy-race": policy_race,
+    "oversized": oversized,
     "orphans": orphans,
     "fuzz": fuzz,
 }

@@ -37,11 +37,23 @@ def dead_letter_envelope(d: DeadLetter) -> bytes:
             "partition": d.record.partition,
             "offset": d.record.offset,
             "position": d.record.position,
-            "size": len(raw),
-            "sha256": hashlib.sha256(raw).hexdigest(),
+            "size": d.record.size if d.record.size is not None else len(raw),
+            # Only of the whole input: a record too large to fetch was never read.
+            "sha256": (
+                hashlib.sha256(raw).hexdigest()
+                if d.record.size in (None, len(raw))
+                else None
+            ),
         },
         ensure_ascii=False,
     ).encode()
+
+
+def _needs_envelope(d: DeadLetter, max_value: int) -> bool:
+    """Raw input too large to send, or not all of it at hand (a record too large to fetch):
+    the DLQ gets the envelope, which says so."""
+    rec = d.record
+    return len(rec.raw) > max_value or (rec.size is not None and rec.size > len(rec.raw))
 
 
 class DeadLetterPublisher:
@@ -74,7 +86,7 @@ class DeadLetterPublisher:
         )
 
     def __call__(self, dead_letters: Sequence[DeadLetter]) -> None:
-        sent = [(d, self._send(d, len(d.record.raw) > self.max_value)) for d in dead_letters]
+        sent = [(d, self._send(d, _needs_envelope(d, self.max_value))) for d in dead_letters]
         if not sent:
             return
         self.producer.flush()

@@ -33,6 +33,13 @@ from ledger.config import COMPRESSION_TYPES, ByteLimits, KafkaSettings
 from ledger.domain.events import EventError, check_recorded_at
 from ledger.domain.time import from_millis, to_millis
 from ledger.sources.files import SourceError
+from ledger.sources.kafka_frames import (
+    FrameWatch,
+    frame_limit,
+    poll_counting,
+    probe,
+    unfetchable_reason,
+)
 from ledger.sources.records import SourceIdentity, SourceRecord
 
 
@@ -207,9 +214,10 @@ def make_consumer(kafka: KafkaSettings, **extra: Any) -> KafkaConsumer:
         # restarted empty) would come back with the broker's default partition count.
         allow_auto_create_topics=False,
         isolation_level=kafka.isolation,
-        **{**extra, **kafka.client},
+        **{**kafka.fetch_sizes, **extra, **kafka.client},
     )
     _record_stable_offsets(consumer)
+    FrameWatch.install(consumer)
     return consumer
 
 
@@ -271,10 +279,20 @@ class Fetched(NamedTuple):
     offset: int
     timestamp: int
     value: bytes | None
+    # Not fetched: a record too large to fetch (`ledger.sources.kafka_frames`), with the
+    # size of the response refused and the limit it broke.
+    frame: int = 0
+    frame_limit: int = 0
 
     @classmethod
-    def of(cls, msg: ConsumerRecord) -> Fetched:
+    def of(cls, msg: ConsumerRecord | Fetched) -> Fetched:
+        if isinstance(msg, Fetched):
+            return msg
         return cls(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.value)
+
+    @property
+    def key(self) -> bytes | None:
+        return None  # a worker is chosen by partition when there is no key
 
 
 def by_bytes(records: list[ConsumerRecord], max_bytes: int) -> Iterator[list[ConsumerRecord]]:
@@ -300,7 +318,10 @@ def to_source_record(
     the range `check_recorded_at` keeps) is a record whose `decoded` is the EventError."""
     max_bytes = (limits or ByteLimits()).event_bytes
     decoded: tuple[Any, datetime | None] | EventError
-    if msg.value is None:
+    frame = getattr(msg, "frame", 0)
+    if frame:
+        decoded = EventError(unfetchable_reason(msg.offset, frame, msg.frame_limit))
+    elif msg.value is None:
         decoded = EventError("empty message (tombstone), not an event")
     elif len(msg.value) > max_bytes:
         decoded = EventError(
@@ -325,6 +346,7 @@ def to_source_record(
         position=f"{msg.topic}[{msg.partition}]@{msg.offset}",
         raw=msg.value or b"",
         decoded=decoded,
+        size=frame or None,
     )
 
 
@@ -346,6 +368,37 @@ def partitions_of(consumer: KafkaConsumer, topic: str, timeout_s: float = 15.0) 
         if time.monotonic() > deadline:
             raise KafkaSourceError(f"topic {topic!r} does not exist (or has no partitions)")
         time.sleep(0.2)
+
+
+def unfetchable(
+    consumer: KafkaConsumer, starts: Mapping[TopicPartition, int]
+) -> list[Fetched]:
+    """The records at `starts` that cannot be fetched (`kafka_frames.probe`), as records
+    that dead-letter themselves. Those partitions move past them; `consumer` is otherwise
+    left as it was."""
+    limit = frame_limit(consumer)
+    found = []
+    for tp, frame in sorted(probe(consumer, starts).items()):
+        consumer.seek(tp, starts[tp] + 1)
+        found.append(Fetched(tp.topic, tp.partition, starts[tp], -1, None, frame, limit))
+    watch = FrameWatch.of(consumer)
+    if watch is not None:
+        watch.reset()
+    return found
+
+
+def _skip_unfetchable(
+    consumer: KafkaConsumer, tps: list[TopicPartition], end: Mapping[TopicPartition, int]
+) -> Iterator[list[Any]]:
+    starts = {
+        tp: consumer.position(tp)
+        for tp in tps
+        if (tp not in end or consumer.position(tp) < end[tp])
+        and (consumer.highwater(tp) is None or consumer.position(tp) < consumer.highwater(tp))
+    }
+    skipped = unfetchable(consumer, starts)
+    if skipped:
+        yield skipped
 
 
 def read_topic(
@@ -385,7 +438,7 @@ def read_topic(
     deadline = time.monotonic() + watermark_timeout_s
     while True:
         try:
-            polled = consumer.poll(timeout_ms=500, max_records=max_records)
+            polled = poll_counting(consumer, timeout_ms=500, max_records=max_records)
         except (OffsetOutOfRangeError, NoOffsetForPartitionError) as exc:
             raise TopicChanged(topic, f"has no record at a requested offset ({exc})") from None
         for tp in tps:
@@ -402,6 +455,9 @@ def read_topic(
         ]
         if batch:
             yield batch
+        if (watch := FrameWatch.of(consumer)) is not None and watch.blocked:
+            yield from _skip_unfetchable(consumer, tps, end)
+            deadline = time.monotonic() + watermark_timeout_s
         if len(end) == len(tps) and all(consumer.position(tp) >= end[tp] for tp in tps):
             return
         if len(end) < len(tps) and time.monotonic() > deadline:

@@ -6,6 +6,7 @@ apply everything once the store takes writes again."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.error
@@ -15,11 +16,15 @@ from pathlib import Path
 import psutil
 import pytest
 import sqlalchemy as sa
+from kafka import KafkaProducer
 
+from ledger.sinks.dead_letter_topic import DLQ_ENVELOPE
+from tests.factories import avro, signup
 from tests.helpers.kafka import publish, stamped_stream, start_consumer, stop, wait_for
+from tests.integration.test_kafka_faults import dlq_records
 from tests.support import Cli
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 _METRICS_AT = re.compile(r"metrics on (http://\S+)/metrics")
 
@@ -52,16 +57,23 @@ def _tree_cpu(proc: psutil.Process) -> float:
 def _read_only(pg_admin: sa.Engine, url: str, on: bool) -> None:
     name = sa.engine.make_url(url).database
     with pg_admin.connect() as conn:
-        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
-                             f"{'on' if on else 'off'}"))
+        conn.execute(
+            sa.text(
+                f'ALTER DATABASE "{name}" SET default_transaction_read_only = '
+                f"{'on' if on else 'off'}"
+            )
+        )
         # Sessions already open keep the old default: end them, the consumer reconnects.
         conn.execute(
-            sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :d AND pid <> pg_backend_pid()"),
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :d AND pid <> pg_backend_pid()"
+            ),
             {"d": name},
         )
 
 
+@pytest.mark.postgres
 def test_a_store_that_refuses_writes_is_retried_with_backoff_not_spun(
     kafka_broker, kafka_topic: str, pg_url: str, pg_admin: sa.Engine, tmp_path: Path
 ) -> None:
@@ -72,7 +84,12 @@ def test_a_store_that_refuses_writes_is_retried_with_backoff_not_spun(
     _read_only(pg_admin, pg_url, True)
     log = tmp_path / "consumer.log"
     proc = start_consumer(
-        kafka_broker.bootstrap, kafka_topic, pg_url, log, group="g-ro", batch=50,
+        kafka_broker.bootstrap,
+        kafka_topic,
+        pg_url,
+        log,
+        group="g-ro",
+        batch=50,
         extra=("--metrics-port", "0"),
     )
     try:
@@ -105,3 +122,71 @@ def test_a_store_that_refuses_writes_is_retried_with_backoff_not_spun(
         assert _up(base.group(1)) == "ledger_consumer_up 1.0"
     finally:
         stop(proc, log)
+
+
+def test_a_record_too_large_to_fetch_is_dead_lettered_by_position_and_its_partition_moves_on(
+    kafka_broker,
+    kafka_topic: str,
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record batch over the largest response the reader accepts can be fetched at no
+    fetch size. Before, `consume` applied neither of its neighbours, for ever, and said it
+    was healthy; `replay --from-kafka` ended with "no high watermark". (The limit is lowered
+    to 2 MiB here, so that a 3 MiB record shows what a 100 MB one does at the default.)"""
+    monkeypatch.setenv("LEDGER_KAFKA_FRAME_MB", "2")
+    producer = KafkaProducer(
+        bootstrap_servers=kafka_broker.bootstrap, acks="all", max_request_size=8 << 20
+    )
+    # The local broker answers a fetch with the batches after the first one too, so a
+    # record just before the large one would be unreadable as well: the large one comes
+    # first in its partition, a neighbour before it lives in another partition.
+    producer.send(kafka_topic, partition=1, key=b"u-1", value=avro(signup(1, "u-1"))).get(30)
+    huge = producer.send(
+        kafka_topic, partition=0, key=b"u-9", value=b"\xc3\x01" + b"z" * (3 << 20)
+    )
+    at = huge.get(30).offset
+    producer.send(kafka_topic, partition=0, key=b"u-2", value=avro(signup(2, "u-2"))).get(30)
+    producer.close()
+    log = tmp_path / "consumer.log"
+    proc = start_consumer(kafka_broker.bootstrap, kafka_topic, sqlite_url, log, group="g-huge")
+    try:
+        wait_for(sqlite_url, kafka_topic, at + 3, timeout=90)
+    finally:
+        stop(proc, log)
+    engine = sa.create_engine(sqlite_url)
+    with engine.connect() as conn:
+        dead = conn.execute(
+            sa.text("SELECT position, reason, raw, raw_size FROM dead_letters")
+        ).all()
+        applied = (
+            conn.execute(sa.text("SELECT user_id FROM events ORDER BY user_id")).scalars().all()
+        )
+    engine.dispose()
+    assert applied == ["u-1", "u-2"]
+    ((position, reason, raw, raw_size),) = dead
+    assert position == f"{kafka_topic}[0]@{at}"
+    assert f"the record at offset {at} cannot be fetched" in reason
+    assert bytes(raw) == b"" and raw_size > 3 << 20
+    assert "cannot be fetched" in log.read_text()
+    (record,) = dlq_records(kafka_broker.bootstrap, kafka_topic, 1)
+    assert dict(record.headers)[DLQ_ENVELOPE] == b"1"
+    envelope = json.loads(record.value)
+    assert (envelope["partition"], envelope["offset"]) == (0, at)
+    assert envelope["sha256"] is None and envelope["size"] == raw_size
+    # The topic replay gets past it the same way, in seconds.
+    other = f"sqlite:///{tmp_path / 'replayed.db'}"
+    started = time.monotonic()
+    summary = Cli(other).json(
+        "replay",
+        "--from-kafka",
+        "--bootstrap",
+        kafka_broker.bootstrap,
+        "--topic",
+        kafka_topic,
+        "--from-beginning",
+        expect=3,
+    )
+    assert time.monotonic() - started < 30
+    assert (summary["applied"], summary["dead_lettered"]) == (2, 1)

@@ -442,7 +442,8 @@ _ENV_TEXT = st.text(st.characters(codec=None, exclude_characters="\x00"), max_si
 @given(_ENV_TEXT, _ENV_TEXT)
 def test_hostile_audit_and_worker_settings(workers: str, audit_key: str) -> None:
     """LEDGER_PARSE_WORKERS, LEDGER_WORKERS, LEDGER_PARALLEL_MIN_MB, LEDGER_BATCH_MB,
-    LEDGER_AUDIT_KEY, LEDGER_PHONE_KEY: a usable setting or one UsageError line."""
+    LEDGER_KAFKA_FRAME_MB, LEDGER_AUDIT_KEY, LEDGER_PHONE_KEY: a usable setting or one
+    UsageError line."""
     from ledger.config import settings_from_env
     from ledger.errors import UsageError
 
@@ -453,6 +454,7 @@ def test_hostile_audit_and_worker_settings(workers: str, audit_key: str) -> None
         "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS": workers,
         "LEDGER_CACHE_MB": workers,
         "LEDGER_BATCH_MB": workers,
+        "LEDGER_KAFKA_FRAME_MB": workers,
         "LEDGER_AUDIT_KEY": audit_key,
         "LEDGER_PHONE_KEY": audit_key,
     }
@@ -462,5 +464,6 @@ def test_hostile_audit_and_worker_settings(workers: str, audit_key: str) -> None
         assert "LEDGER_" in str(exc) and "\n" not in str(exc)
         return
     assert 0 <= s.parse_workers <= 999 and s.cache_mb > 0 and s.batch_bytes > 0
+    assert 2 <= s.kafka.frame_mb <= 2047
     assert 0 <= s.workers <= 999 and 0 <= s.parallel_min_mb <= 999
     assert s.audit_key is None or s.audit_key.strip()
