@@ -29,7 +29,12 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
+from kafka.errors import (
+    InvalidReceiveError,
+    KafkaError,
+    NoOffsetForPartitionError,
+    OffsetOutOfRangeError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from ledger.app.ingest.pipeline_stream import StreamPipeline
@@ -180,22 +185,16 @@ class ProjectorService:
         try:
             self.pipeline = self._start_pipeline()
             while not self.stopping:
-                # After any failure, whatever it was: re-seeking to the stored positions
-                # succeeds while the database can be read, and a batch that cannot be
-                # written would otherwise be retried at once, for ever, at full speed.
-                if self.retry_due or (self.unpositioned and not self._position_pending()):
-                    self.retry_due = False
-                    self._backoff_wait()
-                    continue
-                if not self._poll(consumer, dead_letters):
-                    break
-                if self.pipeline is not None and self.pipeline.busy:
-                    # Waits for plans only while nothing more may be polled.
-                    self._write_next(dead_letters, 1.0 if self.pipeline.full else 0.0)
-                if self.metrics:
-                    self.metrics.heartbeat()
-                    self.metrics.lag_by_partition(self.lag())
-                self._maybe_log()
+                try:
+                    if not self._step(consumer, dead_letters):
+                        break
+                except InvalidReceiveError as exc:
+                    # A response over the frame limit aborts the connection, and whatever
+                    # used it next (a metadata request, a position) raises this: counted,
+                    # so the partition that holds the record is found and moved past.
+                    if (watch := FrameWatch.of(consumer)) is None:
+                        raise
+                    watch.saw(exc)
             while self.failure is None and self.pipeline is not None and self.pipeline.busy:
                 self._write_next(dead_letters, 1.0)  # what was polled before the stop
         finally:
@@ -210,6 +209,30 @@ class ProjectorService:
         if self.failure is not None:
             raise self.failure
         return 0
+
+    def _step(self, consumer: KafkaConsumer, dead_letters: DeadLetterPublisher) -> bool:
+        """One turn of the loop; False when the consumer must stop."""
+        # After any failure, whatever it was: re-seeking to the stored positions succeeds
+        # while the database can be read, and a batch that cannot be written would
+        # otherwise be retried at once, for ever, at full speed.
+        if self.retry_due or (self.unpositioned and not self._position_pending()):
+            self.retry_due = False
+            self._backoff_wait()
+            return True
+        watch = FrameWatch.of(consumer)
+        if watch is not None and watch.blocked:
+            self._skip_unfetchable(consumer, dead_letters)
+            return True
+        if not self._poll(consumer, dead_letters):
+            return False
+        if self.pipeline is not None and self.pipeline.busy:
+            # Waits for plans only while nothing more may be polled.
+            self._write_next(dead_letters, 1.0 if self.pipeline.full else 0.0)
+        if self.metrics:
+            self.metrics.heartbeat()
+            self.metrics.lag_by_partition(self.lag())
+        self._maybe_log()
+        return True
 
     def _start_pipeline(self) -> StreamPipeline | None:
         workers = self.settings.workers
@@ -240,10 +263,6 @@ class ProjectorService:
             return False
         if not self._topic_unchanged():
             return False
-        watch = FrameWatch.of(consumer)
-        if watch is not None and watch.blocked:
-            self._skip_unfetchable(consumer, dead_letters)
-            return True
         fetched = [m for tp, msgs in polled.items() if tp not in self.unpositioned for m in msgs]
         for part in by_bytes(fetched, self.settings.batch_bytes):
             if self.pipeline is not None:
