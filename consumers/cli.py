@@ -15,6 +15,7 @@ from ledger.cli.common import (
     DbOption,
     ResetPositionsOption,
     TopicOption,
+    WorkersOption,
     kafka_errors,
     projector,
     settings,
@@ -47,18 +48,7 @@ def consume(
             show_default=False,
         ),
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=0,
-            max=999,
-            help="Processes that decode and plan the polled batches, each for its share of "
-            "the users (by record key), while this one polls and writes; 0 plans here. "
-            "The result is the same for any number.  [default: $LEDGER_WORKERS, else 2]",
-            show_default=False,
-        ),
-    ] = None,
+    workers: WorkersOption = None,
     session_timeout_ms: Annotated[
         int | None,
         typer.Option(

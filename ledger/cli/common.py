@@ -336,6 +336,21 @@ def store_opener(s: Settings) -> Any:
     return partial(open_sql_store, s.db_url, s.limits.dead_letter_raw_bytes)
 
 
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        max=999,
+        help="Processes that decode and plan the batches, each for its share of the users, "
+        "while this process reads and writes; 0 plans here, as a file replay does for files "
+        "under $LEDGER_PARALLEL_MIN_MB (default 4). The result is the same for any number.  "
+        "[default: $LEDGER_WORKERS, else 2]",
+        show_default=False,
+    ),
+]
+
+
 # What "policy files given" means to every command that takes them (replay, dead-letters
 # retry, verify, impact, policy check|test): laid over the shipped set.
 POLICIES_HELP = (

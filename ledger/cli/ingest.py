@@ -19,6 +19,7 @@ from ledger.cli.common import (
     PoliciesOption,
     ResetPositionsOption,
     TopicOption,
+    WorkersOption,
     check_output,
     emit_json,
     err,
@@ -122,19 +123,7 @@ def replay(
             "--batch-size", min=1, help="Events per database transaction.  [default: 5000]"
         ),
     ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=0,
-            max=999,
-            help="Processes that plan the batches, each for its share of the users, while "
-            "the replay's own process reads and writes; 0 plans in the writer, as for files "
-            "under $LEDGER_PARALLEL_MIN_MB (default 4). The result is the same for any "
-            "number.  [default: $LEDGER_WORKERS, else 2]",
-            show_default=False,
-        ),
-    ] = None,
+    workers: WorkersOption = None,
     policies: PoliciesOption = None,
     as_json: JsonOption = False,
 ) -> None:

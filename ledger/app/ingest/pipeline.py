@@ -132,6 +132,44 @@ class _Workers:
             q.close()
 
 
+def worker_specs(
+    projector: Projector,
+    open_store: Callable[[], ParallelStore],
+    key: str,
+    *,
+    workers: int,
+    path: Path | None = None,
+    start: int = 0,
+    batch_size: int = 0,
+    batch_bytes: int = 0,
+    record_time: datetime = datetime.min,
+    codec: AvroCodec | None = None,
+    depth: int = DEPTH,
+) -> list[WorkerSpec]:
+    """One spec per shard: a file's workers read `path` themselves from `start`, cutting
+    batches as given; with no path they plan the batches the writer sends."""
+    return [
+        WorkerSpec(
+            shard=shard,
+            shards=workers,
+            open_store=open_store,
+            policies=projector.policies,
+            phone_key=projector.phone_key,
+            path=path,
+            key=key,
+            start=start,
+            batch_size=batch_size,
+            batch_bytes=batch_bytes,
+            default_recorded_at=record_time,
+            cache_bytes=WORKER_CACHE_BYTES,
+            depth=depth,
+            parent_pid=os.getpid(),
+            codec=codec,
+        )
+        for shard in range(workers)
+    ]
+
+
 def write_parts(
     store: ParallelStore,
     parts: Sequence[EncodedPlan],
@@ -184,26 +222,18 @@ def replay_file_parallel(
     each batch once it is committed. The same result as `projector.apply_batches` over the
     same batches, whatever `workers` is."""
     writer = _Writer(projector, store, path, key, start, record_time, codec)
-    specs = [
-        WorkerSpec(
-            shard=shard,
-            shards=workers,
-            open_store=open_store,
-            policies=projector.policies,
-            phone_key=projector.phone_key,
-            path=path,
-            key=key,
-            start=start,
-            batch_size=batch_size,
-            batch_bytes=batch_bytes,
-            default_recorded_at=record_time,
-            cache_bytes=WORKER_CACHE_BYTES,
-            depth=DEPTH,
-            parent_pid=os.getpid(),
-            codec=codec,
-        )
-        for shard in range(workers)
-    ]
+    specs = worker_specs(
+        projector,
+        open_store,
+        key,
+        workers=workers,
+        path=path,
+        start=start,
+        batch_size=batch_size,
+        batch_bytes=batch_bytes,
+        record_time=record_time,
+        codec=codec,
+    )
     pool = _Workers(specs)
     try:
         yield from _write_in_order(writer, pool)

@@ -17,7 +17,6 @@ dead letters published before it commits, the user's sequence checked at the wri
 from __future__ import annotations
 
 import logging
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +26,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from ledger.app.ingest.pipeline import (
     DEPTH,
-    WORKER_CACHE_BYTES,
     _Unforeseen,
     _Workers,
+    worker_specs,
     write_parts,
 )
-from ledger.app.ingest.pipeline_worker import ShardPlan, WorkerSpec
+from ledger.app.ingest.pipeline_worker import ShardPlan
 from ledger.app.ingest.plan import BatchResult, PositionKey
 from ledger.app.ingest.projector import BeforeCommit, Projector
 from ledger.app.ingest.shards import shard_of_key
@@ -86,26 +85,7 @@ class StreamPipeline:
         # Positions after the last batch sent: the next batch is screened against them.
         self.ahead: dict[PositionKey, int] = {}
         self.pool = _Workers(
-            [
-                WorkerSpec(
-                    shard=shard,
-                    shards=workers,
-                    open_store=open_store,
-                    policies=projector.policies,
-                    phone_key=projector.phone_key,
-                    path=None,
-                    key=key,
-                    start=0,
-                    batch_size=0,
-                    batch_bytes=0,
-                    default_recorded_at=datetime.min,
-                    cache_bytes=WORKER_CACHE_BYTES,
-                    depth=depth,
-                    parent_pid=os.getpid(),
-                    codec=codec,
-                )
-                for shard in range(workers)
-            ]
+            worker_specs(projector, open_store, key, workers=workers, codec=codec, depth=depth)
         )
 
     def __enter__(self) -> StreamPipeline:
