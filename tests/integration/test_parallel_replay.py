@@ -215,27 +215,36 @@ def _tree(pid: int) -> list[psutil.Process]:
         return []
 
 
-def test_workers_do_not_outlive_a_killed_replay(tmp_path: Path) -> None:
+def _left_after_sigkill(
+    tmp_path: Path, seed: int, env: dict[str, str], *args: str, settle_s: float = 0.0
+) -> list[psutil.Process]:
+    """Replay a 3,000-user stream with `args`, SIGKILL it once it has two child processes
+    (and `settle_s` more), and return those still running 15 s later."""
     path = tmp_path / "gen.jsonl"
-    write_events(path, generate_events(3000, seed=3))
-    env = {**os.environ, "LEDGER_PHONE_KEY": "k", "LEDGER_PARALLEL_MIN_MB": "0"}
-    cmd = [LEDGER, "replay", str(path), "--db", f"sqlite:///{tmp_path / 'l.db'}"]
+    write_events(path, generate_events(3000, seed=seed))
+    cmd = [LEDGER, "replay", str(path), "--db", f"sqlite:///{tmp_path / 'l.db'}", *args]
     proc = subprocess.Popen(
-        [*cmd, "--workers", "2", "--batch-size", "50"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     children: list[psutil.Process] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(children) < 2:
         children = _tree(proc.pid)
         time.sleep(0.05)
-    assert len(children) >= 2, "the workers never started"
-    time.sleep(0.5)  # planning and writing
+    assert len(children) >= 2, f"no helper processes started: {[p.cmdline() for p in children]}"
+    time.sleep(settle_s)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     _gone, alive = psutil.wait_procs(children, timeout=15)
+    return alive
+
+
+def test_workers_do_not_outlive_a_killed_replay(tmp_path: Path) -> None:
+    env = {"LEDGER_PHONE_KEY": "k", "LEDGER_PARALLEL_MIN_MB": "0"}
+    # Half a second of planning and writing first.
+    alive = _left_after_sigkill(
+        tmp_path, 3, env, "--workers", "2", "--batch-size", "50", settle_s=0.5
+    )
     assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
 
 
@@ -244,23 +253,6 @@ def test_phone_parsers_and_the_resource_tracker_do_not_outlive_a_killed_replay(
 ) -> None:
     """A sequential replay parses the next batch's phone numbers in a pool process, which
     (with multiprocessing's resource tracker) kept running for ever after a SIGKILL."""
-    path = tmp_path / "gen.jsonl"
-    write_events(path, generate_events(3000, seed=4))
-    env = {**os.environ, "LEDGER_PHONE_KEY": "k", "LEDGER_PARSE_WORKERS": "1"}
-    cmd = [LEDGER, "replay", str(path), "--db", f"sqlite:///{tmp_path / 'l.db'}"]
-    proc = subprocess.Popen(
-        [*cmd, "--workers", "0", "--batch-size", "50"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    children: list[psutil.Process] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(children) < 2:  # the parser and the tracker
-        children = _tree(proc.pid)
-        time.sleep(0.05)
-    assert len(children) >= 2, f"no parse pool started: {[p.cmdline() for p in children]}"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    _gone, alive = psutil.wait_procs(children, timeout=15)
+    env = {"LEDGER_PHONE_KEY": "k", "LEDGER_PARSE_WORKERS": "1"}
+    alive = _left_after_sigkill(tmp_path, 4, env, "--workers", "0", "--batch-size", "50")
     assert alive == [], f"left running: {[p.cmdline() for p in alive]}"
