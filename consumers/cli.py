@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 from typing import Annotated, Any
 
 import typer
@@ -90,6 +92,15 @@ def consume(
         ),
     ] = False,
     log_format: LogFormatOption = "text",
+    changefeed: Annotated[
+        bool,
+        typer.Option(
+            "--changefeed",
+            help="Also run the changefeed's relay in this process: publish every decision to "
+            "rulebook-changes and each user's current one to rulebook-current (see `ledger "
+            "changefeed`); /readyz then reports both.",
+        ),
+    ] = False,
 ) -> None:
     """Run the projector: a consumer-group member that keeps the ledger current.
 
@@ -134,6 +145,7 @@ def consume(
             reset_positions=reset_positions,
             metrics_host=metrics_host,
             metrics_port=metrics_port,
+            changefeed=changefeed,
         )
     raise typer.Exit(code)
 
@@ -147,6 +159,7 @@ def _consume(
     reset_positions: bool,
     metrics_host: str,
     metrics_port: int | None,
+    changefeed: bool = False,
 ) -> int:
     """The service, from checking its settings to its exit status."""
     server = s.kafka.require_bootstrap()
@@ -162,30 +175,63 @@ def _consume(
             service_log.say(DEV_KEY_WARNING, logging.WARNING)
     else:
         warn_if_dev_phone_key(s)
-    metrics, metrics_server = _metrics(s, metrics_host, metrics_port)
+    metrics, relay_metrics, metrics_server = _metrics(
+        s, metrics_host, metrics_port, changefeed=changefeed
+    )
+    relay = None
     try:
         with kafka_errors(server):
+            the_projector = projector(s)
+            if changefeed:
+                relay = _start_relay(s, the_projector.store.engine, relay_metrics)
             service = service_class(
-                s, projector(s), metrics=metrics, open_store=store_opener(s)
+                s, the_projector, metrics=metrics, open_store=store_opener(s)
             )
             tune_gc_for_streaming()
             signals.hand_over(service.request_stop)
             return int(service.run(reset_positions=reset_positions))
     finally:
+        if relay is not None:
+            relay.stop()
         if metrics_server is not None:
             metrics_server.close()
 
 
-def _metrics(s: Any, host: str, port: int | None) -> tuple[Any, Any]:
-    """The metrics hooks and their HTTP server, started, when --metrics-port asks for them."""
+def _start_relay(s: Any, engine: Any, metrics: Any) -> Any:
+    from consumers.changefeed import ChangefeedRelay, relay_thread
+    from ledger.sources.kafka import make_producer
+    from ledger.sources.kafka_topics import changefeed_topic_specs, ensure_topics
+
+    specs = changefeed_topic_specs()
+    ensure_topics(s.kafka.require_bootstrap(), specs, **s.kafka.client)
+    relay = ChangefeedRelay(
+        engine,
+        make_producer(s.kafka, idempotent=True),
+        topic=specs[0].name,
+        current_topic=specs[1].name,
+        metrics=metrics,
+    )
+    relay_thread(relay).start()
+    logging.getLogger("ledger.consume").info(
+        "relaying decisions to %s and %s", specs[0].name, specs[1].name
+    )
+    return relay
+
+
+def _metrics(
+    s: Any, host: str, port: int | None, *, changefeed: bool = False
+) -> tuple[Any, Any, Any]:
+    """The projector's metrics hooks, the relay's (with `changefeed`, on the same
+    registry) and their HTTP server, started, when --metrics-port asks for them."""
     if port is None:
-        return None, None
-    from consumers.metrics import MetricsServer, ProjectorMetrics
+        return None, None, None
+    from consumers.metrics import MetricsServer, ProjectorMetrics, RelayMetrics
 
     # Liveness allows a batch as long as the group itself allows one, and some.
     metrics = ProjectorMetrics(stale_after_s=s.consumer.max_poll_interval_ms / 1000 + 30)
+    relay = RelayMetrics(metrics.registry) if changefeed else None
     try:
-        http = MetricsServer(metrics, host, port)
+        http = MetricsServer(metrics, host, port, also=(relay,) if relay else ())
     except OSError as exc:
         raise LedgerError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
     http.start()
@@ -197,4 +243,181 @@ def _metrics(s: Any, host: str, port: int | None) -> tuple[Any, Any]:
         url,
         extra={"metrics_url": f"{url}/metrics", "liveness_url": f"{url}/healthz"},
     )
-    return metrics, http
+    return metrics, relay, http
+
+
+def changefeed(
+    bootstrap: BootstrapOption = None,
+    db: DbOption = None,
+    topic: Annotated[
+        str,
+        typer.Option("--topic", help="The topic every decision goes to."),
+    ] = "rulebook-changes",
+    current_topic: Annotated[
+        str,
+        typer.Option(
+            "--current-topic",
+            help="The compacted topic each user's current decision goes to.",
+        ),
+    ] = "rulebook-current",
+    partitions: Annotated[
+        int,
+        typer.Option(
+            "--partitions",
+            min=1,
+            max=10_000,
+            help="Partitions of the two topics when this creates them (existing topics are "
+            "left as they are).",
+        ),
+    ] = 6,
+    page_size: Annotated[
+        int,
+        typer.Option(
+            "--page-size",
+            min=1,
+            max=10_000,
+            help="Most decisions sent per round; the position is stored after each round.",
+        ),
+    ] = 2000,
+    until_caught_up: Annotated[
+        bool,
+        typer.Option(
+            "--until-caught-up",
+            help="Exit 0 once every decision recorded so far is published, instead of "
+            "waiting for more.",
+        ),
+    ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=0,
+            max=65535,
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics, liveness at /healthz "
+            "and readiness at /readyz (0: any free port, logged at start).",
+            show_default=False,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option("--metrics-host", help="Address the metrics endpoint listens on."),
+    ] = "127.0.0.1",
+    log_format: LogFormatOption = "text",
+) -> None:
+    """Relay the ledger's decisions to Kafka: the changefeed.
+
+    Every change of a user's believed history (a new assignment period, a correction by a
+    late event) is recorded in the store's outbox by the same transaction as the history
+    itself. This relay publishes the outbox in order: each decision to TOPIC and each
+    user's current decision to CURRENT-TOPIC (compacted: a reader gets the table), key =
+    user id, Avro single-object encoded (schemas/changefeed/). It stores how far it got
+    once the broker acknowledged (acks=all, idempotent producer), so after a crash it
+    sends at most the last unacknowledged round again: consumers deduplicate by
+    decision_id. Both topics are created with explicit configs if missing.
+
+    Failures (broker or database) are logged and retried with a growing wait; /healthz
+    answers 503 meanwhile. SIGTERM/SIGINT finish the current round and exit 0.
+
+    Example: `ledger changefeed --bootstrap localhost:9092 --metrics-port 9310`; to run
+    it beside the projector instead: `ledger consume --changefeed`.
+    """
+    service_log = ServiceLog(log_format, "ledger.changefeed")
+    service_log.configure(TEXT_FORMAT)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    with service_log.errors():
+        code = _changefeed(
+            settings(db_url=db, kafka_bootstrap=bootstrap),
+            topic=topic,
+            current_topic=current_topic,
+            partitions=partitions,
+            page_size=page_size,
+            until_caught_up=until_caught_up,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+        )
+    raise typer.Exit(code)
+
+
+def _changefeed(
+    s: Any,
+    *,
+    topic: str,
+    current_topic: str,
+    partitions: int,
+    page_size: int,
+    until_caught_up: bool,
+    metrics_host: str,
+    metrics_port: int | None,
+) -> int:
+    from consumers.changefeed import ChangefeedRelay
+    from consumers.metrics import MetricsServer, RelayMetrics
+    from ledger.sources.kafka import make_producer
+    from ledger.sources.kafka_topics import changefeed_topic_specs, ensure_topics
+    from ledger.store.database import open_engine
+
+    server = s.kafka.require_bootstrap()
+    for name, value in (("--topic", topic), ("--current-topic", current_topic)):
+        if not _TOPIC_NAME.fullmatch(value):
+            raise UsageError(
+                f"{name} {value!r} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
+            )
+    if topic == current_topic:
+        raise UsageError(f"--topic and --current-topic must differ (both {topic!r})")
+    log = logging.getLogger("ledger.changefeed")
+    metrics = RelayMetrics()
+    http = None
+    if metrics_port is not None:
+        try:
+            http = MetricsServer(metrics, metrics_host, metrics_port)
+        except OSError as exc:
+            raise LedgerError(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}"
+            ) from None
+        http.start()
+        host, port = http.address
+        log.info("metrics on http://%s:%d/metrics, readiness on /readyz", host, port)
+    try:
+        with kafka_errors(server):
+            specs = changefeed_topic_specs(topic, current_topic, partitions)
+            ensure_topics(server, specs, **s.kafka.client)
+            relay = ChangefeedRelay(
+                open_engine(s.db_url),
+                make_producer(s.kafka, idempotent=True),
+                topic=topic,
+                current_topic=current_topic,
+                metrics=metrics,
+                page_size=page_size,
+            )
+            signals.hand_over(lambda *_: relay.stop())
+            log.info(
+                "relaying decisions to %s and %s from seq %d",
+                topic,
+                current_topic,
+                relay.stored_position(),
+                extra={"topic": topic, "current_topic": current_topic},
+            )
+            started = time.monotonic()
+            published = relay.run(until_caught_up=until_caught_up)
+            took = time.monotonic() - started
+            log.info(
+                "published %d decision(s) (%d current) in %.1f s, up to seq %s",
+                published,
+                relay.current_published,
+                took,
+                relay.position,
+                extra={
+                    "published": published,
+                    "current_published": relay.current_published,
+                    "seconds": round(took, 3),
+                    "position": relay.position,
+                },
+            )
+            relay.producer.close(timeout=10)
+            return 0
+    finally:
+        if http is not None:
+            http.close()
+
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")

@@ -13,6 +13,19 @@ small HTTP server that exposes them with a liveness endpoint.
 | `ledger_database_retries_total` | counter | store operations that failed and will be retried |
 | `ledger_consumer_up` | gauge | 1 while the consume loop runs |
 
+The changefeed's relay (`ledger changefeed`, or `ledger consume --changefeed`) adds:
+
+| metric | type | what |
+|---|---|---|
+| `ledger_changefeed_published_total{topic}` | counter | records the broker acknowledged |
+| `ledger_changefeed_backlog_records` | gauge | decisions recorded and not yet published |
+| `ledger_changefeed_lag_seconds` | gauge | record time of the oldest unpublished decision to now |
+| `ledger_changefeed_position` | gauge | the last seq published and stored |
+| `ledger_changefeed_failures_total` | counter | relay rounds that failed and will be retried |
+| `ledger_changefeed_up` | gauge | 1 while the relay runs and its last round did not fail |
+
+`/readyz` answers 200 while every part the process runs (consumer, relay) is `ok`.
+
 The counters move exactly where the service's own `Stats` move, so the scrape after a run
 equals the summary the service logs when it stops. The loop thread writes the values; the
 HTTP thread only reads the registry (prometheus-client is thread-safe), and never touches
@@ -21,6 +34,7 @@ the Kafka consumer.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -200,8 +214,95 @@ class ProjectorMetrics:
         return "failing" if self._failing else "ok"
 
 
+class RelayMetrics:
+    """The hooks `consumers.changefeed.ChangefeedRelay` calls, on a registry of its own or
+    on the projector's (`ledger consume --changefeed` serves both on one endpoint)."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, stale_after_s: float = 90.0
+    ) -> None:
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+        self.registry = r = registry
+        self.published = Counter(
+            "ledger_changefeed_published",
+            "Changefeed records the broker acknowledged, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "ledger_changefeed_backlog_records",
+            "Decisions recorded in the outbox and not yet published.",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "ledger_changefeed_lag_seconds",
+            "Seconds from the record time of the oldest decision not yet published to now "
+            "(0 when none waits).",
+            registry=r,
+        )
+        self.position = Gauge(
+            "ledger_changefeed_position",
+            "The outbox seq up to which the relay has published and stored its position.",
+            registry=r,
+        )
+        self.failures = Counter(
+            "ledger_changefeed_failures",
+            "Relay rounds that failed (broker or database) and will be retried.",
+            registry=r,
+        )
+        self.up = Gauge(
+            "ledger_changefeed_up",
+            "1 while the relay runs and its last round did not fail.",
+            registry=r,
+        )
+        self.stale_after_s = stale_after_s
+        self._beat = time.monotonic()
+        self._running = False
+        self._failing = False
+
+    def started(self) -> None:
+        self._running = True
+        self.up.set(1)
+        self._beat = time.monotonic()
+
+    def stopped(self) -> None:
+        self._running = False
+        self.up.set(0)
+
+    def round_done(self, published: dict[str, int], position: int) -> None:
+        """`published`: records acknowledged in the round, by topic."""
+        self._beat = time.monotonic()
+        self._failing = False
+        if self._running:
+            self.up.set(1)
+        for topic, n in published.items():
+            self.published.labels(topic).inc(n)
+        self.position.set(position)
+
+    def waiting(self, records: int, oldest: datetime | None) -> None:
+        self._beat = time.monotonic()
+        self.backlog.set(records)
+        self.lag.set(0 if oldest is None else max(0.0, time.time() - oldest.timestamp()))
+
+    def round_failed(self) -> None:
+        self._beat = time.monotonic()
+        self._failing = True
+        self.failures.inc()
+        if self._running:
+            self.up.set(0)
+
+    def status(self) -> str:
+        if not self._running or time.monotonic() - self._beat >= self.stale_after_s:
+            return "stalled"
+        return "failing" if self._failing else "ok"
+
+
 class _Handler(BaseHTTPRequestHandler):
-    metrics: ProjectorMetrics  # set on the subclass made per server
+    metrics: Any  # ProjectorMetrics or RelayMetrics, set on the subclass made per server
+    parts: tuple[Any, ...]  # every part whose status /readyz reports
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -211,6 +312,11 @@ class _Handler(BaseHTTPRequestHandler):
             status = self.metrics.status()
             body = b'{"status":"%s"}' % status.encode()
             self._send(200 if status == "ok" else 503, body, "application/json")
+        elif path == "/readyz":
+            statuses = {type(p).__name__: p.status() for p in self.parts}
+            ready = all(v == "ok" for v in statuses.values())
+            body = json.dumps({"status": "ok" if ready else "not ready", **statuses}).encode()
+            self._send(200 if ready else 503, body, "application/json")
         else:
             self._send(404, b'{"status":"not found"}', "application/json")
 
@@ -228,8 +334,10 @@ class _Handler(BaseHTTPRequestHandler):
 class MetricsServer:
     """/metrics and /healthz on a daemon thread."""
 
-    def __init__(self, metrics: ProjectorMetrics, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"metrics": metrics})
+    def __init__(self, metrics: Any, host: str, port: int, *, also: tuple[Any, ...] = ()) -> None:
+        """`metrics`: whose registry /metrics serves and whose status /healthz tells;
+        `also`: other parts on the same registry that /readyz asks as well."""
+        handler = type("Handler", (_Handler,), {"metrics": metrics, "parts": (metrics, *also)})
         server: type[ThreadingHTTPServer] = ThreadingHTTPServer
         if ":" in host:  # an IPv6 address
             server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})

@@ -25,6 +25,12 @@ class HistoryRow:
     entry: Entry
     recorded_at: datetime
     superseded_at: datetime | None = None
+    # Set when the row is first believed (not read back from a store): the event whose
+    # application made it, and whether it changed the decision for valid time the ledger
+    # had already seen events up to, i.e. a late event corrected an earlier belief. The
+    # changefeed announces the row with both (docs/changefeed.md).
+    origin: str | None = None
+    corrects: bool = False
 
     def believed_at(self, record_time: datetime) -> bool:
         """Whether the ledger held this belief at `record_time`."""
@@ -120,6 +126,9 @@ class UserProjection:
         if obs.event_id in self._ids:
             return False
         self._ids.add(obs.event_id)
+        # Valid time the ledger had heard of before this event: a changed decision before it
+        # is a correction, one after it is news.
+        horizon = self.observations[-1].occurred_at if self.observations else None
         # Record time never runs backwards for a user, so superseded_at >= recorded_at.
         if self.last_recorded_at is not None and recorded_at < self.last_recorded_at:
             recorded_at = self.last_recorded_at
@@ -131,11 +140,16 @@ class UserProjection:
         else:
             bisect.insort(self.observations, obs, key=lambda o: o.order_key)
             builder = self._builder = TimelineBuilder(self.observations, policies)
-        self._reconcile(builder.entries, recorded_at, changes)
+        self._reconcile(builder.entries, recorded_at, changes, obs.event_id, horizon)
         return True
 
     def _reconcile(
-        self, entries: Sequence[Entry], recorded_at: datetime, changes: UserChanges
+        self,
+        entries: Sequence[Entry],
+        recorded_at: datetime,
+        changes: UserChanges,
+        origin: str,
+        horizon: datetime | None,
     ) -> None:
         # Extending the fold leaves earlier entries as the very same objects: those rows
         # are still believed without hashing them (what follows compares by value).
@@ -150,15 +164,32 @@ class UserProjection:
         rest = entries[same:]
         wanted = set(rest)
         kept: dict[Entry, HistoryRow] = {}
+        replaced: list[Entry] = []
         for row in believed[same:]:
             if row.entry in wanted and row.entry not in kept:
                 kept[row.entry] = row
                 continue
             row.superseded_at = recorded_at
+            replaced.append(row.entry)
             changes.superseded(self.user_id, row)
         for entry in rest:
             if entry not in kept:
-                row = HistoryRow(entry, recorded_at)
+                corrects = horizon is not None and _corrects(entry, replaced, horizon)
+                row = HistoryRow(entry, recorded_at, origin=origin, corrects=corrects)
                 kept[entry] = row
                 changes.added(self.user_id, row)
         self.believed = believed[:same] + [kept[e] for e in rest]
+
+
+def _corrects(entry: Entry, replaced: Sequence[Entry], horizon: datetime) -> bool:
+    """Whether `entry` decides otherwise than a replaced entry did for some valid time
+    before `horizon`. Valid time after the horizon was only ever the open end of the last
+    period, a forecast, so a new period there is news, not a correction."""
+    for old in replaced:
+        if old.decision_key == entry.decision_key:
+            continue
+        start = max(entry.valid_from, old.valid_from)
+        end = min(t for t in (entry.valid_to, old.valid_to, horizon) if t is not None)
+        if start < end:
+            return True
+    return False

@@ -175,9 +175,12 @@ def codec_error(exc: UnsupportedCodecError) -> CodecUnavailable:
     )
 
 
-def make_producer(kafka: KafkaSettings, *, compression: str = "none") -> KafkaProducer:
+def make_producer(
+    kafka: KafkaSettings, *, compression: str = "none", idempotent: bool = False
+) -> KafkaProducer:
     """`compression`: one of COMPRESSION_TYPES. Dead letters keep the default, none: a
-    dead-letter topic is read by people with whatever tool is at hand."""
+    dead-letter topic is read by people with whatever tool is at hand. `idempotent`: the
+    broker drops the copies a producer's own retries would write (the changefeed's relay)."""
     if compression not in COMPRESSION_TYPES:
         raise ValueError(f"unknown compression {compression!r}")
     if (missing := missing_codec(compression)) is not None:
@@ -194,6 +197,7 @@ def make_producer(kafka: KafkaSettings, *, compression: str = "none") -> KafkaPr
             linger_ms=10,
             batch_size=256 * 1024,
             compression_type=None if compression == "none" else compression,
+            enable_idempotence=idempotent,
             **kafka.client,
         )
     except ValueError as exc:

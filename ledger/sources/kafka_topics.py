@@ -13,6 +13,13 @@ Topics
     failures is what an operator wants to read and replay. Kept forever too,
     because nothing may be silently dropped.
 
+``rulebook-changes``
+    The changefeed (``ledger changefeed``): one record per decision, key = user_id, kept
+    forever like the event log, since downstream systems rebuild from it.
+``rulebook-current``
+    Each user's current decision, key = user_id: ``cleanup.policy=compact``, so the broker
+    keeps the last record per user and a new reader gets the table, not the history.
+
 Every topic is created with explicit ``retention.ms`` and ``retention.bytes``:
 the Tansu broker reports an empty config set for topics created without
 configs, and some clients (e.g. quixstreams) then fail on the missing key.
@@ -104,6 +111,33 @@ def topic_specs(
     return [
         TopicSpec(topic, partitions, replication_factor),
         TopicSpec(dlq_topic(topic), dlq_partitions, replication_factor),
+    ]
+
+
+DEFAULT_CHANGES_TOPIC = "rulebook-changes"
+DEFAULT_CURRENT_TOPIC = "rulebook-current"
+
+
+def changefeed_topic_specs(
+    changes: str = DEFAULT_CHANGES_TOPIC,
+    current: str = DEFAULT_CURRENT_TOPIC,
+    partitions: int = DEFAULT_PARTITIONS,
+    replication_factor: int = DEFAULT_REPLICATION,
+) -> list[TopicSpec]:
+    """The changefeed's two topics: the decisions, kept forever, and the compacted table of
+    each user's current one."""
+    if partitions < 1:
+        raise ValueError("partitions must be >= 1")
+    if changes == current:
+        raise ValueError(f"the changes and current topics must differ (both {changes!r})")
+    return [
+        TopicSpec(changes, partitions, replication_factor),
+        TopicSpec(
+            current,
+            partitions,
+            replication_factor,
+            {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"},
+        ),
     ]
 
 

@@ -28,6 +28,7 @@ from ledger.store.rows import event_id_bytes, instant_micros, split_position
 from ledger.store.schema import (
     assignment_history,
     dead_letters,
+    decision_outbox,
     decisions,
     event_origins,
     events,
@@ -183,6 +184,7 @@ class _Rows(_Values):
 EVENT_WRITE_COLUMNS = (*EVENT_CHAIN_FIELDS, "origin_id", "origin_offset", "link", "app_seq")
 ORIGIN_COLUMNS = ("source", "prefix")
 _USER_ID = EVENT_WRITE_COLUMNS.index("user_id")
+_EVENT_ID = EVENT_WRITE_COLUMNS.index("event_id")
 _SEQ = EVENT_WRITE_COLUMNS.index("seq")
 _ORIGIN = EVENT_WRITE_COLUMNS.index("origin_id")
 
@@ -249,6 +251,23 @@ def history_write_row(
         rows.json(list(e.evidence)),
         rows.instant(row.recorded_at),
         rows.instant(row.superseded_at),
+    )
+
+
+OUTBOX_WRITE_COLUMNS = ("user_id", "valid_from", "recorded_at", "kind", "app_seq", "announce")
+
+
+def outbox_row(rows: _Values, user_id: str, row: HistoryRow) -> tuple[Any, ...]:
+    """A history row's changefeed row, led by the id of the event that made it (the writer
+    puts that event's app_seq in its place) and without app_seq and announce."""
+    if row.origin is None:  # pragma: no cover - a planner bug, not an input
+        raise ValueError("a new history row without the event that made it")
+    return (
+        event_id_bytes(row.origin),
+        user_id,
+        rows.instant(row.entry.valid_from),
+        rows.instant(row.recorded_at),
+        "corrected" if row.corrects else "assigned",
     )
 
 
@@ -402,20 +421,28 @@ def encode_plan(plan: BatchPlan, *, sqlite: bool) -> EncodedPlan:
     encoded.history = [history_write_row(v, u, row, hashes) for u, row in plan.new_rows]
     encoded.policies_used = {row.entry.policy for _, row in plan.new_rows}
     encoded.users = [user_row(v, s, at) for s, at in plan.users]
+    encoded.outbox = [outbox_row(v, u, row) for u, row in plan.new_rows]
     return encoded
 
 
-def write_plan(conn: Connection, plan: BatchPlan, raw_limit: int) -> None:
+def write_plan(
+    conn: Connection, plan: BatchPlan, raw_limit: int, *, announce: bool = True
+) -> None:
     """All writes of one batch; the caller owns the transaction."""
-    write_encoded(conn, encode_plan(plan, sqlite=conn.dialect.name == "sqlite"), raw_limit)
+    encoded = encode_plan(plan, sqlite=conn.dialect.name == "sqlite")
+    write_encoded(conn, encoded, raw_limit, announce=announce)
 
 
 def _with(row: tuple[Any, ...], index: int, value: Any) -> tuple[Any, ...]:
     return (*row[:index], value, *row[index + 1 :])
 
 
-def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> None:
-    """All writes of one batch, its rows already built; the caller owns the transaction."""
+def write_encoded(
+    conn: Connection, encoded: EncodedPlan, raw_limit: int, *, announce: bool = True
+) -> None:
+    """All writes of one batch, its rows already built; the caller owns the transaction.
+    `announce`: whether the relay is to publish the batch's decisions (a store rebuilt by
+    replay records them unannounced)."""
     rows = _Rows(conn)
     plan = encoded.rest
     if encoded.events and plan.phone_key_fingerprint is not None:
@@ -433,6 +460,7 @@ def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> Non
         (*row[:_ORIGIN], origins[row[_ORIGIN]], *row[_ORIGIN + 1 :], n)
         for n, (_, row) in zip(rows.app_seqs(len(encoded.events)), encoded.events, strict=True)
     ]
+    app_seq_of = {r[_EVENT_ID]: r[-1] for r in numbered}
     numbered.sort(key=lambda r: (r[_USER_ID], r[_SEQ]))
     rows.insert(events, EVENT_WRITE_COLUMNS, numbered)
     # History rows are addressed by (user_id, valid_from, recorded_at): a user's believed
@@ -466,4 +494,33 @@ def write_encoded(conn: Connection, encoded: EncodedPlan, raw_limit: int) -> Non
             )
             for (s, p), o in sorted(plan.positions.items())
         ],
+    )
+    _write_outbox(rows, encoded, app_seq_of, announce)
+
+
+# Any 64-bit number no other code of the store's database takes as an advisory lock.
+_OUTBOX_LOCK = 0x6C656467_6F757462  # "ledgoutb"
+
+
+def _write_outbox(
+    rows: _Rows, encoded: EncodedPlan, app_seq_of: Mapping[bytes, int], announce: bool
+) -> None:
+    """The batch's changefeed rows, last in its transaction. On PostgreSQL, writers take
+    their turn for it (a transaction-scoped advisory lock, released by the commit), so feed
+    rows commit in seq order: a reader that has seen seq N has seen every seq below it,
+    and paging by `seq > after` never passes a row still to commit. Only the end of each
+    writer's transaction is serialised."""
+    if not encoded.outbox:
+        return
+    # In application order, so the feed tells each user's decisions in the order they were
+    # made, whichever worker planned them.
+    announced = sorted(
+        (app_seq_of[origin], n, tuple(rest)) for n, (origin, *rest) in enumerate(encoded.outbox)
+    )
+    if not rows.sqlite:
+        rows.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_OUTBOX_LOCK,))
+    rows.insert(
+        decision_outbox,
+        OUTBOX_WRITE_COLUMNS,
+        [(*rest, app_seq, announce) for app_seq, _, rest in announced],
     )

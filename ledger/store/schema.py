@@ -242,6 +242,36 @@ assignment_history = Table(
     Index("ix_history_user", "user_id", "valid_from"),
 )
 
+# The changefeed's outbox (docs/changefeed.md): one row per history row, written in the
+# batch's transaction, so a decision is announced if and only if it was recorded. A row
+# names its history row by the key the writer addresses history rows with, and holds only
+# what the history row does not. seq is the feed's position; on PostgreSQL the relay reads
+# under a SHARE lock, so it never passes a seq that a writer still holds uncommitted.
+decision_outbox = Table(
+    "decision_outbox",
+    metadata,
+    Column("seq", ROW_ID, primary_key=True, autoincrement=True),
+    Column("user_id", String(limits.USER_ID_CHARS), nullable=False),
+    Column("valid_from", Instant(), nullable=False),
+    Column("recorded_at", Instant(), nullable=False),
+    Column("kind", String(16), nullable=False),  # assigned | corrected | erased
+    # The event application that made it; null for rows migration 0008 backfilled.
+    Column("app_seq", BigInteger),
+    # False for a store rebuilt by replay: its decisions were announced by the store it
+    # replaces, and the relay passes them over (`ledger replay --announce` says otherwise).
+    Column("announce", Boolean, nullable=False),
+)
+
+# How far each relay has published the outbox, by target (the changes topic's name): stored
+# once the broker acknowledged, so a restarted relay resends at most what was in flight.
+changefeed_positions = Table(
+    "changefeed_positions",
+    metadata,
+    Column("target", Text, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
 # A history row with its decision: what every reader selects from.
 HISTORY_FROM = assignment_history.join(
     decisions, decisions.c.id == assignment_history.c.decision_id

@@ -120,9 +120,10 @@ def stored_positions(conn: Connection, source: str) -> dict[int, int]:
 class SqlTransaction:
     """The batch port on one open SQL transaction."""
 
-    def __init__(self, conn: Connection, raw_limit: int) -> None:
+    def __init__(self, conn: Connection, raw_limit: int, *, announce: bool = True) -> None:
         self.conn = conn
         self.raw_limit = raw_limit
+        self.announce = announce
 
     def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
         return lock_positions(self.conn, keys)
@@ -148,10 +149,10 @@ class SqlTransaction:
         return load_projections(self.conn, user_ids)
 
     def write(self, plan: BatchPlan) -> None:
-        write_plan(self.conn, plan, self.raw_limit)
+        write_plan(self.conn, plan, self.raw_limit, announce=self.announce)
 
     def write_encoded(self, encoded: EncodedPlan) -> None:
-        write_encoded(self.conn, encoded, self.raw_limit)
+        write_encoded(self.conn, encoded, self.raw_limit, announce=self.announce)
 
 
 class SqlStore:
@@ -160,6 +161,9 @@ class SqlStore:
     def __init__(self, engine: Engine, *, dead_letter_raw_bytes: int = 4 << 20) -> None:
         self.engine = engine
         self.raw_limit = dead_letter_raw_bytes
+        # Whether the changefeed's relay publishes what this store's writes decide: not
+        # for a store being rebuilt by replay (`ledger replay --announce`).
+        self.announce = True
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
@@ -169,7 +173,7 @@ class SqlStore:
             # unique (user_id, seq) key turns a stale plan into a conflict).
             conn.execution_options(ledger_sqlite_begin="IMMEDIATE")
             with conn.begin():
-                yield SqlTransaction(conn, self.raw_limit)
+                yield SqlTransaction(conn, self.raw_limit, announce=self.announce)
 
     def reclaim(self) -> None:
         """SQLite: start the write-ahead log over once it is large. Readers that keep

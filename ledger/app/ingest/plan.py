@@ -174,6 +174,9 @@ class EncodedPlan:
     dropped: list[tuple[Any, ...]] = field(default_factory=list)  # empty record interval
     users: list[tuple[Any, ...]] = field(default_factory=list)
     policies_used: set[str] = field(default_factory=set)
+    # The changefeed's rows, one per history row, with the id of the event that made it in
+    # place of its app_seq, which only the writer knows.
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
 
     def result(self) -> BatchResult:
         return BatchResult(
@@ -197,6 +200,7 @@ def merge_encoded(
         merged.dropped.extend(part.dropped)
         merged.users.extend(part.users)
         merged.policies_used |= part.policies_used
+        merged.outbox.extend(part.outbox)
     if len(parts) > 1:
         merged.events.sort(key=lambda e: e[0])
     return merged
