@@ -26,6 +26,7 @@ from ledger.cli.common import (
     warn_if_dev_phone_key,
 )
 from ledger.cli.logs import LogFormatOption, ServiceLog
+from ledger.domain.limits import quote
 from ledger.errors import LedgerError, UsageError
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
@@ -175,6 +176,8 @@ def _consume(
             service_log.say(DEV_KEY_WARNING, logging.WARNING)
     else:
         warn_if_dev_phone_key(s)
+    if changefeed:
+        changefeed_topics(s)  # a bad name is a usage error before anything starts
     metrics, relay_metrics, metrics_server = _metrics(
         s, metrics_host, metrics_port, changefeed=changefeed
     )
@@ -202,7 +205,7 @@ def _start_relay(s: Any, engine: Any, metrics: Any) -> Any:
     from ledger.sources.kafka import make_producer
     from ledger.sources.kafka_topics import changefeed_topic_specs, ensure_topics
 
-    specs = changefeed_topic_specs()
+    specs = changefeed_topic_specs(*changefeed_topics(s))
     ensure_topics(s.kafka.require_bootstrap(), specs, **s.kafka.client)
     relay = ChangefeedRelay(
         engine,
@@ -250,16 +253,23 @@ def changefeed(
     bootstrap: BootstrapOption = None,
     db: DbOption = None,
     topic: Annotated[
-        str,
-        typer.Option("--topic", help="The topic every decision goes to."),
-    ] = "rulebook-changes",
+        str | None,
+        typer.Option(
+            "--topic",
+            help="The topic every decision goes to (default: $LEDGER_CHANGES_TOPIC, else "
+            "rulebook-changes).",
+            show_default=False,
+        ),
+    ] = None,
     current_topic: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--current-topic",
-            help="The compacted topic each user's current decision goes to.",
+            help="The compacted topic each user's current decision goes to (default: "
+            "$LEDGER_CURRENT_TOPIC, else rulebook-current).",
+            show_default=False,
         ),
-    ] = "rulebook-current",
+    ] = None,
     partitions: Annotated[
         int,
         typer.Option(
@@ -327,9 +337,12 @@ def changefeed(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with service_log.errors():
         code = _changefeed(
-            settings(db_url=db, kafka_bootstrap=bootstrap),
-            topic=topic,
-            current_topic=current_topic,
+            settings(
+                db_url=db,
+                kafka_bootstrap=bootstrap,
+                kafka_changes_topic=topic,
+                kafka_current_topic=current_topic,
+            ),
             partitions=partitions,
             page_size=page_size,
             until_caught_up=until_caught_up,
@@ -342,8 +355,6 @@ def changefeed(
 def _changefeed(
     s: Any,
     *,
-    topic: str,
-    current_topic: str,
     partitions: int,
     page_size: int,
     until_caught_up: bool,
@@ -357,13 +368,7 @@ def _changefeed(
     from ledger.store.database import open_engine
 
     server = s.kafka.require_bootstrap()
-    for name, value in (("--topic", topic), ("--current-topic", current_topic)):
-        if not _TOPIC_NAME.fullmatch(value):
-            raise UsageError(
-                f"{name} {value!r} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
-            )
-    if topic == current_topic:
-        raise UsageError(f"--topic and --current-topic must differ (both {topic!r})")
+    topic, current_topic = changefeed_topics(s, "--topic", "--current-topic")
     log = logging.getLogger("ledger.changefeed")
     metrics = RelayMetrics()
     http = None
@@ -421,3 +426,29 @@ def _changefeed(
 
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def changefeed_topics(
+    s: Any, changes_flag: str | None = None, current_flag: str | None = None
+) -> tuple[str, str]:
+    """The changefeed's two topic names from the settings, checked: a name Kafka refuses
+    is a usage error before anything starts, naming the flag or variable it came from."""
+    given = (
+        (s.kafka.changes_topic, _source(changes_flag, "LEDGER_CHANGES_TOPIC")),
+        (s.kafka.current_topic, _source(current_flag, "LEDGER_CURRENT_TOPIC")),
+    )
+    for value, where in given:
+        if not _TOPIC_NAME.fullmatch(value) or value in (".", ".."):
+            raise UsageError(
+                f"{where} {quote(value)} is not a Kafka topic name "
+                "(1 to 249 of a-z A-Z 0-9 . _ -)"
+            )
+    if s.kafka.changes_topic == s.kafka.current_topic:
+        raise UsageError(
+            f"the changes and current topics must differ (both {quote(s.kafka.changes_topic)})"
+        )
+    return s.kafka.changes_topic, s.kafka.current_topic
+
+
+def _source(flag: str | None, variable: str) -> str:
+    return variable if flag is None else f"{flag} (or {variable})"

@@ -7,6 +7,8 @@ passed down. This is the only module that reads the environment.
 | `LEDGER_PHONE_KEY` | `Settings.phone_key` (default: a public development key) |
 | `LEDGER_BOOTSTRAP` | `KafkaSettings.bootstrap`, host:port[,host:port...] |
 | `LEDGER_TOPIC` | `KafkaSettings.topic` (default `account-events`) |
+| `LEDGER_CHANGES_TOPIC` | `KafkaSettings.changes_topic`: the changefeed (`rulebook-changes`) |
+| `LEDGER_CURRENT_TOPIC` | `KafkaSettings.current_topic`: its table view (`rulebook-current`) |
 | `LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS` | `KafkaSettings.bootstrap_timeout_ms` (default 10000) |
 | `LEDGER_KAFKA_*` | kafka-python client options (`KAFKA_ENV` below): SASL, TLS, client id |
 | `LEDGER_KAFKA_ISOLATION_LEVEL` | `KafkaSettings.isolation_level`: `read_committed` (default) |
@@ -36,6 +38,8 @@ from ledger.errors import UsageError
 
 DEFAULT_DB = "sqlite:///ledger.db"
 DEFAULT_TOPIC = "account-events"
+DEFAULT_CHANGES_TOPIC = "rulebook-changes"
+DEFAULT_CURRENT_TOPIC = "rulebook-current"
 DLQ_SUFFIX = ".dlq"
 # Public on purpose: it only keeps development databases working. Real deployments set
 # LEDGER_PHONE_KEY, or anyone can reverse the stored phone hashes by enumeration.
@@ -73,6 +77,9 @@ def dlq_topic(topic: str) -> str:
 class KafkaSettings:
     bootstrap: str | None = None
     topic: str = DEFAULT_TOPIC
+    # The changefeed's topics (`ledger changefeed`, `ledger consume --changefeed`).
+    changes_topic: str = DEFAULT_CHANGES_TOPIC
+    current_topic: str = DEFAULT_CURRENT_TOPIC
     # The LEDGER_KAFKA_* variables as given: parsed only by the commands that talk to Kafka,
     # so a typo there does not stop `ledger history`.
     client_env: Mapping[str, str] = field(default_factory=dict)
@@ -341,6 +348,8 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
         kafka=KafkaSettings(
             bootstrap=_env(env, "LEDGER_BOOTSTRAP"),
             topic=_env(env, "LEDGER_TOPIC") or DEFAULT_TOPIC,
+            changes_topic=_env(env, "LEDGER_CHANGES_TOPIC") or DEFAULT_CHANGES_TOPIC,
+            current_topic=_env(env, "LEDGER_CURRENT_TOPIC") or DEFAULT_CURRENT_TOPIC,
             client_env={k: v for k, v in env.items() if k in KAFKA_ENV},
             bootstrap_timeout_ms=_positive_int(
                 env, "LEDGER_KAFKA_BOOTSTRAP_TIMEOUT_MS", KafkaSettings.bootstrap_timeout_ms

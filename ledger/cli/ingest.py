@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ledger.cli.common import (
     STDIO,
@@ -125,6 +126,16 @@ def replay(
     ] = None,
     workers: WorkersOption = None,
     policies: PoliciesOption = None,
+    announce: Annotated[
+        bool | None,
+        typer.Option(
+            "--announce/--no-announce",
+            help="Whether the changefeed's relay publishes the decisions this replay records "
+            "(docs/changefeed.md). Default: yes, except on an empty store, which the replay "
+            "is rebuilding: its decisions were announced by the store it replaces.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Apply event files, or a Kafka topic, to the ledger.
@@ -168,6 +179,7 @@ def replay(
     if files:
         with event_files(files, fmt) as paths:
             wired = projector(s, policies)
+            _announcing(wired.store, announce)
             warn_if_dev_phone_key(s)  # once the command line and store are known good
             tune_gc_for_streaming()
             shown, hook = file_progress(paths)
@@ -193,6 +205,7 @@ def replay(
         s.kafka.require_bootstrap()  # usage errors before the store is opened
         _ = s.kafka.isolation  # a bad LEDGER_KAFKA_ISOLATION_LEVEL too
         wired = projector(s, policies)
+        _announcing(wired.store, announce)
         warn_if_dev_phone_key(s)  # once the command line and store are known good
         tune_gc_for_streaming()
         with reading_topic(s, f"replay {s.kafka.topic}") as (consumer, advance):
@@ -218,6 +231,22 @@ def replay(
         render_summary(summary, "replay")
     if summary.dead_lettered:
         raise typer.Exit(EXIT_DEAD_LETTERS)
+
+
+def _announcing(store: Any, announce: bool | None) -> None:
+    """Tell the store whether the relay is to publish this replay's decisions."""
+    if announce is None:
+        announce = not store.is_empty()
+        if not announce:
+            err.print(
+                Text(
+                    "note: the store is empty, so this replay rebuilds it: its decisions are "
+                    "recorded in the changefeed as announced already (--announce publishes "
+                    "them)"
+                ),
+                soft_wrap=True,
+            )
+    store.announce = announce
 
 
 def publish(

@@ -53,7 +53,9 @@ def decode_decision(data: bytes) -> dict[str, Any]:
     parsed, fp = decision_schema()
     if data[2:10] != fp:
         raise NotADecision(f"unknown writer schema fingerprint {data[2:10].hex()}")
-    record: dict[str, Any] = schemaless_reader(io.BytesIO(data[10:]), parsed, None)
+    record = schemaless_reader(io.BytesIO(data[10:]), parsed, None)
+    if not isinstance(record, dict):  # pragma: no cover - the schema is a record
+        raise NotADecision("the message is not a record")
     for name in ("valid_from", "valid_to", "recorded_at"):
         value = record[name]
         if isinstance(value, datetime) and value.tzinfo is None:  # pragma: no cover

@@ -34,7 +34,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.config import DEFAULT_TOPIC, dlq_topic
+from ledger.config import (
+    DEFAULT_CHANGES_TOPIC,
+    DEFAULT_CURRENT_TOPIC,
+    DEFAULT_TOPIC,
+    dlq_topic,
+)
 
 DEFAULT_PARTITIONS = 6
 DLQ_PARTITIONS = 1
@@ -112,10 +117,6 @@ def topic_specs(
         TopicSpec(topic, partitions, replication_factor),
         TopicSpec(dlq_topic(topic), dlq_partitions, replication_factor),
     ]
-
-
-DEFAULT_CHANGES_TOPIC = "rulebook-changes"
-DEFAULT_CURRENT_TOPIC = "rulebook-current"
 
 
 def changefeed_topic_specs(

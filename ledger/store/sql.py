@@ -202,6 +202,11 @@ class SqlStore:
             yield SqlTransaction(conn, self.raw_limit)
             tx.rollback()
 
+    def is_empty(self) -> bool:
+        """Whether no event was ever applied to it."""
+        with translated_errors(), self.engine.connect() as conn:
+            return conn.execute(select(events.c.app_seq).limit(1)).first() is None
+
     def stored_positions(self, source: str) -> dict[int, int]:
         with translated_errors(), self.engine.connect() as conn:
             return stored_positions(conn, source)
