@@ -125,7 +125,8 @@ def bench(
     fastavro decode-only of the archive; raw kafka-python consume+decode; a quixstreams app
     keeping a per-user count in its state store; `ledger replay` into SQLite and
     PostgreSQL; `ledger consume` into SQLite and PostgreSQL (each with 0 and --workers
-    planning processes); `ledger history` in-process
+    planning processes); `ledger changefeed` publishing what that consume with workers
+    decided (it keeps up when it is at least as fast); `ledger history` in-process
     (p50/p99) and as a process; peak RSS and throughput of a replay at two sizes; the
     SQLite store's bytes per event. Then, once, 1, 2 and 4 `ledger consume` members of one
     group into PostgreSQL, timed once all of them hold partitions. Prints tables of
@@ -187,6 +188,10 @@ def bench(
                 with dbs.fresh(kind) as db:
                     run = suite.consume(db, info.bootstrap, topic, events, workers=workers)
                     add(f"ledger consume -> {kind}, {workers} workers", run)
+                    # The decisions that consume recorded, published: the relay keeps up
+                    # when it publishes them faster than they were made.
+                    feed = (f"bench-changes-{kind}-{round_}", f"bench-current-{kind}-{round_}")
+                    add(f"ledger changefeed <- {kind}", suite.relay(db, info.bootstrap, feed))
         if sizes:
             extra["scale"] = _scale(dbs, tmp, sizes, workers, add)
         if pg:
@@ -357,6 +362,9 @@ TARGETS = [
     ("ledger consume -> postgresql, * workers", "quixstreams per-user count", 0.5),
     ("ledger consume -> sqlite, * workers", "kafka-python consume+decode", 0.3),
     ("ledger consume -> postgresql, * workers", "kafka-python consume+decode", 0.3),
+    # The changefeed's relay keeps up with the consumer whose decisions it publishes.
+    ("ledger changefeed <- sqlite", "ledger consume -> sqlite, * workers", 1.0),
+    ("ledger changefeed <- postgresql", "ledger consume -> postgresql, * workers", 1.0),
     # verify does the replay's fold without writing: at least as fast as the replay.
     ("ledger verify <- sqlite", "ledger replay -> sqlite", 1.0),
     ("ledger verify <- postgresql", "ledger replay -> postgresql", 1.0),

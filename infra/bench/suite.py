@@ -73,6 +73,7 @@ class Run:
     seconds: float
     peak_rss_mb: float | None = None
     stdout: str = ""
+    stderr: str = ""
     events: int | None = None  # events timed, when not the whole stream
     # Consumer groups: seconds from the first partition assignment until every member held
     # partitions (not timed), and rebalances that happened while timed (none, normally).
@@ -109,7 +110,7 @@ def run_process(cmd: list[str], *, env: dict[str, str] | None = None, timeout: f
     seconds = time.perf_counter() - started
     if proc.returncode not in (0, 3):
         raise BenchError(f"{Path(cmd[0]).name} {cmd[1]} failed: {err.decode()[-1500:]}")
-    return Run(seconds, peak / 1e6, out.decode())
+    return Run(seconds, peak / 1e6, out.decode(), err.decode())
 
 
 # --- baselines ----------------------------------------------------------------------------
@@ -236,6 +237,19 @@ def verify(db: str) -> Run:
     """`ledger verify` of a store (its own time, from its report); it must find nothing."""
     run = run_process([LEDGER, "verify", "--db", db, "--json"], env=ledger_env())
     return Run(float(json.loads(run.stdout)["seconds"]), run.peak_rss_mb)
+
+
+def relay(db: str, bootstrap: str, topics: tuple[str, str]) -> Run:
+    """`ledger changefeed --until-caught-up` over the decisions a consume recorded, to
+    fresh topics: its own time, from its last log line (the process's start-up and topic
+    creation are not timed, as a consumer's join is not). `Run.stdout` is that line."""
+    cmd = [LEDGER, "changefeed", "--bootstrap", bootstrap, "--db", db, "--topic", topics[0],
+           "--current-topic", topics[1], "--until-caught-up", "--log-format", "json"]
+    run = run_process(cmd, env=ledger_env())
+    last = json.loads(run.stderr.strip().splitlines()[-1])
+    if not last.get("published"):
+        raise BenchError(f"the relay published nothing: {last}")
+    return Run(float(last["seconds"]), run.peak_rss_mb, json.dumps(last))
 
 
 def consumed(db: str, topic: str) -> int:
