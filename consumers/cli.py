@@ -206,7 +206,12 @@ def _start_relay(s: Any, engine: Any, metrics: Any) -> Any:
     from ledger.sources.kafka_topics import changefeed_topic_specs, ensure_topics
 
     specs = changefeed_topic_specs(*changefeed_topics(s))
-    ensure_topics(s.kafka.require_bootstrap(), specs, **s.kafka.client)
+    ensure_topics(
+        s.kafka.require_bootstrap(),
+        specs,
+        bootstrap_timeout_ms=s.kafka.bootstrap_timeout_ms,
+        **s.kafka.client,
+    )
     relay = ChangefeedRelay(
         engine,
         make_producer(s.kafka, idempotent=True),
@@ -385,7 +390,9 @@ def _changefeed(
     try:
         with kafka_errors(server):
             specs = changefeed_topic_specs(topic, current_topic, partitions)
-            ensure_topics(server, specs, **s.kafka.client)
+            ensure_topics(
+                server, specs, bootstrap_timeout_ms=s.kafka.bootstrap_timeout_ms, **s.kafka.client
+            )
             relay = ChangefeedRelay(
                 open_engine(s.db_url),
                 make_producer(s.kafka, idempotent=True),

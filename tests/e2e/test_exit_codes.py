@@ -153,6 +153,39 @@ def test_consume(db: str) -> None:
         assert "\x1b" not in refused.stderr
 
 
+def test_changefeed(db: str) -> None:
+    assert "pass --bootstrap" in run("changefeed", "--db", db, code=2).stderr
+    gone = run("changefeed", "--bootstrap", NO_BROKER, "--db", db, code=1)
+    assert "cannot reach Kafka" in gone.stderr
+    for page in ("0", "-1", "10001", "many", ""):
+        run("changefeed", "--page-size", page, "--bootstrap", NO_BROKER, "--db", db, code=2)
+    for partitions in ("0", "10001", "six", ""):
+        run("changefeed", "--partitions", partitions, "--bootstrap", NO_BROKER, code=2)
+    run("changefeed", "--metrics-port", "70000", "--bootstrap", NO_BROKER, code=2)
+    for hostile in ("", "two words", "a/b", "x" * 250, ".", "..", "topic\x1b[2J", "é"):
+        for flag in ("--topic", "--current-topic"):
+            refused = run("changefeed", flag, hostile, "--bootstrap", NO_BROKER, code=2)
+            assert "is not a Kafka topic name" in refused.stderr
+            assert "\x1b" not in refused.stderr
+    same = run("changefeed", "--topic", "t", "--current-topic", "t", "--bootstrap", NO_BROKER,
+               code=2)
+    assert "must differ" in same.stderr
+    for hostile in ("xml", "", "JSON"):
+        run("changefeed", "--log-format", hostile, "--db", db, code=2)
+
+
+def test_consume_changefeed_topics_are_checked_before_anything_starts(db: str) -> None:
+    env = {**ENV, "LEDGER_CHANGES_TOPIC": "no spaces please"}
+    result = CliRunner().invoke(
+        app,
+        ["consume", "--changefeed", "--bootstrap", NO_BROKER, "--allow-dev-key", "--db", db],
+        env=env,
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 2, result.stderr
+    assert "LEDGER_CHANGES_TOPIC" in result.stderr
+
+
 def test_serve(db: str, tmp_path: Path) -> None:
     """Only what fails before the server runs (the server itself: test_http_api.py); as a
     process: serve holds SIGTERM and SIGINT from its start."""

@@ -467,3 +467,26 @@ def test_hostile_audit_and_worker_settings(workers: str, audit_key: str) -> None
     assert 2 <= s.kafka.frame_mb <= 2047
     assert 0 <= s.workers <= 999 and 0 <= s.parallel_min_mb <= 999
     assert s.audit_key is None or s.audit_key.strip()
+
+
+@fuzz(EXAMPLES)
+@given(_ENV_TEXT, _ENV_TEXT)
+def test_hostile_changefeed_topic_names(changes: str, current: str) -> None:
+    """LEDGER_CHANGES_TOPIC, LEDGER_CURRENT_TOPIC: two distinct names Kafka accepts, or
+    one UsageError line naming the variable."""
+    import re
+
+    from consumers.cli import changefeed_topics
+    from ledger.config import settings_from_env
+    from ledger.errors import UsageError
+
+    s = settings_from_env({"LEDGER_CHANGES_TOPIC": changes, "LEDGER_CURRENT_TOPIC": current})
+    try:
+        names = changefeed_topics(s)
+    except UsageError as exc:
+        assert "LEDGER_C" in str(exc) or "must differ" in str(exc)
+        assert "\n" not in str(exc)
+        return
+    assert names[0] != names[1]
+    for name in names:
+        assert re.fullmatch(r"[A-Za-z0-9._-]{1,249}", name) and name not in (".", "..")
