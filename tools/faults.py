@@ -17,6 +17,9 @@ result with a plain sequential file replay of the same events:
                event in its partition: time until its partition moves on, peak RSS
 - orphans:     replays (sequential with a phone parser, and with workers) and consumers
                SIGKILLed: processes of theirs still running afterwards
+- changefeed:  a consumer running the changefeed's relay (`consume --changefeed`) and a
+               relay of its own (`ledger changefeed`), each SIGKILLed at random, on SQLite
+               and PostgreSQL: decisions lost and repeated on the topics after dedupe
 - fuzz:        the fuzz suite (tests/unit/test_fuzz.py in memory, tests/e2e/test_fuzz.py
                through the CLI) with many more examples
 
@@ -68,6 +71,7 @@ from tools.common import (
     stamped_stream,
     two_files_sharing_users,
 )
+from tools.feed import read_feed, stored_assignments, stored_decisions
 
 PG_ADMIN = os.environ.get(
     "LEDGER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -597,6 +601,82 @@ def orphans(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[Figu
     return out
 
 
+def changefeed(scale: int, work: Path, dbs: Databases, bootstrap: str) -> list[Figures]:
+    """Figures in decisions, not events: inputs are the store's history rows, applied those
+    on `rulebook-changes` after dedupe by decision_id, lost and duplicated the differences
+    (an extra decision counts as duplicated), history differs the users whose last
+    `rulebook-current` record is not their stored assignment."""
+    out = []
+    stream = work / "changefeed.jsonl"
+    stamped_stream(stream, users=2000 * scale, seed=131)
+    for kind, db in (("sqlite", dbs.sqlite("changefeed")), ("postgresql", dbs.postgres())):
+        for beside in (True, False):
+            mode = "consume --changefeed" if beside else "changefeed process"
+            fig = Figures(f"changefeed, {mode} ({kind})")
+            started = time.monotonic()
+            topic = new_topic(bootstrap)
+            feed = (f"{topic}-changes", f"{topic}-current")
+            fig_db = db if beside else (dbs.sqlite("changefeed-2") if kind == "sqlite"
+                                        else dbs.postgres())
+            total = publish(bootstrap, topic, stream)
+            env = {**os.environ, "LEDGER_CHANGES_TOPIC": feed[0],
+                   "LEDGER_CURRENT_TOPIC": feed[1]}
+            log = work / f"changefeed-{kind}.log"
+            relay_cmd = [LEDGER, "changefeed", "--bootstrap", bootstrap, "--db", fig_db,
+                         "--page-size", "200"]
+
+            commands = {
+                "relay": relay_cmd,
+                "consumer": [
+                    LEDGER, "consume", "--bootstrap", bootstrap, "--topic", topic, "--db", fig_db,
+                    "--group", f"faults-{topic}", "--batch-size", "300", *GROUP_FLAGS,
+                    *(["--changefeed"] if beside else []),
+                ],
+            }
+
+            def start(role: str, commands: dict[str, list[str]] = commands,
+                      log: Path = log, env: dict[str, str] = env) -> subprocess.Popen[bytes]:
+                return subprocess.Popen(commands[role], stdout=log.open("ab"),
+                                        stderr=subprocess.STDOUT, env=env)
+
+            rng = random.Random(17)
+            running = {"consumer": start("consumer")}
+            if not beside:
+                running["relay"] = start("relay")
+            kills = 0
+            while kills < 6 * scale and consumed(fig_db, topic) < total:
+                time.sleep(rng.uniform(0.5, 3.0))
+                victim = rng.choice(sorted(running))
+                running[victim].send_signal(signal.SIGKILL)
+                running[victim].wait()
+                kills += 1
+                running[victim] = start(victim)
+            wait_until(lambda: consumed(fig_db, topic) >= total, 600, "the consumer")  # noqa: B023
+            for proc in running.values():
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            drained = subprocess.run([*relay_cmd, "--until-caught-up"], env=env,
+                                     capture_output=True, text=True, timeout=1800)
+            if drained.returncode != 0:
+                raise SystemExit(f"faults: the relay failed: {drained.stderr[-2000:]}")
+            expected = stored_decisions(fig_db)
+            changes = read_feed(bootstrap, feed[0])
+            got = set(changes.deduped)
+            fig.inputs = len(expected)
+            fig.applied = len(got & expected)
+            fig.lost = len(expected - got)
+            fig.duplicated = len(got - expected)
+            current = {u: r["assignment"] for u, r in read_feed(bootstrap, feed[1]).table().items()}
+            stored = stored_assignments(fig_db)
+            fig.history_mismatches = len({u for u in current.keys() | stored.keys()
+                                          if current.get(u) != stored.get(u)})
+            fig.note = (f"{kills} SIGKILLs, {total:,} events, {changes.duplicates:,} repeats "
+                        "before dedupe")
+            fig.seconds = time.monotonic() - started
+            out.append(fig)
+    return out
+
+
 def fuzz(scale: int, work: Path, _dbs: Databases, _bootstrap: str) -> list[Figures]:
     fig = Figures("fuzz (JSON, Avro, Kafka records)")
     started = time.monotonic()
@@ -636,6 +716,7 @@ SCENARIOS = {
     "policy-race": policy_race,
     "oversized": oversized,
     "orphans": orphans,
+    "changefeed": changefeed,
     "fuzz": fuzz,
 }
 
