@@ -20,7 +20,7 @@ demo: $(STAMP)
 # Lint, types, the event schemas against the released versions (`ledger schema check`,
 # backward), then the tests.
 test: $(STAMP)
-	$(BIN)/ruff check ledger consumers infra tests tools
+	$(BIN)/ruff check ledger consumers infra tests tools examples
 	$(BIN)/mypy
 	$(BIN)/ledger schema check
 	$(BIN)/python -m pytest -q
@@ -41,7 +41,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
-	$(BIN)/ruff check ledger consumers infra tests tools
+	$(BIN)/ruff check ledger consumers infra tests tools examples
 	$(BIN)/mypy
 
 clean:
