@@ -60,6 +60,7 @@ class ChangefeedRelay:
         self.published = 0
         self.current_published = 0
         self._stop = threading.Event()
+        self.thread: threading.Thread | None = None  # when it runs beside a service
 
     # -- position ------------------------------------------------------------------------
     def stored_position(self) -> int:
@@ -142,6 +143,14 @@ class ChangefeedRelay:
     # -- the loop ------------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
+
+    def close(self) -> None:
+        """Stop, let the round in progress finish (its position stored), and close the
+        producer: what a stopping service does with a relay running beside it."""
+        self.stop()
+        if self.thread is not None:
+            self.thread.join(timeout=ACK_TIMEOUT_S + 5)
+        self.producer.close(timeout=10)
 
     def run(self, *, until_caught_up: bool = False) -> int:
         """Relay until `stop()` (or, `until_caught_up`, until nothing waits); a failed round

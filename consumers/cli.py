@@ -195,7 +195,7 @@ def _consume(
             return int(service.run(reset_positions=reset_positions))
     finally:
         if relay is not None:
-            relay.stop()
+            relay.close()
         if metrics_server is not None:
             metrics_server.close()
 
@@ -219,7 +219,8 @@ def _start_relay(s: Any, engine: Any, metrics: Any) -> Any:
         current_topic=specs[1].name,
         metrics=metrics,
     )
-    relay_thread(relay).start()
+    relay.thread = relay_thread(relay)
+    relay.thread.start()
     logging.getLogger("ledger.consume").info(
         "relaying decisions to %s and %s", specs[0].name, specs[1].name
     )

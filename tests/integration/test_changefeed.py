@@ -110,8 +110,9 @@ def test_consume_and_relay_killed_at_random_lose_and_repeat_nothing(
             kill(running[victim])
             running[victim] = consumer() if victim == "consumer" else relay()
         wait_for(db_url, kafka_topic, total, timeout=180)
-        for proc in running.values():
-            kill(proc)
+        for proc in running.values():  # the survivors stop as a service is stopped
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
     finally:
         for p in procs:
             if p.poll() is None:
