@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
@@ -53,7 +53,7 @@ def decode_decision(data: bytes) -> dict[str, Any]:
     parsed, fp = decision_schema()
     if data[2:10] != fp:
         raise NotADecision(f"unknown writer schema fingerprint {data[2:10].hex()}")
-    record: dict[str, Any] = schemaless_reader(io.BytesIO(data[10:]), parsed, None)
+    record = cast(dict[str, Any], schemaless_reader(io.BytesIO(data[10:]), parsed, None))
     for name in ("valid_from", "valid_to", "recorded_at"):
         value = record[name]
         if isinstance(value, datetime) and value.tzinfo is None:  # pragma: no cover
