@@ -20,6 +20,7 @@ import typer.main
 
 from ledger.cli import admin, dead_letters, generate, ingest
 from ledger.cli import audit as audit_commands
+from ledger.cli import changes as changes_commands
 from ledger.cli import history as history_commands
 from ledger.cli import impact as impact_commands
 from ledger.cli import policy as policy_commands
@@ -190,6 +191,7 @@ app.add_typer(policy_commands.policy_app, name="policy")
 app.command()(audit_commands.verify)
 app.command()(audit_commands.digest)
 app.add_typer(audit_commands.decisions_app, name="decisions")
+app.command()(changes_commands.changes)
 app.add_typer(schema_commands.schema_app, name="schema")
 
 

@@ -32,13 +32,15 @@ from ledger.http.auth import Access, bearer, requirement
 from ledger.http.metrics import HttpMetrics, MetricsMiddleware
 from ledger.http.problems import PROBLEM, ApiProblem, Problem, install, unavailable
 from ledger.queries import history as queries
+from ledger.queries.changes import MAX_PAGE, MAX_SEQ, next_after
+from ledger.queries.changes import page as change_page
 from ledger.queries.dead_letters import full_json
 from ledger.queries.dead_letters import page as dead_letter_page
 from ledger.queries.stats import stats as query_stats
 from ledger.queries.timeline import timeline as query_timeline
 from ledger.render.timeline import render_svg
 from ledger.render.timeline_page import render_html
-from ledger.store.readonly import readiness
+from ledger.store.readonly import EngineReader, readiness
 
 DISTRIBUTION = "jurisdiction-ledger"  # the package's name in pyproject.toml
 
@@ -66,9 +68,12 @@ Times are ISO 8601 with an offset or `Z`; a bare date (`2026-04-01`) means 00:00
 `at` is a valid time (default: now); `believed_at` answers with what the ledger believed at
 that record time, before later-arriving events corrected it.
 
+`/v1/changes` is the changefeed without Kafka: every decision the ledger recorded, in `seq`
+order, a page at a time (`after` = the previous page's `next_after`).
+
 Errors are RFC 9457 problem details (`application/problem+json`). Authentication: a bearer
-token with the role `auditor` (user endpoints, stats) or `admin` (also dead letters);
-`/healthz`, `/readyz` and this document are open.
+token with the role `auditor` (user endpoints, changes, stats) or `admin` (also dead
+letters); `/healthz`, `/readyz` and this document are open.
 """
 
 
@@ -297,6 +302,41 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
     def timeline_page(user_id: UserId) -> HTMLResponse:
         data = query_timeline(engine, _user(user_id))
         return HTMLResponse(render_html(data), headers={"Content-Security-Policy": PAGE_CSP})
+
+    feed = EngineReader(engine)
+
+    @app.get(
+        "/v1/changes",
+        tags=["changefeed"],
+        summary="The changefeed: every decision the ledger recorded, in seq order",
+        dependencies=auditor,
+        responses={
+            **_ok(models.Changes, "Up to `limit` records with a seq above `after`."),
+            **_problems(401, 403, 422, 503),
+        },
+    )
+    def changes(
+        after: Annotated[
+            int,
+            Query(
+                ge=0,
+                le=MAX_SEQ,
+                description="Records with a seq above this: the previous page's `next_after` "
+                "(0: from the start).",
+            ),
+        ] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_PAGE, description="At most this many records.")
+        ] = 1000,
+    ) -> JSONResponse:
+        """As `ledger changes --after AFTER --limit LIMIT --json`: each record as the Kafka
+        relay publishes it to `rulebook-changes` (with `announced`: whether the relay
+        does). A page shorter than `limit` means the feed has nothing newer yet; poll again
+        with `after=next_after`. Deduplicate by `decision_id`."""
+        found = change_page(feed, after=after, limit=limit)
+        return JSONResponse(
+            {"changes": [c.to_json() for c in found], "next_after": next_after(found, after)}
+        )
 
     @app.get(
         "/v1/stats",

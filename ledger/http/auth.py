@@ -3,7 +3,7 @@
 | role | may read |
 |---|---|
 | `metrics` | `/metrics` (for a Prometheus scraper) |
-| `auditor` | the user endpoints, `/v1/stats`, `/metrics` |
+| `auditor` | the user endpoints, `/v1/changes`, `/v1/stats`, `/metrics` |
 | `admin` | all of that and `/v1/dead-letters` (raw rejected input) |
 
 `/healthz`, `/readyz` and the OpenAPI document never need a token; `/metrics` needs none

@@ -147,6 +147,56 @@ class DeadLetters(BaseModel):
     )
 
 
+class Terms(BaseModel):
+    age_rule: str
+    content_focus: str
+    data_residency: str
+
+
+class Change(BaseModel):
+    """One record of the changefeed: a history row the ledger believed, with its decision.
+    The same object `ledger changes` prints and the Kafka relay publishes (in Avro)."""
+
+    seq: int = Field(description="The record's position in the feed; strictly increasing.")
+    decision_id: str = Field(
+        description="Stable id of the decision (user, valid_from, recorded_at), as in "
+        "`ledger decisions export`: deduplicate by it."
+    )
+    user_id: str
+    kind: Literal["assigned", "corrected", "erased"] = Field(
+        description="assigned: a new assignment period; corrected: a late-arriving event "
+        "changed the decision for valid time the ledger had already decided."
+    )
+    valid_from: Instant = Field(description="Start of the period in valid time.")
+    valid_to: Instant | None = Field(description="End of the period (exclusive); null: open.")
+    assignment: str = Field(
+        description="xhs-domestic, rednote-international or undetermined.",
+        examples=["rednote-international"],
+    )
+    policy: str = Field(description="The policy (terms version) that decided.")
+    policy_hash: str = Field(description="The pinned hash of that policy version.")
+    rule: str = Field(description="The rule of the policy that fired.", examples=["R4"])
+    reason: str
+    terms: Terms = Field(description="What the assigned rulebook means for the user.")
+    recorded_at: Instant = Field(description="Record time: when the ledger learned it.")
+    app_seq: int | None = Field(
+        description="The application seq of the event that made the decision; null for "
+        "decisions recorded before the store had a changefeed."
+    )
+    announced: bool = Field(
+        description="Whether the Kafka relay publishes it (false: recorded while a store "
+        "was rebuilt, its decisions announced by the store it replaced)."
+    )
+
+
+class Changes(BaseModel):
+    changes: list[Change] = Field(description="Records with a seq above `after`, in seq order.")
+    next_after: int = Field(
+        description="Ask again with after=this for the records that follow: the last "
+        "record's seq, or `after` itself when there was none (nothing newer yet)."
+    )
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 

@@ -21,6 +21,8 @@ from ledger.store.rows import instant, optional_instant
 
 # The most records one page may ask for (HTTP `limit`, `ledger changes --limit`).
 MAX_PAGE = 10_000
+# The highest seq a store can hold (a signed 64-bit row id): the largest `after` there is.
+MAX_SEQ = 2**63 - 1
 
 KINDS = ("assigned", "corrected", "erased")
 
@@ -150,6 +152,12 @@ def page(
         mark=reader.placeholder, announced=" AND o.announce" if announced_only else ""
     )
     return [_change(r) for r in reader.rows(sql, (after, limit))]
+
+
+def next_after(changes: Sequence[Change], after: int) -> int:
+    """Where the page after `changes` (asked for with `after`) starts: the last record's
+    seq, or `after` itself when there was none (nothing newer yet)."""
+    return changes[-1].seq if changes else after
 
 
 @dataclass(frozen=True, slots=True)

@@ -277,6 +277,41 @@ def test_decisions_export(db: str, events: Path, tmp_path: Path) -> None:
     run("decisions", "export", "--db", db, code=2)  # no -o
 
 
+def test_changes(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    [record] = [json.loads(line) for line in run("changes", "--db", db, code=0).stdout.splitlines()]
+    assert record["user_id"] == "u-1"
+    assert run("changes", "--after", str(record["seq"]), "--db", db, code=0).stdout == ""
+    # Hostile values: one line each, naming the option, the value spelled out.
+    for option, value in (
+        ("--after", "-1"),
+        ("--after", "ten"),
+        ("--after", ""),
+        ("--after", "1.5"),
+        ("--after", " 1"),
+        ("--after", "1_000"),
+        ("--after", "\u0663"),  # a digit of another script, which int() would take
+        ("--after", str(2**63)),
+        ("--after", "9" * 5000),
+        ("--after", "\x1b[2J[bold red]x"),
+        ("--limit", "0"),
+        ("--limit", "-5"),
+        ("--limit", "10001"),
+        ("--limit", "many"),
+        ("--limit", ""),
+    ):
+        refused = run("changes", option, value, "--db", db, code=2)
+        assert refused.stderr.startswith(f"ledger: error: {option} "), (option, value)
+        assert "\x1b" not in refused.stderr and not refused.stdout
+    run("changes", "--after", "--db", db, code=2)  # --after without its value
+    run("changes", "--bogus", "--db", db, code=2)
+    gone = run("changes", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", code=1)
+    assert gone.stderr.startswith("ledger: error:")
+    run("db", "upgrade", "--db", f"sqlite:///{tmp_path / 'empty.db'}", code=0)
+    empty = run("changes", "--json", "--db", f"sqlite:///{tmp_path / 'empty.db'}", code=0)
+    assert json.loads(empty.stdout) == {"changes": [], "next_after": 0}
+
+
 def test_schema_check(tmp_path: Path) -> None:
     assert "compatible" in run("schema", "check", code=0).stdout
     # The shipped version 2 adds a type, which version 1 cannot read: forward fails.
@@ -364,6 +399,8 @@ READERS = [
     ("dead-letters", "show", "1"),
     ("dead-letters", "export", "-o", "{tmp}/dead.jsonl"),
     ("decisions", "export", "-o", "{tmp}/decisions.jsonl"),
+    ("changes",),
+    ("changes", "--after", "5", "--limit", "10", "--json"),
     ("verify",),
     ("digest",),
     ("impact", "--only", "wechat-style"),

@@ -134,6 +134,80 @@ def test_unknown_users_and_malformed_parameters_are_problems(api: SimpleNamespac
     _problem(s, "/v1/no-such-thing", 404)
 
 
+def _jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def _changes(server: Server, limit: int, token: str = AUDITOR) -> list[dict]:
+    """The whole feed over HTTP, a page of `limit` at a time, each asked after the last."""
+    got: list[dict] = []
+    after = 0
+    while True:
+        doc = server.json(f"/v1/changes?after={after}&limit={limit}", token)
+        assert set(doc) == {"changes", "next_after"} and len(doc["changes"]) <= limit
+        assert all(r["seq"] > after for r in doc["changes"])
+        if not doc["changes"]:
+            assert doc["next_after"] == after
+            return got
+        assert doc["next_after"] == doc["changes"][-1]["seq"]
+        got.extend(doc["changes"])
+        after = doc["next_after"]
+
+
+def test_changes_answer_as_the_cli(api: SimpleNamespace) -> None:
+    s, cli = api.server, api.cli
+    records = _jsonl(cli.run("changes").stdout)
+    # One record per history row: the decision log's, by decision id.
+    decisions = _jsonl(cli.run("decisions", "export", "-o", "-").stdout)
+    assert sorted(r["decision_id"] for r in records) == sorted(d["decision_id"] for d in decisions)
+    seqs = [r["seq"] for r in records]
+    assert seqs == sorted(set(seqs))
+    # Every page size covers the same records, without gap or duplicate.
+    for limit in (1, 13, 10_000):
+        assert _changes(s, limit) == records, limit
+    assert s.json("/v1/changes", AUDITOR) == {"changes": records, "next_after": seqs[-1]}
+    for after, limit in ((0, 5), (seqs[3], 20), (seqs[-1], 7), (seqs[-1] + 10**6, 1)):
+        asked = s.json(f"/v1/changes?after={after}&limit={limit}", AUDITOR)
+        assert asked == cli.json("changes", "--after", str(after), "--limit", str(limit))
+    # The worked example: the late relocation closed the R4 period and corrected the rest.
+    late = [
+        (r["kind"], r["rule"], r["valid_from"], r["valid_to"], r["recorded_at"])
+        for r in records
+        if r["user_id"] == LATE_USER
+    ]
+    assert late == [
+        ("assigned", "R4", "2026-04-01T00:00:00Z", None, "2026-04-01T00:00:01Z"),
+        ("assigned", "R4", "2026-04-01T00:00:00Z", "2026-04-10T00:00:00Z", "2026-05-20T00:00:00Z"),
+        ("corrected", "R1", "2026-04-10T00:00:00Z", None, "2026-05-20T00:00:00Z"),
+    ]
+    assert HOSTILE_USER in {r["user_id"] for r in records}  # exact text, JSON-escaped
+
+
+def test_changes_need_an_auditor_and_well_formed_parameters(api: SimpleNamespace) -> None:
+    s = api.server
+    status, headers, _ = s.get("/v1/changes")
+    assert status == 401 and headers["www-authenticate"].startswith("Bearer")
+    _problem(s, "/v1/changes", 401, AUDITOR + "x")
+    _problem(s, "/v1/changes", 403, METRICS)
+    assert s.json("/v1/changes?limit=1", ADMIN)["changes"]  # admin may do what auditors may
+    for bad in (
+        "after=-1",
+        "after=x",
+        "after=",
+        f"after={2**63}",
+        "limit=0",
+        "limit=10001",
+        "limit=1.5",
+        "limit=-3",
+    ):
+        doc = _problem(s, f"/v1/changes?{bad}", 422)
+        assert doc["title"] == "Invalid request" and doc["errors"], bad
+    assert s.json(f"/v1/changes?after={2**63 - 1}", AUDITOR) == {
+        "changes": [],
+        "next_after": 2**63 - 1,
+    }
+
+
 def test_stats_count_the_store(api: SimpleNamespace) -> None:
     doc = api.server.json("/v1/stats", AUDITOR)
     engine = sa.create_engine(api.db)
@@ -185,7 +259,7 @@ def test_raw_phone_numbers_appear_only_in_dead_letters(api: SimpleNamespace) -> 
             status, _, body = s.get(f"/v1/users/{_u(user)}/{path}", AUDITOR)
             assert status == 200
             bodies.append(body.decode())
-    for path in ("/v1/stats", "/metrics", "/readyz", "/openapi.json"):
+    for path in ("/v1/changes?limit=10000", "/v1/stats", "/metrics", "/readyz", "/openapi.json"):
         bodies.append(s.get(path, AUDITOR)[2].decode())
     phones = api.phones | {BAD_LINE_PHONE}
     # The E.164 forms and the bare digits both.

@@ -58,6 +58,9 @@ def test_hostile_ids_reasons_and_positions_print_as_plain_text(cli: Cli, tmp_pat
         clean(cli.run("explain", user, "--at", "2026-05-01"))
         # --json keeps the exact text (JSON escapes the control characters).
         assert cli.json("history", user)["user_id"] == user
+    # The changefeed's JSON Lines too: ASCII JSON, every user's exact id.
+    feed = clean(cli.run("changes")).stdout.splitlines()
+    assert {json.loads(line)["user_id"] for line in feed} == set(HOSTILE_USERS)
     listed = clean(cli.run("dead-letters", "list"))
     for user in HOSTILE_USERS:
         assert shown(user) in listed.stdout
@@ -86,6 +89,8 @@ def test_errors_quoting_input_are_one_plain_line(cli: Cli, tmp_path: Path) -> No
         ("current", "u-1", "--at", f"{ESC}[2J"),
         ("dead-letters", "purge", "--before", "[bold red]x[/bold red]"),
         ("dead-letters", "show", f"{ESC}[2J"),
+        ("changes", "--after", f"{ESC}[2J"),
+        ("changes", "--limit", "[bold red]1[/bold red]"),
     ):
         result = clean(cli.run(*args, expect=2))
         assert result.stderr.startswith("ledger: error: ") and result.stderr.count("\n") == 1
