@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from rich.text import Text
 
 from ledger.cli.common import (
     STDIO,
@@ -235,18 +234,9 @@ def replay(
 
 def _announcing(store: Any, announce: bool | None) -> None:
     """Tell the store whether the relay is to publish this replay's decisions."""
-    if announce is None:
-        announce = not store.is_empty()
-        if not announce:
-            err.print(
-                Text(
-                    "note: the store is empty, so this replay rebuilds it: its decisions are "
-                    "recorded in the changefeed as announced already (--announce publishes "
-                    "them)"
-                ),
-                soft_wrap=True,
-            )
-    store.announce = announce
+    # No notice on standard error: every first replay would print it, and the store's
+    # `ledger changes` shows each record's "announced" for whoever relays the feed.
+    store.announce = (not store.is_empty()) if announce is None else announce
 
 
 def publish(

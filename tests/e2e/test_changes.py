@@ -63,7 +63,9 @@ def feed(
         cli = Cli(db)
         stream = tmp / "generated.jsonl"
         cli.run("generate", "--users", "300", "--seed", "5", "-o", str(stream), db=False)
-        cli.run("replay", str(stream), "--batch-size", "100")
+        # A first load whose decisions are to be published (an empty store's replay is
+        # otherwise a rebuild, recorded unannounced).
+        cli.run("replay", str(stream), "--batch-size", "100", "--announce")
         records = lines(cli.run("changes"))
         decisions = lines(cli.run("decisions", "export", "-o", "-"))
         yield SimpleNamespace(db=db, cli=cli, records=records, decisions=decisions)

@@ -144,8 +144,7 @@ def test_a_rebuild_is_recorded_unannounced_unless_asked_and_later_replays_announ
     first = write_jsonl(tmp_path / "a.jsonl", LATE_USER)
     late = write_jsonl(tmp_path / "b.jsonl", [LATE_RELOCATION])
     rebuilt = f"sqlite:///{tmp_path / 'rebuilt.db'}"
-    result = Cli(rebuilt).run("replay", str(first))
-    assert "rebuilds it" in result.stderr
+    Cli(rebuilt).run("replay", str(first))
     Cli(rebuilt).run("replay", str(late))
     assert [c.announce for c in feed(rebuilt)] == [False, True, True]
     asked = f"sqlite:///{tmp_path / 'asked.db'}"
