@@ -4,6 +4,7 @@ return. `ledger.store` implements them on SQL databases (SQLite, PostgreSQL) and
 
 - writing batches: `BatchStore`, `BatchTransaction` and the three ways a write fails;
 - the audit trail's reads: `AuditSource`, `AuditSnapshot` and the `Stored*` rows;
+- recorded digests and audit paths: `DigestRecords`, `DigestSnapshot`, `RecordedDigest`;
 - retrying dead letters: `Rejected`, `RetryLedger`;
 - the policy workbench: `UserHistory` (what-if input), `ReadableStore` (policy tests).
 """
@@ -17,6 +18,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ledger.app.ingest.plan import BatchPlan, EncodedPlan, PositionKey
+from ledger.domain.audit.merkle import Leaf
 from ledger.domain.facts import Observation
 from ledger.domain.projection import HistoryRow, UserProjection
 from ledger.errors import LedgerError
@@ -245,6 +247,58 @@ class AuditSource(Protocol):
     def snapshot(self, *, wait_for_writers: bool = False) -> AbstractContextManager[AuditSnapshot]:
         """One read-only snapshot. `wait_for_writers`: one in which no application number
         below the highest visible is still uncommitted (what a digest needs)."""
+        ...
+
+
+# --- recorded digests and audit paths ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedDigest:
+    """A digest as the store recorded it when `ledger digest` wrote it: `document` is the
+    JSON text exactly as written; the other fields repeat it (the document is what counts)
+    but for `block_size`, the leaves per recorded block root."""
+
+    id: int
+    seq: int
+    root: str
+    users: int
+    events: int
+    recorded_at: datetime
+    signature: str  # the document's signature algorithm ("none": unsigned)
+    block_size: int
+    document: str
+
+
+class DigestSnapshot(Protocol):
+    """Reads of one consistent snapshot of the recorded digests and the events."""
+
+    def recorded(self, digest_id: int | None = None) -> RecordedDigest | None:
+        """The recorded digest `digest_id` (None: the newest), or None if there is none."""
+        ...
+
+    def recorded_digests(self) -> Generator[RecordedDigest, None, None]:
+        """Every recorded digest, oldest first."""
+        ...
+
+    def block_starts(self, digest_id: int) -> Generator[str, None, None]:
+        """The user id that starts each recorded block of the digest, in block order."""
+        ...
+
+    def block_roots(self, digest_id: int) -> Generator[bytes, None, None]:
+        """The root of each recorded block of the digest, in block order."""
+        ...
+
+    def leaves_as_of(self, first_user_id: str, seq: int) -> Generator[Leaf, None, None]:
+        """From `first_user_id` on, in code-point order, every user's leaf as of `seq`:
+        the link of their last event with app_seq <= seq and how many such events there
+        are. Users without one are not leaves. The reader closes it when it has enough."""
+        ...
+
+
+class DigestRecords(Protocol):
+    def snapshot(self) -> AbstractContextManager[DigestSnapshot]:
+        """One read-only snapshot."""
         ...
 
 

@@ -1,6 +1,7 @@
-"""`ledger verify`, `ledger digest`, `ledger decisions export`: the audit trail of docs/audit.md
-from the command line. All three only read the store, through read-only sessions, and
-never migrate it."""
+"""`ledger verify`, `ledger digest` (with `digest list` and `digest path`), `ledger decisions
+export`: the audit trail of docs/audit.md from the command line. They read the store
+through read-only sessions and never migrate it; `ledger digest` then records the digest it
+wrote in the store, in one short write transaction of its own."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ledger.cli.common import (
     POLICIES_HELP,
     DbOption,
     JsonOption,
+    LedgerGroup,
     check_output,
     command_group,
     count_progress,
@@ -31,10 +33,11 @@ from ledger.cli.common import (
     settings,
     writing,
 )
+from ledger.domain.limits import quote
 from ledger.domain.time import format_instant, truncate_ms
 from ledger.errors import LedgerError, UsageError
 
-__all__ = ["decisions_app", "digest", "verify"]
+__all__ = ["decisions_app", "digest", "digest_app", "verify"]
 
 # Problems listed in the human output; --json lists every one kept.
 SHOWN_PROBLEMS = 50
@@ -154,6 +157,7 @@ def verify(
     listed: user, kind, event seq or history row, detail), or on errors; 2 on usage errors.
     """
     from ledger.app.audit.verify import verify as run_verify
+
     if user is not None and digest_file is not None:
         raise UsageError("--digest covers the whole store: give it without --user")
     if public_key is not None and digest_file is None:
@@ -237,26 +241,30 @@ def _render_verify(report: Any) -> None:
         )
 
 
+OutputOption = Annotated[
+    Path | None,
+    typer.Option(
+        "-o",
+        "--output",
+        help="File to write the digest to (default: standard output).",
+        show_default=False,
+    ),
+]
+PrivateKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--private-key",
+        help="Sign with this Ed25519 private key (unencrypted PKCS#8 PEM) instead of "
+        "LEDGER_AUDIT_KEY's HMAC.",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+
+
 def digest(
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "-o",
-            "--output",
-            help="File to write the digest to (default: standard output).",
-            show_default=False,
-        ),
-    ] = None,
-    private_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--private-key",
-            help="Sign with this Ed25519 private key (unencrypted PKCS#8 PEM) instead of "
-            "LEDGER_AUDIT_KEY's HMAC.",
-            show_default=False,
-            dir_okay=False,
-        ),
-    ] = None,
+    output: OutputOption = None,
+    private_key: PrivateKeyOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -267,9 +275,11 @@ def digest(
     Signed with HMAC-SHA256 when LEDGER_AUDIT_KEY is set, with Ed25519 when --private-key
     is given; unsigned (with a warning) otherwise. Keep it where the operator cannot change
     it: `ledger verify --digest FILE` later proves that no event it covers has changed.
-    On PostgreSQL, writers pause for the moment it takes to see them all committed.
+    The store records every digest it writes (`ledger digest list`), so that `ledger digest
+    path USER` can prove a user's chain against it. On PostgreSQL, writers pause for the
+    moment it takes to see them all committed.
     """
-    from ledger.app.audit.digest import take_digest
+    from ledger.app.audit.digest import take_blocked_digest
     from ledger.app.audit.signing import sign
     from ledger.domain.audit.digest import DigestError
 
@@ -278,33 +288,38 @@ def digest(
         check_output(output)
     s, engine = _reader(db)
     try:
-        taken = take_digest(_source(engine), truncate_ms(datetime.now(UTC)))
+        taken = take_blocked_digest(_source(engine), truncate_ms(datetime.now(UTC)))
     finally:
         engine.dispose()
     try:
         # A flag wins over the environment: an Ed25519 key given replaces the HMAC.
         if pem is not None:
-            document = sign(taken, ed25519_private_pem=pem)
+            document = sign(taken.digest, ed25519_private_pem=pem)
         elif s.audit_key is not None:
-            document = sign(taken, hmac_key=s.audit_key)
+            document = sign(taken.digest, hmac_key=s.audit_key)
         else:
-            document = sign(taken)
+            document = sign(taken.digest)
     except DigestError as exc:
         raise LedgerError(str(exc)) from None
     if pem is None and s.audit_key is None:
         err.print(Text(UNSIGNED_WARNING), soft_wrap=True)
     text = json.dumps(document, indent=2) + "\n"
+    # Recorded before it is written out: a digest the store did not record is never
+    # handed out, as proofs can be given only against recorded ones.
+    digest_id = _record(s.db_url, taken, text, document["signature"]["alg"])
     if output is None or str(output) == "-":
         sys.stdout.write(text)
         return
     with writing(output):
         output.write_text(text, encoding="utf-8")
+    d = taken.digest
     summary = {
         "path": str(output),
-        "seq": taken.seq,
-        "users": taken.users,
-        "events": taken.events,
-        "root": taken.root,
+        "id": digest_id,
+        "seq": d.seq,
+        "users": d.users,
+        "events": d.events,
+        "root": d.root,
         "signature": document["signature"]["alg"],
     }
     if as_json:
@@ -312,12 +327,173 @@ def digest(
     else:
         out.print(
             plain(
-                f"wrote the digest of {taken.users:,} users and {taken.events:,} events up to "
-                f"seq {taken.seq:,} to {output} (root {taken.root[:16]}…, signature "
+                f"wrote digest #{digest_id} of {d.users:,} users and {d.events:,} events up "
+                f"to seq {d.seq:,} to {output} (root {d.root[:16]}…, signature "
                 f"{summary['signature']})"
             ),
             soft_wrap=True,
         )
+
+
+def _record(url: str, taken: Any, text: str, alg: str) -> int:
+    """Records the digest in the store: the one write of the audit commands, on an engine
+    of its own (the audit's sessions are read-only), never migrating."""
+    from ledger.store.database import open_engine
+    from ledger.store.digests import record_digest
+
+    engine = open_engine(url, migrate=False, create=False)
+    try:
+        return record_digest(engine, taken, text, alg)
+    except LedgerError as exc:
+        raise LedgerError(
+            f"cannot record the digest in the store, so it was not written: {exc}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+digest_app = typer.Typer(
+    cls=LedgerGroup,
+    invoke_without_command=True,
+    no_args_is_help=False,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+
+@digest_app.callback(invoke_without_command=True)
+def _digest_group(
+    ctx: typer.Context,
+    output: OutputOption = None,
+    private_key: PrivateKeyOption = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a digest of the store (`ledger digest [-o FILE] [--private-key PEM]`), list the
+    digests it recorded (`ledger digest list`), or give a user's audit path against one
+    (`ledger digest path USER`).
+
+    A digest is the Merkle root over every user's (user id, event chain head, chain
+    length), the highest application seq it covers, the numbers of users and events, the
+    time, and the pinned policy hashes. Signed with HMAC-SHA256 when LEDGER_AUDIT_KEY is
+    set, with Ed25519 when --private-key is given; unsigned (with a warning) otherwise.
+    The store records every digest it writes. On PostgreSQL, writers pause for the moment
+    it takes to see them all committed.
+    """
+    if ctx.invoked_subcommand is None:
+        digest(output=output, private_key=private_key, db=db, as_json=as_json)
+        return
+    if output is not None or private_key is not None or db is not None or as_json:
+        raise UsageError(
+            f"give the options of `digest {ctx.invoked_subcommand}` after it, not before"
+        )
+
+
+@digest_app.command("list")
+def digest_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the digests the store recorded, oldest first: id, the seq each covers, when it
+    was taken, its root, and its signature algorithm (none: unsigned)."""
+    from ledger.store.digests import SqlDigestRecords
+
+    _, engine = _reader(db)
+    try:
+        with SqlDigestRecords(engine).snapshot() as snap:
+            rows = [
+                {
+                    "id": r.id,
+                    "seq": r.seq,
+                    "recorded_at": format_instant(r.recorded_at),
+                    "users": r.users,
+                    "events": r.events,
+                    "root": r.root,
+                    "signature": r.signature,
+                }
+                for r in snap.recorded_digests()
+            ]
+    finally:
+        engine.dispose()
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        out.print("no digest is recorded: take one with `ledger digest`", markup=False)
+        return
+    t = Table(title="digests", title_justify="left")
+    for col in ("id", "seq", "recorded at", "users", "events", "root", "signature"):
+        t.add_column(col, justify="right" if col in ("id", "seq", "users", "events") else "left")
+    for r in rows:
+        t.add_row(
+            str(r["id"]),
+            f"{r['seq']:,}",
+            plain(str(r["recorded_at"])),
+            f"{r['users']:,}",
+            f"{r['events']:,}",
+            plain(f"{str(r['root'])[:16]}…"),
+            plain(str(r["signature"])),
+        )
+    out.print(t)
+
+
+@digest_app.command("path")
+def digest_path(
+    user: Annotated[str, typer.Argument(help="The user id.", show_default=False)],
+    digest_id: Annotated[
+        int | None,
+        typer.Option(
+            "--digest-id",
+            help="The recorded digest to prove against (default: the newest).",
+            show_default=False,
+            min=1,
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Give the RFC 6962 audit path of USER's leaf (user id, chain head, chain length, as of
+    the digest's seq) to the root of a recorded digest: the leaf, its index, the tree size,
+    the sibling hashes nearest the leaf first, and the digest as it was written.
+
+    The path is checked before it is printed. Exit status: 0 when it leads to the digest's
+    root; 1 when it does not (an event the digest covers changed since), when the user has
+    no leaf in the digest, or on errors; 2 on usage errors.
+    """
+    from ledger.app.audit.paths import audit_path
+    from ledger.store.digests import SqlDigestRecords
+
+    _, engine = _reader(db)
+    try:
+        proof = audit_path(SqlDigestRecords(engine), user, digest_id)
+    finally:
+        engine.dispose()
+    if not proof.holds:
+        computed = proof.computed_root
+        raise LedgerError(
+            f"the audit path of {quote(user)} does not lead to the root of digest "
+            f"#{proof.digest_id} (it leads to "
+            f"{computed.hex()[:16] + '…' if computed else 'no root'}, the digest says "
+            f"{proof.root.hex()[:16]}…): the events it covers changed since"
+        )
+    if as_json:
+        emit_json(proof.to_json())
+        return
+    t = Table(
+        title=f"audit path (digest #{proof.digest_id})", show_header=False, title_justify="left"
+    )
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    t.add_row("user", plain(proof.leaf.user_id))
+    t.add_row("chain head", proof.leaf.head.hex())
+    t.add_row("chain length", f"{proof.leaf.length:,}")
+    t.add_row("leaf index", f"{proof.leaf_index:,}")
+    t.add_row("tree size", f"{proof.tree_size:,}")
+    t.add_row("digest seq", f"{proof.document['seq']:,}")
+    t.add_row("root", proof.root.hex())
+    for i, sibling in enumerate(proof.siblings):
+        t.add_row(f"sibling {i}", sibling.hex())
+    t.add_row("checks", "the path leads to the digest's root")
+    out.print(t)
+    out.print(plain(json.dumps(proof.document, indent=2)), soft_wrap=True)
 
 
 decisions_app = command_group(

@@ -294,6 +294,37 @@ policy_pins = Table(
     Column("pinned_at", UTCDateTime(), nullable=False),
 )
 
+# Every digest `ledger digest` issued (docs/audit.md), recorded as it was written, so an
+# audit path can be given later against a digest that was published. `document` is the
+# JSON text exactly as written (signed when a key was configured); the other columns
+# repeat what is in it, for listing and for the path, and `block_size` is how many leaves
+# each of its `digest_blocks` covers.
+digests = Table(
+    "digests",
+    metadata,
+    Column("id", ROW_ID, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("root", String(64), nullable=False),
+    Column("users", BigInteger, nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("recorded_at", Instant(), nullable=False),
+    Column("signature", String(32), nullable=False),  # the document's signature alg
+    Column("block_size", Integer, nullable=False),
+    Column("document", Text, nullable=False),
+)
+
+# The root of every aligned block of `block_size` leaves of a recorded digest, in leaf order
+# (the last may be partial), and the user id that starts it: an audit path then
+# recomputes one block of leaves from the events, not all of them.
+digest_blocks = Table(
+    "digest_blocks",
+    metadata,
+    Column("digest_id", Integer, primary_key=True, autoincrement=False),
+    Column("block", Integer, primary_key=True, autoincrement=False),
+    Column("first_user_id", String(limits.USER_ID_CHARS), nullable=False),
+    Column("root", LargeBinary(32), nullable=False),
+)
+
 # Fingerprints of the keys the store's stored values depend on, by purpose ("phone": the
 # HMAC key of the phone hashes), recorded with the first events (never the key itself): a
 # writer under another key is refused (ledger.app.ports.PhoneKeyChanged).

@@ -92,9 +92,12 @@ def test_standard_input_and_output_need_a_format(db: str, events: Path, tmp_path
         (("export", "-o", "-", "--json", "--bootstrap", NO_BROKER), "give -o FILE.avro"),
     ):
         assert says in run(*args, code=2).stderr, args
-    assert "nope.jsonl: no such file" in run(
-        "replay", str(tmp_path / "nope.jsonl"), "-", "--format", "jsonl", "--db", db, code=1
-    ).stderr  # the files are checked before standard input is read
+    assert (
+        "nope.jsonl: no such file"
+        in run(
+            "replay", str(tmp_path / "nope.jsonl"), "-", "--format", "jsonl", "--db", db, code=1
+        ).stderr
+    )  # the files are checked before standard input is read
     assert not (tmp_path / "g.jsonl").exists()
 
 
@@ -167,8 +170,9 @@ def test_changefeed(db: str) -> None:
             refused = run("changefeed", flag, hostile, "--bootstrap", NO_BROKER, code=2)
             assert "is not a Kafka topic name" in refused.stderr
             assert "\x1b" not in refused.stderr
-    same = run("changefeed", "--topic", "t", "--current-topic", "t", "--bootstrap", NO_BROKER,
-               code=2)
+    same = run(
+        "changefeed", "--topic", "t", "--current-topic", "t", "--bootstrap", NO_BROKER, code=2
+    )
     assert "must differ" in same.stderr
     for hostile in ("xml", "", "JSON"):
         run("changefeed", "--log-format", hostile, "--db", db, code=2)
@@ -268,6 +272,42 @@ def test_digest(db: str, events: Path, tmp_path: Path) -> None:
     run("digest", "--bogus", code=2)
 
 
+def test_digest_list_and_path(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    run("digest", "list", "--db", db, code=0)  # none recorded yet: said, not an error
+    assert "no digest is recorded" in run("digest", "path", "u-1", "--db", db, code=1).stderr
+    run("digest", "-o", str(tmp_path / "d.json"), "--db", db, code=0)
+    assert [
+        d["id"] for d in json.loads(run("digest", "list", "--json", "--db", db, code=0).stdout)
+    ] == [1]
+    proof = json.loads(run("digest", "path", "u-1", "--json", "--db", db, code=0).stdout)
+    assert proof["leaf_index"] == 0 and proof["tree_size"] == 1 and proof["siblings"] == []
+    # Hostile users and ids: one line each, the user id quoted as data.
+    for user in ("u-2", "", "\x1b[31mred", "a\nb", "x" * 10_000, "u-1 ", "U-1"):
+        stderr = run("digest", "path", user, "--db", db, code=1).stderr
+        assert "has no leaf" in stderr and "\x1b" not in stderr, stderr
+    assert (
+        "no digest #7"
+        in run("digest", "path", "u-1", "--digest-id", "7", "--db", db, code=1).stderr
+    )
+    run("digest", "path", "u-1", "--digest-id", "0", "--db", db, code=2)
+    run("digest", "path", "u-1", "--digest-id", "x", "--db", db, code=2)
+    run("digest", "path", "--db", db, code=2)
+    run("digest", "path", "u-1", "--bogus", code=2)
+    # The digest's own options belong to it, not to its subcommands.
+    run("digest", "--json", "list", "--db", db, code=2)
+    run("digest", "list", "--db", f"sqlite:///{tmp_path}/absent.db", code=1)
+    # A recorded document edited into something that is not a digest: one line.
+    import sqlite3
+
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE digests SET document = '{not json'")
+    assert "not a digest" in run("digest", "path", "u-1", "--db", db, code=1).stderr
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE digests SET document = '{}', block_size = 0")
+    run("digest", "path", "u-1", "--db", db, code=1)
+
+
 def test_decisions_export(db: str, events: Path, tmp_path: Path) -> None:
     run("replay", str(events), "--db", db, code=0)
     out = tmp_path / "decisions.jsonl"
@@ -360,9 +400,9 @@ def test_replay_with_hostile_policy_directories(db: str, events: Path, tmp_path:
         result = CliRunner().invoke(app, args, env=ENV, catch_exceptions=False)
         # Invalid policy files: one line, then one indented line per problem.
         assert result.exit_code == code and not result.stdout, (policies, result.stderr)
-    assert json.loads(run("replay", str(events), "--db", db, "--json", code=0).stdout)[
-        "applied"
-    ] == 1
+    assert (
+        json.loads(run("replay", str(events), "--db", db, "--json", code=0).stdout)["applied"] == 1
+    )
 
 
 def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_path: Path) -> None:
@@ -403,6 +443,8 @@ READERS = [
     ("changes", "--after", "5", "--limit", "10", "--json"),
     ("verify",),
     ("digest",),
+    ("digest", "list"),
+    ("digest", "path", "u-1"),
     ("impact", "--only", "wechat-style"),
 ]
 

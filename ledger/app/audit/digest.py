@@ -10,6 +10,7 @@ prove later that no event applied before it has changed, whatever the store says
 from __future__ import annotations
 
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import datetime
 
 from ledger.app.ports import AuditSource
@@ -17,16 +18,37 @@ from ledger.domain.audit.digest import Digest
 from ledger.domain.audit.merkle import MerkleBuilder
 from ledger.errors import LedgerError
 
-__all__ = ["take_digest"]
+__all__ = ["BLOCK_SIZE", "TakenDigest", "take_blocked_digest", "take_digest"]
 
 _HEX = frozenset("0123456789abcdef")
+
+# Leaves per recorded block (`ledger.app.audit.paths`): an audit path recomputes one block
+# from the events, and a store of 190,000 users keeps 47 block roots per digest.
+BLOCK_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class TakenDigest:
+    """A digest and the (first user id, root) of each block of `block_size` leaves of its
+    tree, in leaf order, as the store records them beside it."""
+
+    digest: Digest
+    block_size: int
+    blocks: list[tuple[str, bytes]]
 
 
 def take_digest(source: AuditSource, now: datetime) -> Digest:
     """The digest of the store behind `source` at `now` (its record time), read from one
     snapshot in which every event up to the highest `seq` is committed: the chain heads
     the users rows hold then are exactly the chains up to that `seq`."""
-    builder = MerkleBuilder()
+    return take_blocked_digest(source, now).digest
+
+
+def take_blocked_digest(
+    source: AuditSource, now: datetime, block_size: int = BLOCK_SIZE
+) -> TakenDigest:
+    """`take_digest`, with the roots of its blocks of `block_size` leaves."""
+    builder = MerkleBuilder(block_size)
     events = 0
     with source.snapshot(wait_for_writers=True) as snap, closing(snap.users()) as stored:
         seq = snap.max_app_seq()
@@ -49,7 +71,7 @@ def take_digest(source: AuditSource, now: datetime) -> Digest:
                 "(decided before pinning, by a file this release does not ship): "
                 "run `ledger verify`"
             )
-    return Digest(
+    digest = Digest(
         root=builder.root().hex(),
         seq=seq,
         users=builder.count,
@@ -58,3 +80,4 @@ def take_digest(source: AuditSource, now: datetime) -> Digest:
         policies=pins,
         chain_encoding=encoding,
     )
+    return TakenDigest(digest, block_size, builder.blocks())
