@@ -390,8 +390,8 @@ def _match(measures: dict[str, suite.Measure], pattern: str) -> str | None:
 def _report(measures: dict[str, suite.Measure], extra: dict[str, Any]) -> dict[str, Any]:
     ratios = [
         {"contender": c, "baseline": b, "ratio": _ratio(measures, c, b), "target": t}
-        for c, b, t in ((_match(measures, c), b, t) for c, b, t in TARGETS)
-        if c is not None and c in measures and b in measures
+        for c, b, t in ((_match(measures, c), _match(measures, b), t) for c, b, t in TARGETS)
+        if c is not None and b is not None
     ]
     scaling = extra.get("member_scaling")
     if scaling:
