@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 
 from ledger.app.audit.decisions import decision_json
-from ledger.app.audit.paths import read_recorded, recorded_proof
+from ledger.app.audit.paths import StoreChanged, read_recorded, recorded_proof
 from ledger.app.ports import RecordedDigest, StoredHistory
 from ledger.domain.audit.merkle import Leaf
 from ledger.domain.audit.subject import SUBJECT_FORMAT, event_json
@@ -77,7 +77,7 @@ def export_subject(
         proof = recorded_proof(digests, recorded, user_id)
         chain = Leaf(user_id, bytes(evs[-1].link), len(evs))
         if proof.leaf != chain or not proof.holds:
-            raise LedgerError(
+            raise StoreChanged(
                 f"the stored events of {quote(user_id)} do not lead to the root of digest "
                 f"#{recorded.id}: the store changed since; run `ledger verify`"
             )
