@@ -37,7 +37,7 @@ from ledger.domain.limits import quote
 from ledger.domain.time import format_instant, truncate_ms
 from ledger.errors import LedgerError, UsageError
 
-__all__ = ["decisions_app", "digest", "digest_app", "verify"]
+__all__ = ["decisions_app", "digest", "digest_app", "take_and_record", "verify"]
 
 # Problems listed in the human output; --json lists every one kept.
 SHOWN_PROBLEMS = 50
@@ -279,34 +279,11 @@ def digest(
     path USER` can prove a user's chain against it. On PostgreSQL, writers pause for the
     moment it takes to see them all committed.
     """
-    from ledger.app.audit.digest import take_blocked_digest
-    from ledger.app.audit.signing import sign
-    from ledger.domain.audit.digest import DigestError
-
     pem = _read_bytes(private_key, "private key") if private_key is not None else None
     if output is not None and str(output) != "-":
         check_output(output)
-    s, engine = _reader(db)
-    try:
-        taken = take_blocked_digest(_source(engine), truncate_ms(datetime.now(UTC)))
-    finally:
-        engine.dispose()
-    try:
-        # A flag wins over the environment: an Ed25519 key given replaces the HMAC.
-        if pem is not None:
-            document = sign(taken.digest, ed25519_private_pem=pem)
-        elif s.audit_key is not None:
-            document = sign(taken.digest, hmac_key=s.audit_key)
-        else:
-            document = sign(taken.digest)
-    except DigestError as exc:
-        raise LedgerError(str(exc)) from None
-    if pem is None and s.audit_key is None:
-        err.print(Text(UNSIGNED_WARNING), soft_wrap=True)
-    text = json.dumps(document, indent=2) + "\n"
-    # Recorded before it is written out: a digest the store did not record is never
-    # handed out, as proofs can be given only against recorded ones.
-    digest_id = _record(s.db_url, taken, text, document["signature"]["alg"])
+    s = settings(db_url=db)
+    taken, document, text, digest_id = take_and_record(s, pem)
     if output is None or str(output) == "-":
         sys.stdout.write(text)
         return
@@ -333,6 +310,40 @@ def digest(
             ),
             soft_wrap=True,
         )
+
+
+def take_and_record(s: Any, pem: bytes | None) -> tuple[Any, dict[str, Any], str, int]:
+    """Take a digest of the store, sign it (Ed25519 with `pem`, else HMAC with
+    LEDGER_AUDIT_KEY, else unsigned with a warning) and record it: the taken digest, the
+    signed document, its text and its recorded id. `ledger digest` and `ledger subject
+    export` (when no recorded digest covers the user) both take digests this way."""
+    from ledger.app.audit.digest import take_blocked_digest
+    from ledger.app.audit.signing import sign
+    from ledger.domain.audit.digest import DigestError
+    from ledger.store.readonly import open_at_head
+
+    engine = open_at_head(s.db_url)
+    try:
+        taken = take_blocked_digest(_source(engine), truncate_ms(datetime.now(UTC)))
+    finally:
+        engine.dispose()
+    try:
+        # A flag wins over the environment: an Ed25519 key given replaces the HMAC.
+        if pem is not None:
+            document = sign(taken.digest, ed25519_private_pem=pem)
+        elif s.audit_key is not None:
+            document = sign(taken.digest, hmac_key=s.audit_key)
+        else:
+            document = sign(taken.digest)
+    except DigestError as exc:
+        raise LedgerError(str(exc)) from None
+    if pem is None and s.audit_key is None:
+        err.print(Text(UNSIGNED_WARNING), soft_wrap=True)
+    text = json.dumps(document, indent=2) + "\n"
+    # Recorded before it is written out: a digest the store did not record is never
+    # handed out, as proofs can be given only against recorded ones.
+    digest_id = _record(s.db_url, taken, text, document["signature"]["alg"])
+    return taken, document, text, digest_id
 
 
 def _record(url: str, taken: Any, text: str, alg: str) -> int:

@@ -26,6 +26,7 @@ from ledger.cli import impact as impact_commands
 from ledger.cli import policy as policy_commands
 from ledger.cli import schema as schema_commands
 from ledger.cli import serve as serve_commands
+from ledger.cli import subject as subject_commands
 from ledger.cli.common import (
     LedgerGroup,
     command_group,
@@ -191,6 +192,7 @@ app.add_typer(policy_commands.policy_app, name="policy")
 app.command()(audit_commands.verify)
 app.add_typer(audit_commands.digest_app, name="digest")
 app.add_typer(audit_commands.decisions_app, name="decisions")
+app.add_typer(subject_commands.subject_app, name="subject")
 app.command()(changes_commands.changes)
 app.add_typer(schema_commands.schema_app, name="schema")
 

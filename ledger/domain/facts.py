@@ -137,6 +137,32 @@ class Observation:
         return p.phone if isinstance(p, ObservedSignup | ObservedPhoneChange) else None
 
 
+def stored_observation(row: Any) -> Observation:
+    """The observation of a stored event row: any object with the event's envelope and
+    OBSERVED_FIELDS as attributes (a database row, or an event of a subject export read
+    back without a store); its `type` names the payload's kind. ValueError for a type the
+    ledger does not store."""
+    phone = (
+        PhoneFacts(row.phone_region, bool(row.phone_valid), row.phone_hash)
+        if row.phone_hash is not None
+        else None
+    )
+    payload: ObservedPayload
+    if row.type == "SignedUp" and phone is not None:
+        payload = ObservedSignup(phone, row.channel, row.birth_date, row.locale)
+    elif row.type == "PhoneChanged" and phone is not None:
+        payload = ObservedPhoneChange(phone)
+    elif row.type == "Relocated":
+        payload = Relocated(row.country, row.evidence)
+    elif row.type == "TermsAccepted":
+        payload = TermsAccepted(row.tos_version)
+    elif row.type == "IdentityVerified":
+        payload = IdentityVerified(row.document_country, row.document_kind)
+    else:
+        raise ValueError(f"stored event {row.event_id} has an unreadable type {row.type!r}")
+    return Observation(row.event_id, row.user_id, row.occurred_at, payload)
+
+
 # The payload of an observation as flat fields: what the store keeps of an event besides
 # its envelope, and what the audit chain hashes.
 OBSERVED_FIELDS = (

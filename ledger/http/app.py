@@ -25,8 +25,9 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
+from ledger.app.audit.paths import StoreChanged
 from ledger.domain.limits import USER_ID_CHARS
-from ledger.domain.time import format_instant, parse_instant
+from ledger.domain.time import format_instant, parse_instant, truncate_ms
 from ledger.http import models
 from ledger.http.auth import Access, bearer, requirement
 from ledger.http.metrics import HttpMetrics, MetricsMiddleware
@@ -37,6 +38,7 @@ from ledger.queries.changes import page as change_page
 from ledger.queries.dead_letters import full_json
 from ledger.queries.dead_letters import page as dead_letter_page
 from ledger.queries.stats import stats as query_stats
+from ledger.queries.subject import NoCoveringDigest, export_subject
 from ledger.queries.timeline import timeline as query_timeline
 from ledger.render.timeline import render_svg
 from ledger.render.timeline_page import render_html
@@ -82,6 +84,8 @@ def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "No bearer token, or one this server does not know.",
         403: "The token's role may not read this.",
         404: "Unknown user: the ledger has no events for this id.",
+        409: "No recorded digest covers the user's events (take one with `ledger digest`), "
+        "or the store changed since the digest.",
         422: "A malformed parameter, e.g. a time that is not ISO 8601.",
         503: "The database does not answer (or its schema is not the one this server reads).",
     }
@@ -253,6 +257,30 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
         believed = _time(believed_at, "believed_at")
         doc = queries.explain_json(engine, _user(user_id), when, believed_at=believed)
         return JSONResponse(doc)
+
+    @app.get(
+        "/v1/users/{user_id:path}/export",
+        tags=["users"],
+        summary="A subject export that proves itself",
+        dependencies=auditor,
+        responses={
+            **_ok(models.SubjectExport, "The export, proved against a recorded digest."),
+            **_problems(401, 403, 404, 409, 503),
+        },
+    )
+    def export(user_id: UserId) -> JSONResponse:
+        """As `ledger subject export USER`: every event, history row, explanation and policy
+        hash of the user with the RFC 6962 audit path to the newest recorded digest, which
+        must cover all of the user's events. The API only reads: when no recorded digest
+        does, it answers 409 and a digest must be taken (`ledger digest`) first.
+        `ledger subject verify` checks the document with no store."""
+        try:
+            doc = export_subject(engine, _user(user_id), truncate_ms(datetime.now(UTC)))
+        except (NoCoveringDigest, StoreChanged) as exc:
+            kind = "no-covering-digest" if isinstance(exc, NoCoveringDigest) else "store-changed"
+            raise ApiProblem(409, kind, "Cannot prove the export", str(exc)) from None
+        # Personal data: never kept by a cache on the way.
+        return JSONResponse(doc, headers={"Cache-Control": "no-store"})
 
     timeline_doc = (
         "Valid time across, record time up: one band per history row (superseded ones "

@@ -92,6 +92,30 @@ class Explanation(BaseModel):
     first_recorded_at: Instant | None = Field(description=FIRST_RECORDED_AT)
 
 
+class SubjectExport(BaseModel):
+    """The subject export of docs/privacy.md, as `ledger subject export` writes it."""
+
+    format: str = Field(description="The document's version: ledger-subject-export/1.")
+    user_id: str
+    generated_at: Instant
+    events: list[dict[str, Any]] = Field(
+        description="Every stored event of the user in chain order: the fields the chain "
+        "link hashes, and app_seq."
+    )
+    history: list[dict[str, Any]] = Field(
+        description="Every history row, believed and superseded, in the decision log's form."
+    )
+    explanation: list[dict[str, Any]] = Field(
+        description="Per believed period: the statement of `ledger explain` and the rulebook's "
+        "terms."
+    )
+    policies: dict[str, str] = Field(description="version -> content hash of each policy named.")
+    proof: dict[str, Any] = Field(
+        description="links, head, length, chain_encoding; the signed digest and its id; the "
+        "leaf, leaf_index, tree_size and siblings of the RFC 6962 audit path."
+    )
+
+
 class UserCounts(BaseModel):
     total: int
     by_assignment: dict[str, int] = Field(

@@ -12,40 +12,13 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from ledger.domain.events import IdentityVerified, Relocated, TermsAccepted
-from ledger.domain.facts import (
-    Observation,
-    ObservedPayload,
-    ObservedPhoneChange,
-    ObservedSignup,
-    PhoneFacts,
-)
+from ledger.domain.facts import Observation, stored_observation
 from ledger.domain.projection import HistoryRow
 from ledger.domain.timeline import Entry
 
 
-def _observed_payload(row: Any) -> ObservedPayload:
-    """The payload of a stored event row; the row's `type` column names its kind."""
-    phone = (
-        PhoneFacts(row.phone_region, bool(row.phone_valid), row.phone_hash)
-        if row.phone_hash is not None
-        else None
-    )
-    if row.type == "SignedUp" and phone is not None:
-        return ObservedSignup(phone, row.channel, row.birth_date, row.locale)
-    if row.type == "PhoneChanged" and phone is not None:
-        return ObservedPhoneChange(phone)
-    if row.type == "Relocated":
-        return Relocated(row.country, row.evidence)
-    if row.type == "TermsAccepted":
-        return TermsAccepted(row.tos_version)
-    if row.type == "IdentityVerified":
-        return IdentityVerified(row.document_country, row.document_kind)
-    raise ValueError(f"stored event {row.event_id} has an unreadable type {row.type!r}")
-
-
 def observation_from_row(row: Any) -> Observation:
-    return Observation(row.event_id, row.user_id, row.occurred_at, _observed_payload(row))
+    return stored_observation(row)
 
 
 # The columns of a history row as `history_row` takes them, in this order.

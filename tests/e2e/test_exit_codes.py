@@ -427,6 +427,65 @@ def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_p
         assert "chain_encoding" in stderr and "\x1b" not in stderr and stderr.count("\n") == 1
 
 
+def test_subject_export_and_verify(db: str, events: Path, tmp_path: Path) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    out = tmp_path / "u-1.json"
+    summary = json.loads(
+        run("subject", "export", "u-1", "-o", str(out), "--json", "--db", db, code=0).stdout
+    )
+    assert summary["fresh_digest"] is True and summary["signature"] == "none"
+    assert os.stat(out).st_mode & 0o777 == 0o600
+    # Unsigned (no LEDGER_AUDIT_KEY here): every other check holds, the signature fails.
+    report = json.loads(run("subject", "verify", str(out), "--json", code=1).stdout)
+    assert [c["check"] for c in report["checks"] if not c["ok"]] == ["signature"]
+    assert "unsigned" in report["checks"][3]["detail"]
+    # Hostile users: one line each, quoted as data.
+    for user in ("u-2", "", "\x1b[31mred", "a\nb", "x" * 10_000):
+        stderr = run("subject", "export", user, "-o", str(out), "--db", db, code=1).stderr
+        assert "unknown user" in stderr and "\x1b" not in stderr, stderr
+    # Usage: no -o, --json with standard output, an unknown option, no file to verify.
+    run("subject", "export", "u-1", "--db", db, code=2)
+    run("subject", "export", "u-1", "-o", "-", "--json", "--db", db, code=2)
+    run("subject", "export", "u-1", "-o", str(out), "--bogus", code=2)
+    run("subject", "verify", code=2)
+    run("subject", "verify", str(out), "--bogus", code=2)
+    run("subject", "export", "u-1", "-o", str(tmp_path / "no" / "dir.json"), "--db", db, code=1)
+    # --digest: missing, garbage, and a digest the store did not record.
+    run(
+        "subject",
+        "export",
+        "u-1",
+        "-o",
+        str(out),
+        "--digest",
+        str(tmp_path / "none"),
+        "--db",
+        db,
+        code=1,
+    )
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(bytes(range(256)))
+    run("subject", "export", "u-1", "-o", str(out), "--digest", str(garbage), "--db", db, code=1)
+    stray = tmp_path / "stray.json"
+    stray.write_text(json.dumps({"seq": 1, "root": "0" * 64}))
+    stderr = run(
+        "subject", "export", "u-1", "-o", str(out), "--digest", str(stray), "--db", db, code=1
+    ).stderr
+    assert "did not record" in stderr
+    # Files that are not exports: one line, exit 1.
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 30_000 + "]" * 30_000)
+    partial = tmp_path / "partial.json"
+    partial.write_text(out.read_text()[:200])
+    bigint = tmp_path / "bigint.json"
+    bigint.write_text('{"format": ' + "9" * 5000 + "}")
+    for bad in (garbage, deep, partial, bigint, tmp_path / "absent.json"):
+        stderr = run("subject", "verify", str(bad), code=1).stderr
+        assert stderr.startswith("ledger: error:"), stderr
+    run("subject", "verify", str(out), "--public-key", str(garbage), code=1)
+    run("subject", "verify", str(out), "--public-key", str(tmp_path / "absent.pem"), code=1)
+
+
 # --- a store that is not there ------------------------------------------------------------
 
 # Every command that only reads a store, with what else it needs.
@@ -445,6 +504,7 @@ READERS = [
     ("digest",),
     ("digest", "list"),
     ("digest", "path", "u-1"),
+    ("subject", "export", "u-1", "-o", "{tmp}/u-1.json"),
     ("impact", "--only", "wechat-style"),
 ]
 

@@ -481,3 +481,26 @@ def test_timeline_command_writes_svg_and_html(small_store: str, tmp_path: Path) 
     result = cli.run("timeline", "nobody", "-o", str(svg), expect=1)
     assert "unknown user 'nobody'" in result.stderr
     assert not os.path.exists(tmp_path / "x.png")
+
+
+def test_the_subject_export_answers_as_the_cli(api: SimpleNamespace, tmp_path: Path) -> None:
+    s, cli = api.server, api.cli
+    user = "u-000017"
+    path = f"/v1/users/{_u(user)}/export"
+    # The API only reads: with no recorded digest covering the user, it says so.
+    if not cli.json("digest", "list"):
+        assert _problem(s, path, 409)["title"] == "Cannot prove the export"
+    out = tmp_path / "export.json"
+    cli.run("subject", "export", user, "-o", str(out))  # records a fresh digest if needed
+    by_cli = json.loads(out.read_text())
+    got, headers, body = s.get(path, AUDITOR)
+    assert got == 200 and headers["cache-control"] == "no-store"
+    by_api = json.loads(body)
+    for doc in (by_cli, by_api):
+        doc.pop("generated_at")
+    assert by_api == by_cli
+    # The auditor role, or the admin's; no token is a 401; an unknown user a 404.
+    assert s.json(path, ADMIN)["user_id"] == user
+    _problem(s, path, 401, token=None)
+    _problem(s, path, 403, METRICS)
+    assert _problem(s, "/v1/users/nobody/export", 404)["title"] == "Unknown user"

@@ -490,3 +490,69 @@ def test_hostile_changefeed_topic_names(changes: str, current: str) -> None:
     assert names[0] != names[1]
     for name in names:
         assert re.fullmatch(r"[A-Za-z0-9._-]{1,249}", name) and name not in (".", "..")
+
+
+# --- subject exports ---------------------------------------------------------------------
+
+_HEX64 = st.text("0123456789abcdef", min_size=64, max_size=64)
+_HUGE = st.integers(min_value=-(2**80), max_value=2**80) | st.sampled_from([10**300, -1, 0])
+
+
+def _shaped(kind: type) -> st.SearchStrategy[Any]:
+    """A value of the JSON type a section must have, filled with anything."""
+    if kind is list:
+        return st.lists(_JSON | st.dictionaries(st.text(max_size=12), _JSON), max_size=4)
+    if kind is dict:
+        return st.dictionaries(st.text(max_size=12), _JSON | _HEX64, max_size=5)
+    if kind is int:
+        return _HUGE
+    return st.text(max_size=40) | _HEX64
+
+
+@st.composite
+def _export_shaped(draw: st.DrawFn) -> dict[str, Any]:
+    """Documents with every section a subject export has, of the right JSON type, holding
+    anything: they pass the structural check and reach every check."""
+    from ledger.app.audit.subject import _PROOF, _TOP
+    from ledger.domain.audit.subject import SUBJECT_FORMAT
+
+    doc = {
+        name: draw(_shaped(kind if isinstance(kind, type) else str)) for name, kind in _TOP.items()
+    }
+    doc["format"] = draw(st.just(SUBJECT_FORMAT) | st.text(max_size=20))
+    doc["proof"] = {
+        name: draw(_shaped(kind if isinstance(kind, type) else str))
+        for name, kind in _PROOF.items()
+    }
+    doc["proof"]["chain_encoding"] = draw(st.sampled_from([1, 2]) | _HUGE)
+    return doc
+
+
+@pytest.mark.slow
+@fuzz(EXAMPLES)
+@given(_JSON, _export_shaped())
+def test_any_json_is_checked_or_refused_as_a_subject_export(
+    value: Any, shaped: dict[str, Any]
+) -> None:
+    """Any JSON text is refused as not an export (MalformedExport, one line) or checked;
+    a document of an export's shape is checked, every check reported, none passing on
+    garbage; nothing else escapes."""
+    from ledger.app.audit.subject import CHECKS, MalformedExport, parse_export, verify_export
+
+    for doc in (value, shaped):
+        try:
+            raw = json.dumps(doc).encode()
+        except ValueError:
+            continue  # NaN cannot be written as JSON
+        try:
+            parsed = parse_export(raw)
+        except MalformedExport as exc:
+            assert "\n" not in str(exc)
+            continue
+        report = verify_export(parsed, POLICIES, hmac_key=b"audit-key")
+        assert [c.name for c in report.checks] == list(CHECKS)
+        assert not report.ok
+        assert all("\n" not in c.detail for c in report.checks)
+    for cut in (b"", b"{", json.dumps(shaped).encode()[:-1], b'{"format": ' + b"9" * 5000 + b"}"):
+        with pytest.raises(MalformedExport):
+            parse_export(cut)

@@ -30,7 +30,7 @@ from ledger.domain.audit.merkle import (
 from ledger.domain.limits import quote
 from ledger.errors import LedgerError
 
-__all__ = ["Proof", "StoreChanged", "audit_path"]
+__all__ = ["Proof", "StoreChanged", "audit_path", "read_recorded", "recorded_proof"]
 
 
 class StoreChanged(LedgerError):
@@ -95,11 +95,19 @@ def audit_path(records: DigestRecords, user_id: str, digest_id: int | None = Non
                     "no digest is recorded in the store: take one with `ledger digest`"
                 )
             raise LedgerError(f"no digest #{digest_id} is recorded in the store")
-        document, digest = _document(recorded)
-        return _path(snap, recorded, document, digest, user_id)
+        return recorded_proof(snap, recorded, user_id)
 
 
-def _document(recorded: RecordedDigest) -> tuple[dict[str, Any], Digest]:
+def recorded_proof(snap: DigestSnapshot, recorded: RecordedDigest, user_id: str) -> Proof:
+    """`audit_path` within a snapshot the caller holds, against `recorded` (read from it):
+    a subject export reads the user's events and the path from one snapshot."""
+    document, digest = read_recorded(recorded)
+    return _path(snap, recorded, document, digest, user_id)
+
+
+def read_recorded(recorded: RecordedDigest) -> tuple[dict[str, Any], Digest]:
+    """The recorded digest's document as written and the digest it states; StoreChanged
+    when the recorded text is not a digest any more."""
     # The document as written is what was published; the columns beside it only repeat it.
     try:
         document = json.loads(recorded.document)
