@@ -386,9 +386,7 @@ def claim_phone_key(rows: _Rows, fingerprint: str, recorded_at: datetime | None)
     PhoneKeyChanged.check(stored_fingerprint(rows.conn), fingerprint)
 
 
-def claim_policies(
-    rows: _Rows, hashes: Mapping[str, str], recorded_at: datetime | None
-) -> None:
+def claim_policies(rows: _Rows, hashes: Mapping[str, str], recorded_at: datetime | None) -> None:
     """Pin the policy versions a batch decided with (version -> content hash) unless they
     are pinned, and refuse the batch if one is pinned with other content: in the batch's
     transaction and before its rows, so of two writers that start on an empty store with
@@ -403,9 +401,7 @@ def claim_policies(
         [(v, hashes[v], rows.iso(recorded_at)) for v in versions],
     )
     found = rows.conn.execute(
-        select(policy_pins.c.version, policy_pins.c.hash).where(
-            policy_pins.c.version.in_(versions)
-        )
+        select(policy_pins.c.version, policy_pins.c.hash).where(policy_pins.c.version.in_(versions))
     )
     PolicyChanged.check({version: pinned for version, pinned in found}, hashes)
 
@@ -579,8 +575,7 @@ def erase_user(
     kept = [
         (n, instant(rec), bytes(link))
         for n, rec, link in run(
-            "SELECT seq, recorded_at, link FROM events WHERE user_id = ? AND seq < ? "
-            "ORDER BY seq",
+            "SELECT seq, recorded_at, link FROM events WHERE user_id = ? AND seq < ? ORDER BY seq",
             (user, seq),
         )
     ]
@@ -620,8 +615,7 @@ def erase_user(
         wanted = {(s.assignment, s.policy, s.rule, "", phash) for _, phash, s in skeleton}
         ids = rows.interned(decisions, DECISION_COLUMNS, wanted)
         rows.execute_many(
-            "UPDATE assignment_history SET facts = ?, evidence = ?, decision_id = ? "
-            "WHERE id = ?",
+            "UPDATE assignment_history SET facts = ?, evidence = ?, decision_id = ? WHERE id = ?",
             [
                 (rows.json({}), rows.json([]), ids[(s.assignment, s.policy, s.rule, "", ph)], i)
                 for i, ph, s in skeleton
@@ -651,8 +645,7 @@ def erase_user(
     )
     cleared = ", ".join(f"{q(c)} = NULL" for c in ERASED_USER_COLUMNS)
     run(
-        f"UPDATE users SET {cleared}, events = ?, chain_head = ?, updated_at = ? "
-        "WHERE user_id = ?",
+        f"UPDATE users SET {cleared}, events = ?, chain_head = ?, updated_at = ? WHERE user_id = ?",
         (seq, link, rows.instant(erasure.recorded_at), user),
     )
     rows.insert(

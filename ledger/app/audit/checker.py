@@ -417,8 +417,7 @@ class Checker:
                     Finding(
                         user_id,
                         "history_extra",
-                        f"history row #{s.id} of an erased user who kept none "
-                        "(a row was added)",
+                        f"history row #{s.id} of an erased user who kept none (a row was added)",
                         row=s.id,
                     )
                 )

@@ -253,9 +253,7 @@ def _by_user(items: Iterable[T], what: str) -> Iterator[tuple[str, list[T]]]:
         yield user_id, list(group)
 
 
-Merged = tuple[
-    str, StoredUser | None, list[StoredEvent], list[StoredHistory], StoredErasure | None
-]
+Merged = tuple[str, StoredUser | None, list[StoredEvent], list[StoredHistory], StoredErasure | None]
 
 
 def _merged(

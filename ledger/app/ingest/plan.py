@@ -408,9 +408,7 @@ def _plan_erasure(
     return recorded_at
 
 
-def merge_plans(
-    parts: Sequence[BatchPlan], positions: Mapping[PositionKey, int]
-) -> BatchPlan:
+def merge_plans(parts: Sequence[BatchPlan], positions: Mapping[PositionKey, int]) -> BatchPlan:
     """One batch planned in parts by workers that own disjoint users, as the one plan its
     transaction writes: events and dead letters back in record order, `positions` the
     batch's (no part saw all of its records)."""
