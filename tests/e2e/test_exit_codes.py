@@ -381,7 +381,7 @@ def test_version() -> None:
 
     shown = run("--version", code=0).stdout
     assert shown.startswith(f"jurisdiction-ledger {version('jurisdiction-ledger')} ")
-    assert "writes event schema version 2" in shown
+    assert "writes event schema version 3" in shown
     script = subprocess.run([LEDGER, "--version"], capture_output=True, text=True, check=True)
     assert script.stdout == shown
 
