@@ -121,6 +121,11 @@ class ChangefeedRelay:
             if change.current:
                 futures.append(self.producer.send(self.current_topic, key=key, value=value))
                 current += 1
+            elif change.erased:
+                # A tombstone: compaction removes the user's row from the table view,
+                # and with it the last decision naming them (docs/changefeed.md).
+                futures.append(self.producer.send(self.current_topic, key=key, value=None))
+                current += 1
         self.producer.flush(timeout=ACK_TIMEOUT_S)
         for future in futures:
             future.get(timeout=ACK_TIMEOUT_S)  # raises the broker's refusal, if any

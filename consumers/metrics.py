@@ -105,6 +105,12 @@ class ProjectorMetrics:
             "Deliveries of events the store had applied already (nothing changed).",
             registry=r,
         )
+        self.suppressed = Counter(
+            "ledger_suppressed_events",
+            "Records of users erased before them: neither stored nor dead-lettered.",
+            registry=r,
+        )
+        self.erasures = Counter("ledger_erasures", "Users erased.", registry=r)
         self.dead_letters = Counter(
             "ledger_dead_letters",
             "Records dead-lettered, by class of reason.",
@@ -169,6 +175,8 @@ class ProjectorMetrics:
         """`newest`: the latest record time among the batch's records."""
         self.applied.inc(result.applied)
         self.duplicates.inc(result.duplicates)
+        self.suppressed.inc(getattr(result, "suppressed", 0))
+        self.erasures.inc(getattr(result, "erased", 0))
         for d in result.dead_letters:
             self.dead_letters.labels(reason_class(d.reason)).inc()
         self.batches.inc()

@@ -70,6 +70,7 @@ class Stats:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    suppressed: int = 0  # records of erased users
     batches: int = 0
     started: float = field(default_factory=time.monotonic)
 
@@ -402,6 +403,7 @@ class ProjectorService:
         self.stats.applied += result.applied
         self.stats.duplicates += result.duplicates
         self.stats.dead_lettered += result.dead_lettered
+        self.stats.suppressed += result.suppressed
         self.stats.batches += 1
         if self.metrics:
             self.metrics.batch_applied(result, seconds, newest)
@@ -497,17 +499,20 @@ class ProjectorService:
         rate = (self.stats.applied - self.logged_stats.applied) / elapsed if elapsed else 0.0
         lag = self.lag()
         log.info(
-            "applied %d events (%.0f/s), %d duplicates, %d dead letters; lag by partition %s",
+            "applied %d events (%.0f/s), %d duplicates, %d dead letters, %d suppressed; "
+            "lag by partition %s",
             self.stats.applied,
             rate,
             self.stats.duplicates,
             self.stats.dead_lettered,
+            self.stats.suppressed,
             lag,
             extra={
                 "applied": self.stats.applied,
                 "events_per_second": round(rate, 1),
                 "duplicates": self.stats.duplicates,
                 "dead_lettered": self.stats.dead_lettered,
+                "suppressed": self.stats.suppressed,
                 "lag": lag,
             },
         )

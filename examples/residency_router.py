@@ -153,18 +153,24 @@ class Move:
     user_id: str
     before: str | None
     after: str | None
-    decision_id: str
-    seq: int
-    rule: str
+    decision_id: str | None  # None: a tombstone on rulebook-current erased the user
+    seq: int | None
+    rule: str | None  # None: an erasure, which no rule decided
     kind: str
 
     def to_text(self) -> str:
         before = self.before or "(new)"
         after = self.after or "(erased)"
-        return (
-            f"move {self.user_id}: {before} -> {after} "
-            f"(decision {self.decision_id}, seq {self.seq}, rule {self.rule})"
-        )
+        where = [
+            f"{name} {value}"
+            for name, value in (
+                ("decision", self.decision_id),
+                ("seq", self.seq),
+                ("rule", self.rule),
+            )
+            if value is not None
+        ]
+        return f"move {self.user_id}: {before} -> {after} ({', '.join(where) or 'tombstone'})"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -233,6 +239,15 @@ class ResidencyTable:
         if before == after:
             return None  # a new decision, same residency (another rule, a new policy)
         return Move(user, before, after, decision_id, seq, decision["rule"], decision["kind"])
+
+    def forget(self, user: str) -> Move | None:
+        """A tombstone for the user's key (on `rulebook-current`, after an erasure): the
+        user is gone; the move it makes, if the table held them."""
+        self.records += 1
+        old = self.users.pop(user, None)
+        if old is None:
+            return None
+        return Move(user, old.residency, None, None, None, None, "erased")
 
     def counts(self) -> dict[str, int]:
         found = Counter(row.residency for row in self.users.values())
@@ -319,7 +334,13 @@ def route(args: argparse.Namespace) -> int:
             for records in batches.values():
                 for message in records:
                     if message.value is None:
-                        continue  # a tombstone: no decision
+                        # A tombstone: the user was erased (rulebook-current); drop them.
+                        key = message.key.decode("utf-8", "replace") if message.key else ""
+                        move = table.forget(key)
+                        if move is not None:
+                            line = json.dumps(move.to_json()) if args.json else move.to_text()
+                            print(line, flush=True)
+                        continue
                     try:
                         decision = decoder.decode(message.value)
                     except UnreadableRecord as exc:

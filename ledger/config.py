@@ -21,6 +21,7 @@ passed down. This is the only module that reads the environment.
 | `LEDGER_PARALLEL_MIN_MB` | `Settings.parallel_min_mb`: smaller files planned by the writer (4) |
 | `LEDGER_BATCH_MB` | `Settings.batch_mb`: a batch ends once its records hold this many MiB (8) |
 | `LEDGER_CACHE_MB` | `Settings.cache_mb`: the writer's user cache, in estimated MB (default 128) |
+| `LEDGER_RETAIN_ASSIGNMENTS` | `retain_assignments()`: `1` keeps erased users' history skeleton |
 | `LEDGER_AUDIT_KEY` | `Settings.audit_key`: signs and checks digests (HMAC-SHA256); unset |
 
 A flag given on the command line wins over the variable; an empty variable counts as unset.
@@ -400,4 +401,19 @@ def _api_settings(env: Mapping[str, str]) -> ApiSettings:
         tokens=_env(env, "LEDGER_API_TOKENS"),
         tokens_file=_env(env, "LEDGER_API_TOKENS_FILE"),
         metrics_access=(_env(env, "LEDGER_API_METRICS") or "token").lower(),
+    )
+
+
+def retain_assignments(environ: Mapping[str, str] | None = None) -> bool:
+    """LEDGER_RETAIN_ASSIGNMENTS: `1` when the operator must keep an erased user's history
+    skeleton for legal retention (docs/data-protection.md); unset, empty or `0` otherwise.
+    Anything else is refused: a typo must not decide what an erasure deletes."""
+    value = (os.environ if environ is None else environ).get("LEDGER_RETAIN_ASSIGNMENTS", "")
+    if value in ("", "0"):
+        return False
+    if value == "1":
+        return True
+    raise UsageError(
+        f"LEDGER_RETAIN_ASSIGNMENTS={quote(value)} is not 0 or 1 (1 keeps an erased user's "
+        "history skeleton)"
     )

@@ -19,27 +19,43 @@ from ledger.store.rows import instant
 class Feed:
     """A changefeed topic read from its beginning to its end."""
 
-    records: list[dict[str, Any]]  # in partition order, as delivered, with duplicates
+    # In partition order, as delivered, with duplicates; None: a tombstone (value None),
+    # which a compacted topic's reader takes as "forget this key".
+    records: list[dict[str, Any] | None]
     keys: list[bytes]
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        """The records that are not tombstones."""
+        return [r for r in self.records if r is not None]
+
+    @property
+    def tombstones(self) -> list[bytes]:
+        """The keys of the tombstones, in order."""
+        return [k for k, r in zip(self.keys, self.records, strict=True) if r is None]
 
     @property
     def deduped(self) -> dict[str, dict[str, Any]]:
         """decision_id -> its record with the highest seq (the documented dedupe)."""
         kept: dict[str, dict[str, Any]] = {}
-        for r in self.records:
+        for r in self.decisions:
             if r["decision_id"] not in kept or kept[r["decision_id"]]["seq"] < r["seq"]:
                 kept[r["decision_id"]] = r
         return kept
 
     @property
     def duplicates(self) -> int:
-        return len(self.records) - len(self.deduped)
+        return len(self.decisions) - len(self.deduped)
 
     def table(self) -> dict[str, dict[str, Any]]:
-        """user -> the last record of their key, as a compacted topic's reader keeps it."""
+        """user -> the last record of their key, as a compacted topic's reader keeps it: a
+        tombstone drops the key."""
         last: dict[str, dict[str, Any]] = {}
         for key, record in zip(self.keys, self.records, strict=True):
-            last[key.decode()] = record
+            if record is None:
+                last.pop(key.decode(), None)
+            else:
+                last[key.decode()] = record
         return last
 
 
@@ -55,14 +71,15 @@ def read_feed(bootstrap: str, topic: str, timeout_s: float = 30.0) -> Feed:
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         ends = consumer.end_offsets(parts)
-        records: list[dict[str, Any]] = []
+        records: list[dict[str, Any] | None] = []
         keys: list[bytes] = []
         for tp in parts:  # partition by partition: a key's records in their order
             consumer.assign([tp])
             consumer.seek_to_beginning(tp)
             while consumer.position(tp) < ends[tp]:
                 for message in consumer.poll(timeout_ms=1000, max_records=5000).get(tp, []):
-                    records.append(decode_decision(message.value))
+                    value = message.value
+                    records.append(None if value is None else decode_decision(value))
                     keys.append(message.key)
         return Feed(records, keys)
     finally:

@@ -144,6 +144,10 @@ class BatchStore(Protocol):
         (PhoneKeyChanged) a plan made under another key, in the batch's transaction."""
         ...
 
+    def scrub(self) -> None:
+        """After a batch that erased users: make what the erasure deleted unreadable from
+        the store's files too, where the store can (docs/data-protection.md)."""
+
 
 class EncodingTransaction(BatchTransaction, Protocol):
     def write_encoded(self, encoded: EncodedPlan) -> None:
@@ -166,6 +170,8 @@ class ParallelStore(Protocol):
 
     def stored_positions(self, source: str) -> dict[int, int]: ...
 
+    def scrub(self) -> None: ...
+
 
 # --- the audit trail's reads ------------------------------------------------------------
 
@@ -183,7 +189,7 @@ class StoredEvent:
     seq: int
     app_seq: int
     link: bytes
-    event_id: str
+    event_id: str | None  # None: erased
     recorded_at: datetime
     fields: Mapping[str, Any]  # the EVENT_CHAIN_FIELDS as stored
     observation: Observation | None  # None: the row cannot be read back as an event
@@ -202,6 +208,20 @@ class StoredHistory:
     problem: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class StoredErasure:
+    """An erased user's `erasures` row (docs/data-protection.md)."""
+
+    user_id: str
+    app_seq: int
+    seq: int
+    request_id: str
+    erased_at: datetime
+    history_rows: int
+    dead_letters: int
+    retained_hash: bytes | None
+
+
 class AuditSnapshot(Protocol):
     """Reads of one consistent snapshot. Every stream is sorted by user id in code-point
     order (Python's string order), events by (user_id, seq), history rows by (user_id, id).
@@ -213,6 +233,8 @@ class AuditSnapshot(Protocol):
     def events(self, user: str | None = None) -> Generator[StoredEvent, None, None]: ...
 
     def history(self, user: str | None = None) -> Generator[StoredHistory, None, None]: ...
+
+    def erasures(self, user: str | None = None) -> Generator[StoredErasure, None, None]: ...
 
     def decisions(
         self, since: datetime | None = None, until: datetime | None = None

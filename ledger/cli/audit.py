@@ -209,6 +209,7 @@ def _render_verify(report: Any) -> None:
     t.add_row("users", f"{report.users:,}")
     t.add_row("events (hash chains)", f"{report.events:,}")
     t.add_row("history rows (re-derived)", f"{report.history_rows:,}")
+    t.add_row("erased users (links checked as stored)", f"{report.erased:,}")
     t.add_row("policy pins", f"{report.pins:,}")
     t.add_row("phone key (LEDGER_PHONE_KEY)", report.phone_key)
     if report.digest is not None:

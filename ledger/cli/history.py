@@ -53,7 +53,29 @@ def _store(db: str | None) -> Iterator[Engine | DriverReader]:
 # defaults are declared there, not here.
 
 
+@contextmanager
+def _erased_answer(as_json: bool) -> Iterator[None]:
+    """An erased user's answer, for every read: one line, "erased at T (request ID)", or
+    its JSON; exit 0, since the ledger answered (docs/data-protection.md)."""
+    from ledger.queries.history import ErasedUser
+
+    try:
+        yield
+    except ErasedUser as erased:
+        if as_json:
+            emit_json(erased.to_json())
+        else:
+            sys.stdout.write(escape_control(str(erased)) + "\n")
+
+
 def current(
+    *, user: str, at: str | None, believed_at: str | None, db: str | None, as_json: bool
+) -> None:
+    with _erased_answer(as_json):
+        _current(user=user, at=at, believed_at=believed_at, db=db, as_json=as_json)
+
+
+def _current(
     *, user: str, at: str | None, believed_at: str | None, db: str | None, as_json: bool
 ) -> None:
     from ledger.queries.history import current as query_current
@@ -92,6 +114,13 @@ def current(
 def history(
     *, user: str, show_all: bool, believed_at: str | None, db: str | None, as_json: bool
 ) -> None:
+    with _erased_answer(as_json):
+        _history(user=user, show_all=show_all, believed_at=believed_at, db=db, as_json=as_json)
+
+
+def _history(
+    *, user: str, show_all: bool, believed_at: str | None, db: str | None, as_json: bool
+) -> None:
     from ledger.queries.history import history_answer
 
     believed = parse_time(believed_at, "--believed-at")
@@ -128,6 +157,13 @@ def history(
 
 
 def explain(
+    *, user: str, at: str | None, believed_at: str | None, db: str | None, as_json: bool
+) -> None:
+    with _erased_answer(as_json):
+        _explain(user=user, at=at, believed_at=believed_at, db=db, as_json=as_json)
+
+
+def _explain(
     *, user: str, at: str | None, believed_at: str | None, db: str | None, as_json: bool
 ) -> None:
     from ledger.queries.history import explain_json

@@ -51,6 +51,10 @@ def render_summary(summary: Any, title: str) -> None:
     t.add_row("events applied", f"{summary.applied:,}")
     t.add_row("duplicates (ignored)", f"{summary.duplicates:,}")
     t.add_row("dead-lettered", f"{summary.dead_lettered:,}")
+    if getattr(summary, "erased", 0):
+        t.add_row("users erased", f"{summary.erased:,}")
+    if getattr(summary, "suppressed", 0):
+        t.add_row("suppressed (users erased before)", f"{summary.suppressed:,}")
     if summary.already_applied:
         t.add_row("already applied earlier (skipped)", f"{summary.already_applied:,}")
     t.add_row("users in the ledger", f"{summary.users:,}")

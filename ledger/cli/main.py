@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 import typer.main
 
-from ledger.cli import admin, dead_letters, generate, ingest
+from ledger.cli import admin, dead_letters, erase, generate, ingest
 from ledger.cli import audit as audit_commands
 from ledger.cli import changes as changes_commands
 from ledger.cli import history as history_commands
@@ -193,6 +193,7 @@ app.command()(audit_commands.verify)
 app.add_typer(audit_commands.digest_app, name="digest")
 app.add_typer(audit_commands.decisions_app, name="decisions")
 app.add_typer(subject_commands.subject_app, name="subject")
+app.command()(erase.erase)
 app.command()(changes_commands.changes)
 app.add_typer(schema_commands.schema_app, name="schema")
 

@@ -29,7 +29,10 @@ class SchemaIncompatible(LedgerError):
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    if n == 1:
+        return f"{n} {noun}"
+    # "incompatibility" -> "incompatibilities", "problem" -> "problems"
+    return f"{n} {noun[:-1]}ies" if noun.endswith("y") else f"{n} {noun}s"
 
 
 @schema_app.command("check")

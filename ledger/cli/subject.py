@@ -27,6 +27,7 @@ from ledger.cli.common import (
 )
 from ledger.domain.time import truncate_ms
 from ledger.errors import LedgerError, UsageError
+from ledger.render.text import escape_control
 
 __all__ = ["subject_app"]
 
@@ -102,6 +103,7 @@ def export(
     export with no store. Exit status: 0 written; 1 an unknown user, a digest the store did
     not record or that does not cover the user, or another error; 2 on usage errors.
     """
+    from ledger.queries.history import ErasedUser
     from ledger.queries.subject import NoCoveringDigest, export_subject
     from ledger.store.readonly import open_at_head
 
@@ -122,6 +124,14 @@ def export(
                     engine, user, truncate_ms(datetime.now(UTC)), digest_document=wanted
                 )
                 break
+            except ErasedUser as erased:
+                # The erased answer, as history/current/explain give it; no file is
+                # written: nothing personal is left (docs/data-protection.md).
+                if as_json:
+                    emit_json(erased.to_json())
+                else:
+                    sys.stdout.write(escape_control(str(erased)) + "\n")
+                return
             except NoCoveringDigest as exc:
                 if wanted is not None:
                     raise LedgerError(f"{digest_file}: {exc}") from None

@@ -28,7 +28,7 @@ from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from ledger.resources import schemas_dir
 
 # The event schema version this code writes (and the newest it reads).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 NAMESPACE = "ledger.events"
 ENVELOPE_FILE = "AccountEvent.avsc"
@@ -41,6 +41,7 @@ RELEASES_DIR = "releases"
 FINGERPRINTS: dict[int, str] = {
     1: "fbbf6dbef5b71e3e",
     2: "3c13c5d50cd1fa3a",
+    3: "3129e6f794891907",
 }
 
 
@@ -124,7 +125,13 @@ def _v1_to_v2(record: Record) -> Record:
     return record
 
 
-UPCASTS: dict[int, Callable[[Record], Record]] = {1: _v1_to_v2}
+def _v2_to_v3(record: Record) -> Record:
+    """Version 3 added the type `AccountErased` and nothing else: what version 2 wrote means
+    the same today."""
+    return record
+
+
+UPCASTS: dict[int, Callable[[Record], Record]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def upcast(record: Record, written: int, reader: int = SCHEMA_VERSION) -> Record:

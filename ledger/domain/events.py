@@ -27,7 +27,9 @@ from ledger.errors import LedgerError
 EVIDENCE_KINDS = ("self_declared", "id_verified", "ip_geolocation")
 DOCUMENT_KINDS = ("resident_id", "passport", "other")
 KNOWN_CHANNELS = ("xiaohongshu-app", "xiaohongshu-web", "rednote-web", "rednote-app")
-EventType = Literal["SignedUp", "PhoneChanged", "Relocated", "TermsAccepted", "IdentityVerified"]
+EventType = Literal[
+    "SignedUp", "PhoneChanged", "Relocated", "TermsAccepted", "IdentityVerified", "AccountErased"
+]
 EVENT_TYPES: tuple[EventType, ...] = get_args(EventType)
 
 EvidenceKind = Literal["self_declared", "id_verified", "ip_geolocation"]
@@ -71,13 +73,24 @@ class IdentityVerified:
     document_kind: DocumentKind
 
 
-Payload = SignedUp | PhoneChanged | Relocated | TermsAccepted | IdentityVerified
+@dataclass(frozen=True, slots=True)
+class AccountErased:
+    """The user's personal data is to be erased (docs/data-protection.md; event schema 3
+    on). Not a fact: applying it deletes the user's personal fields, closes their chain
+    and suppresses every later event of theirs."""
+
+    request_id: str  # the operator's reference of the erasure request
+    reason: str | None = None  # a note; validated, never stored (it may name the person)
+
+
+Payload = SignedUp | PhoneChanged | Relocated | TermsAccepted | IdentityVerified | AccountErased
 PAYLOAD_CLASSES: dict[EventType, type[Payload]] = {
     "SignedUp": SignedUp,
     "PhoneChanged": PhoneChanged,
     "Relocated": Relocated,
     "TermsAccepted": TermsAccepted,
     "IdentityVerified": IdentityVerified,
+    "AccountErased": AccountErased,
 }
 assert set(PAYLOAD_CLASSES) == set(EVENT_TYPES)
 
@@ -327,6 +340,14 @@ def _payload(event_type: EventType, fields: dict[str, Any]) -> Payload:
                 ),
                 document_kind=_document_kind(_require_str(fields, "document_kind")),
             )
+        case "AccountErased":
+            reason = fields.get("reason")
+            return AccountErased(
+                request_id=_require_str(fields, "request_id", limits.ERASURE_REQUEST_ID_CHARS),
+                reason=None
+                if reason is None
+                else check_text("reason", reason, limits.ERASURE_REASON_CHARS),
+            )
         case _:
             assert_never(event_type)
 
@@ -345,5 +366,7 @@ def payload_fields(payload: Payload) -> dict[str, Any]:
             return {"tos_version": tos_version}
         case IdentityVerified(document_country=country, document_kind=kind):
             return {"document_country": country, "document_kind": kind}
+        case AccountErased(request_id=request_id, reason=reason):
+            return {"request_id": request_id, "reason": reason}
         case _:
             assert_never(payload)

@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any, assert_never
 
 from ledger.domain.events import (
+    AccountErased,
     Event,
     EventType,
     IdentityVerified,
@@ -108,8 +109,14 @@ class ObservedPhoneChange:
 
 # Relocations, terms acceptances and identity verifications carry no number to reduce: the
 # fold reads them as they are.
+# An erasure carries nothing personal either; the planner applies it, never the fold.
 ObservedPayload = (
-    ObservedSignup | ObservedPhoneChange | Relocated | TermsAccepted | IdentityVerified
+    ObservedSignup
+    | ObservedPhoneChange
+    | Relocated
+    | TermsAccepted
+    | IdentityVerified
+    | AccountErased
 )
 
 
@@ -198,6 +205,9 @@ def observed_fields(payload: ObservedPayload) -> tuple[Any, ...]:
             return (None,) * 7 + (tos_version, None, None, None)
         case IdentityVerified(document_country=country, document_kind=kind):
             return (None,) * 9 + (country, kind)
+        case AccountErased():
+            # Its own fields are the erasure record's (`ledger.domain.audit.erasure`).
+            return (None,) * 11
         case _:
             assert_never(payload)
 
@@ -214,6 +224,8 @@ def observed_type(payload: ObservedPayload) -> EventType:
             return "TermsAccepted"
         case IdentityVerified():
             return "IdentityVerified"
+        case AccountErased():
+            return "AccountErased"
         case _:
             assert_never(payload)
 
@@ -236,7 +248,7 @@ def _reduce(
             return ObservedSignup(reduce_phone(phone, key, parsed), channel, birth_date, locale)
         case PhoneChanged(phone=phone):
             return ObservedPhoneChange(reduce_phone(phone, key, parsed))
-        case Relocated() | TermsAccepted() | IdentityVerified():
+        case Relocated() | TermsAccepted() | IdentityVerified() | AccountErased():
             return p
         case _:
             assert_never(p)
@@ -303,7 +315,7 @@ def facts_set_by(o: Observation) -> dict[str, Any]:
             return {"residence" if kind in RESIDENCE_EVIDENCE else "ip_country": country}
         case IdentityVerified(document_country=country, document_kind=kind):
             return {"id_document_country": country, "id_document_kind": kind}
-        case TermsAccepted():
+        case TermsAccepted() | AccountErased():
             return {}
         case _:
             assert_never(p)

@@ -23,6 +23,9 @@ TOS_VERSION_CHARS = 100
 # Phones are never stored (only region, validity and a keyed hash), but every distinct one
 # is parsed and cached (`ledger.domain.facts`): this bounds that cache. E.164 needs 16.
 PHONE_CHARS = 100
+# AccountErased (event schema 3): the operator's reference of the request, and a note.
+ERASURE_REQUEST_ID_CHARS = 100
+ERASURE_REASON_CHARS = 500
 
 # Instants an event may carry: Python's range less a day at each end, so that every store
 # and driver can hand them back in any time zone. psycopg converts a timestamptz to the

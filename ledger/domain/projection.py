@@ -79,6 +79,15 @@ class UserSummary:
     chain_head: bytes  # the link of the user's last applied event (docs/audit.md)
 
 
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """That a user was erased, and by which request (docs/data-protection.md): all the
+    ledger still says about them."""
+
+    erased_at: datetime  # the erasure's record time
+    request_id: str
+
+
 @dataclass(slots=True)
 class UserProjection:
     user_id: str
@@ -86,6 +95,10 @@ class UserProjection:
     believed: list[HistoryRow] = field(default_factory=list)
     last_recorded_at: datetime | None = None
     chain_head: bytes = GENESIS  # advanced by the planner, which hashes what it stores
+    # Set once the user is erased: their later events are suppressed, never folded.
+    erased: Erased | None = None
+    # Applied events, the erased ones included (`observations` holds only the live ones).
+    erased_events: int = 0
     _ids: set[str] = field(default_factory=set)
     _builder: TimelineBuilder | None = None
 
@@ -103,7 +116,17 @@ class UserProjection:
     def facts(self) -> Facts:
         return self.timeline.facts if self.timeline else Facts()
 
+    @property
+    def events(self) -> int:
+        """The length of the user's chain."""
+        return self.erased_events or len(self.observations)
+
     def summary(self) -> UserSummary:
+        if self.erased is not None:
+            # Nothing personal: the writer keeps only the chain's length and head.
+            return UserSummary(
+                self.user_id, Facts(), None, None, None, self.events, self.chain_head
+            )
         timeline = self.timeline
         ev = timeline.evidence if timeline else {}
         phones = {o.event_id: o.phone for o in self.observations if o.phone is not None}
@@ -118,6 +141,10 @@ class UserProjection:
             events=len(self.observations),
             chain_head=self.chain_head,
         )
+
+    def knows(self, event_id: str) -> bool:
+        """Whether the event is among the user's applied ones."""
+        return event_id in self._ids
 
     def apply(
         self, obs: Observation, recorded_at: datetime, policies: PolicySet, changes: UserChanges

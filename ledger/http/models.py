@@ -189,19 +189,22 @@ class Change(BaseModel):
     user_id: str
     kind: Literal["assigned", "corrected", "erased"] = Field(
         description="assigned: a new assignment period; corrected: a late-arriving event "
-        "changed the decision for valid time the ledger had already decided."
+        "changed the decision for valid time the ledger had already decided; erased: the "
+        "user was erased (valid_from and recorded_at are the erasure's, and the fields "
+        "naming a decision are null)."
     )
     valid_from: Instant = Field(description="Start of the period in valid time.")
     valid_to: Instant | None = Field(description="End of the period (exclusive); null: open.")
-    assignment: str = Field(
-        description="xhs-domestic, rednote-international or undetermined.",
+    assignment: str | None = Field(
+        description="xhs-domestic, rednote-international or undetermined; null only in an "
+        "erased record.",
         examples=["rednote-international"],
     )
-    policy: str = Field(description="The policy (terms version) that decided.")
-    policy_hash: str = Field(description="The pinned hash of that policy version.")
-    rule: str = Field(description="The rule of the policy that fired.", examples=["R4"])
-    reason: str
-    terms: Terms = Field(description="What the assigned rulebook means for the user.")
+    policy: str | None = Field(description="The policy (terms version) that decided.")
+    policy_hash: str | None = Field(description="The pinned hash of that policy version.")
+    rule: str | None = Field(description="The rule of the policy that fired.", examples=["R4"])
+    reason: str | None
+    terms: Terms | None = Field(description="What the assigned rulebook means for the user.")
     recorded_at: Instant = Field(description="Record time: when the ledger learned it.")
     app_seq: int | None = Field(
         description="The application seq of the event that made the decision; null for "

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.errors import LedgerError, StoreUnavailable
-from ledger.queries.history import UnknownUser
+from ledger.queries.history import ErasedUser, UnknownUser
 
 PROBLEM = "application/problem+json"
 # tag: URIs name the problem kinds without pretending there is a page behind them
@@ -109,6 +109,19 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(UnknownUser)
     async def _unknown_user(request: Request, exc: UnknownUser) -> JSONResponse:
         return problem_response(request, 404, "Unknown user", str(exc), kind="unknown-user")
+
+    @app.exception_handler(ErasedUser)
+    async def _erased_user(request: Request, exc: ErasedUser) -> JSONResponse:
+        # 410: the ledger knew the user and deleted what it knew, for good.
+        body = {
+            "type": f"{TYPE_BASE}erased-user",
+            "title": "Erased user",
+            "status": 410,
+            "detail": str(exc),
+            "instance": request.url.path,
+            **exc.to_json(),
+        }
+        return JSONResponse(body, status_code=410, media_type=PROBLEM)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

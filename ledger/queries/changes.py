@@ -36,11 +36,12 @@ class Change:
     kind: str
     valid_from: datetime
     valid_to: datetime | None
-    assignment: str
-    policy: str
-    policy_hash: str
-    rule: str
-    reason: str
+    # None only in an erased record (kind "erased"): it announces that the user is gone.
+    assignment: str | None
+    policy: str | None
+    policy_hash: str | None
+    rule: str | None
+    reason: str | None
     recorded_at: datetime
     app_seq: int | None
     announce: bool
@@ -50,18 +51,33 @@ class Change:
         return decision_id(self.user_id, self.valid_from, self.recorded_at)
 
     @property
-    def terms(self) -> Rulebook:
-        return RULEBOOKS[self.assignment]
+    def terms(self) -> Rulebook | None:
+        return None if self.assignment is None else RULEBOOKS[self.assignment]
+
+    @property
+    def erased(self) -> bool:
+        """Whether it announces the user's erasure: the table view (`rulebook-current`)
+        drops the user (a tombstone)."""
+        return self.kind == "erased"
 
     @property
     def current(self) -> bool:
         """Whether it decides the user's assignment from its start on, open-ended: the
         record the table view (`rulebook-current`) takes."""
-        return self.valid_to is None
+        return self.valid_to is None and not self.erased
+
+    def _terms_json(self) -> dict[str, str] | None:
+        terms = self.terms
+        if terms is None:
+            return None
+        return {
+            "age_rule": terms.age_rule,
+            "content_focus": terms.content_focus,
+            "data_residency": terms.data_residency,
+        }
 
     def record(self) -> dict[str, Any]:
         """As the changefeed's Avro schema has it (`ledger.codecs.changefeed`)."""
-        terms = self.terms
         return {
             "decision_id": self.decision_id,
             "seq": self.seq,
@@ -74,17 +90,12 @@ class Change:
             "policy_hash": self.policy_hash,
             "rule": self.rule,
             "reason": self.reason,
-            "terms": {
-                "age_rule": terms.age_rule,
-                "content_focus": terms.content_focus,
-                "data_residency": terms.data_residency,
-            },
+            "terms": self._terms_json(),
             "recorded_at": self.recorded_at,
             "app_seq": self.app_seq,
         }
 
     def to_json(self) -> dict[str, Any]:
-        terms = self.terms
         return {
             "seq": self.seq,
             "decision_id": self.decision_id,
@@ -97,11 +108,7 @@ class Change:
             "policy_hash": self.policy_hash,
             "rule": self.rule,
             "reason": self.reason,
-            "terms": {
-                "age_rule": terms.age_rule,
-                "content_focus": terms.content_focus,
-                "data_residency": terms.data_residency,
-            },
+            "terms": self._terms_json(),
             "recorded_at": format_instant(self.recorded_at),
             "app_seq": self.app_seq,
             "announced": self.announce,
@@ -112,10 +119,11 @@ _SELECT = """
 SELECT o.seq, o.user_id, o.kind, o.valid_from, h.valid_to, d.assignment, d.policy,
        d.policy_hash, d.rule, d.reason, o.recorded_at, o.app_seq, o.announce
 FROM decision_outbox AS o
-JOIN assignment_history AS h
+LEFT JOIN assignment_history AS h
   ON h.user_id = o.user_id AND h.valid_from = o.valid_from AND h.recorded_at = o.recorded_at
-JOIN decisions AS d ON d.id = h.decision_id
-WHERE o.seq > {mark}{announced}
+  AND o.kind <> 'erased'
+LEFT JOIN decisions AS d ON d.id = h.decision_id
+WHERE o.seq > {mark}{announced} AND (d.id IS NOT NULL OR o.kind = 'erased')
 ORDER BY o.seq
 LIMIT {mark}
 """
@@ -145,7 +153,8 @@ def page(
 ) -> list[Change]:
     """Up to `limit` records with a seq above `after`, in seq order. A record whose history
     row is gone (believed and withdrawn in the same record instant, never visible) is not
-    a decision and is left out. `announced_only`: what the relay publishes."""
+    a decision and is left out; an erased record has no history row, and none of its
+    fields. `announced_only`: what the relay publishes."""
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
     sql = _SELECT.format(

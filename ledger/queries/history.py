@@ -32,6 +32,7 @@ from ledger.store.rows import (
     HISTORY_FROM_SQL,
     day,
     history_row,
+    instant,
     optional_instant,
 )
 
@@ -41,6 +42,24 @@ if TYPE_CHECKING:
 
 class UnknownUser(LedgerError, LookupError):
     pass
+
+
+class ErasedUser(LedgerError, LookupError):
+    """The user was erased (docs/data-protection.md): every reader answers this, and
+    nothing else, about them (the CLI exits 0; HTTP answers 410 Gone)."""
+
+    def __init__(self, user_id: str, erased_at: datetime, request_id: str) -> None:
+        self.user_id = user_id
+        self.erased_at = erased_at
+        self.request_id = request_id
+        super().__init__(f"{user_id} erased at {format_instant(erased_at)} (request {request_id})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "erased_at": format_instant(self.erased_at),
+            "request_id": self.request_id,
+        }
 
 
 def row_json(row: HistoryRow) -> dict[str, Any]:
@@ -55,6 +74,7 @@ def row_json(row: HistoryRow) -> dict[str, Any]:
 # Each by the (user_id, ...) index of its table. `{p}` is the driver's placeholder.
 _USER_SQL = "SELECT birth_date, signup_at FROM users WHERE user_id = {p}"
 _FIRST_SQL = "SELECT MIN(recorded_at) FROM events WHERE user_id = {p}"
+_ERASED_SQL = "SELECT erased_at, request_id FROM erasures WHERE user_id = {p}"
 _ROWS_SQL = (
     f"SELECT {', '.join(HISTORY_COLUMNS)} FROM {HISTORY_FROM_SQL} "
     "WHERE user_id = {p}{believed} ORDER BY valid_from, recorded_at"
@@ -65,6 +85,7 @@ _STATEMENTS = {
     for name, sql, believed in (
         ("user", _USER_SQL, ""),
         ("first", _FIRST_SQL, ""),
+        ("erased", _ERASED_SQL, ""),
         ("all", _ROWS_SQL, ""),
         ("believed", _ROWS_SQL, " AND superseded_at IS NULL"),
     )
@@ -73,6 +94,14 @@ _STATEMENTS = {
 
 def _fetch(r: SqlReader, name: str, user_id: str) -> Sequence[Sequence[Any]]:
     return r.rows(_STATEMENTS[r.placeholder, name], (user_id,))
+
+
+def refuse_erased(r: SqlReader, user_id: str) -> None:
+    """Raise ErasedUser if the user was erased."""
+    found = _fetch(r, "erased", user_id)
+    if found:
+        erased_at, request_id = found[0]
+        raise ErasedUser(user_id, instant(erased_at), request_id)
 
 
 def _user_row(r: SqlReader, user_id: str) -> tuple[date | None, datetime | None]:
@@ -136,6 +165,7 @@ def history(
     Empty also for a known user asked about before the ledger recorded anything of them:
     `history_answer` tells that apart."""
     r = reader(engine)
+    refuse_erased(r, user_id)
     rows = _history_rows(r, user_id, include_superseded, believed_at)
     if not rows:  # a known user has rows; one query, not two, on the hot path (HTTP API)
         _user_row(r, user_id)
@@ -235,6 +265,7 @@ def current(
     believed_at: datetime | None = None,
 ) -> Current:
     r = reader(engine)
+    refuse_erased(r, user_id)
     birth_date, signup_at = _user_row(r, user_id)
     entries = [row.entry for row in _history_rows(r, user_id, False, believed_at)]
     known = Recorded()

@@ -26,12 +26,12 @@ from ledger.domain.limits import quote
 from ledger.domain.rulebooks import RULEBOOKS, age_status
 from ledger.domain.time import format_instant
 from ledger.errors import LedgerError
-from ledger.queries.history import Current, UnknownUser, explanation
+from ledger.queries.history import Current, ErasedUser, UnknownUser, explanation
 from ledger.store.audit_snapshot import SqlAuditSource
 from ledger.store.digests import SqlDigestSnapshot
 from ledger.store.errors import translated_errors
-from ledger.store.rows import day, optional_instant
-from ledger.store.schema import users
+from ledger.store.rows import day, instant, optional_instant
+from ledger.store.schema import erasures, users
 
 __all__ = ["DigestNotRecorded", "NoCoveringDigest", "export_subject"]
 
@@ -56,6 +56,16 @@ def export_subject(
     when the store did not record it), or against the newest recorded one; either way
     NoCoveringDigest when it does not cover all of the user's events."""
     with engine.connect() as conn, SqlAuditSource(conn).snapshot() as snap:
+        # An erased user's export is the erased answer, as every reader's: their events
+        # keep only links, and nothing personal is left to export (docs/data-protection.md).
+        with translated_errors(reading=True):
+            gone = conn.execute(
+                select(erasures.c.erased_at, erasures.c.request_id).where(
+                    erasures.c.user_id == user_id
+                )
+            ).first()
+        if gone is not None:
+            raise ErasedUser(user_id, instant(gone[0]), gone[1])
         evs = list(snap.events(user_id))
         if not evs:
             raise UnknownUser(
@@ -81,7 +91,7 @@ def export_subject(
                 f"the stored events of {quote(user_id)} do not lead to the root of digest "
                 f"#{recorded.id}: the store changed since; run `ledger verify`"
             )
-    sequences = {ev.event_id: (ev.app_seq, ev.seq) for ev in evs}
+    sequences = {ev.event_id: (ev.app_seq, ev.seq) for ev in evs if ev.event_id is not None}
     # Record-time order, as the decision log (row id breaks ties: the sort is stable).
     ordered = sorted(hist, key=lambda s: (s.recorded_at, s.valid_from))
     named = sorted({s.policy for s in hist})

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, inspect, select
 from sqlalchemy.sql import ColumnElement, Select
 
-from ledger.app.ports import StoredEvent, StoredHistory, StoredUser
+from ledger.app.ports import StoredErasure, StoredEvent, StoredHistory, StoredUser
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
 from ledger.domain.limits import quote
 from ledger.errors import LedgerError
@@ -40,6 +40,7 @@ from ledger.store.schema import (
     HISTORY_FROM,
     assignment_history,
     decisions,
+    erasures,
     events,
     policy_pins,
     store_formats,
@@ -194,6 +195,25 @@ class SqlAuditSnapshot:
             q = q.where(h.user_id == user)
         for row in self._stream(q):
             yield stored_history(row)
+
+    def erasures(self, user: str | None = None) -> Generator[StoredErasure, None, None]:
+        if not inspect(self.conn).has_table(erasures.name):
+            return  # a store below revision 0010, read as it is: nobody was erased
+        x = erasures.c
+        q = select(erasures).order_by(self._user_order(x.user_id))
+        if user is not None:
+            q = q.where(x.user_id == user)
+        for row in self._stream(q):
+            yield StoredErasure(
+                row.user_id,
+                row.app_seq,
+                row.seq,
+                row.request_id,
+                row.erased_at,
+                row.history_rows,
+                row.dead_letters,
+                None if row.retained_hash is None else bytes(row.retained_hash),
+            )
 
     def decisions(
         self, since: datetime | None = None, until: datetime | None = None

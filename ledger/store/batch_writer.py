@@ -17,19 +17,34 @@ from typing import Any
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.exc import DBAPIError
 
-from ledger.app.ingest.plan import AppliedEvent, BatchPlan, EncodedPlan
+from ledger.app.ingest.plan import AppliedEvent, BatchPlan, EncodedPlan, PlannedErasure
 from ledger.app.ports import PhoneKeyChanged, PolicyChanged
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS
+from ledger.domain.audit.chain import GENESIS, next_link
+from ledger.domain.audit.erasure import (
+    ErasureRecord,
+    SkeletonRow,
+    erased_events_hash,
+    erasure_bytes,
+    skeleton_hash,
+)
 from ledger.domain.facts import (
     observed_fields,
 )
 from ledger.domain.projection import HistoryRow, UserSummary
-from ledger.store.rows import event_id_bytes, instant_micros, split_position
+from ledger.store.rows import (
+    event_id_bytes,
+    instant,
+    instant_micros,
+    optional_instant,
+    split_position,
+)
 from ledger.store.schema import (
     assignment_history,
     dead_letters,
     decision_outbox,
     decisions,
+    erasures,
     event_origins,
     events,
     key_fingerprints,
@@ -371,9 +386,7 @@ def claim_phone_key(rows: _Rows, fingerprint: str, recorded_at: datetime | None)
     PhoneKeyChanged.check(stored_fingerprint(rows.conn), fingerprint)
 
 
-def claim_policies(
-    rows: _Rows, hashes: Mapping[str, str], recorded_at: datetime | None
-) -> None:
+def claim_policies(rows: _Rows, hashes: Mapping[str, str], recorded_at: datetime | None) -> None:
     """Pin the policy versions a batch decided with (version -> content hash) unless they
     are pinned, and refuse the batch if one is pinned with other content: in the batch's
     transaction and before its rows, so of two writers that start on an empty store with
@@ -388,9 +401,7 @@ def claim_policies(
         [(v, hashes[v], rows.iso(recorded_at)) for v in versions],
     )
     found = rows.conn.execute(
-        select(policy_pins.c.version, policy_pins.c.hash).where(
-            policy_pins.c.version.in_(versions)
-        )
+        select(policy_pins.c.version, policy_pins.c.hash).where(policy_pins.c.version.in_(versions))
     )
     PolicyChanged.check({version: pinned for version, pinned in found}, hashes)
 
@@ -408,6 +419,8 @@ def encode_plan(plan: BatchPlan, *, sqlite: bool) -> EncodedPlan:
         recorded_at=plan.recorded_at,
         policy_hashes=plan.policy_hashes,
         phone_key_fingerprint=plan.phone_key_fingerprint,
+        erasures=plan.erasures,
+        suppressed=plan.suppressed,
     )
     positions = {a.position: split_position(a.position) for a in plan.events}
     encoded = EncodedPlan(rest, [(a.order, event_row(v, a, positions)) for a in plan.events])
@@ -426,11 +439,18 @@ def encode_plan(plan: BatchPlan, *, sqlite: bool) -> EncodedPlan:
 
 
 def write_plan(
-    conn: Connection, plan: BatchPlan, raw_limit: int, *, announce: bool = True
+    conn: Connection,
+    plan: BatchPlan,
+    raw_limit: int,
+    *,
+    announce: bool = True,
+    retain_assignments: bool = False,
 ) -> None:
     """All writes of one batch; the caller owns the transaction."""
     encoded = encode_plan(plan, sqlite=conn.dialect.name == "sqlite")
-    write_encoded(conn, encoded, raw_limit, announce=announce)
+    write_encoded(
+        conn, encoded, raw_limit, announce=announce, retain_assignments=retain_assignments
+    )
 
 
 def _with(row: tuple[Any, ...], index: int, value: Any) -> tuple[Any, ...]:
@@ -438,11 +458,17 @@ def _with(row: tuple[Any, ...], index: int, value: Any) -> tuple[Any, ...]:
 
 
 def write_encoded(
-    conn: Connection, encoded: EncodedPlan, raw_limit: int, *, announce: bool = True
+    conn: Connection,
+    encoded: EncodedPlan,
+    raw_limit: int,
+    *,
+    announce: bool = True,
+    retain_assignments: bool = False,
 ) -> None:
     """All writes of one batch, its rows already built; the caller owns the transaction.
     `announce`: whether the relay is to publish the batch's decisions (a store rebuilt by
-    replay records them unannounced)."""
+    replay records them unannounced). `retain_assignments`: an erasure keeps the history
+    skeleton (LEDGER_RETAIN_ASSIGNMENTS)."""
     rows = _Rows(conn)
     plan = encoded.rest
     if encoded.events and plan.phone_key_fingerprint is not None:
@@ -496,6 +522,157 @@ def write_encoded(
         ],
     )
     _write_outbox(rows, encoded, app_seq_of, announce)
+    # Last: an erasure deletes what the batch itself wrote of the user, too.
+    for erasure in plan.erasures:
+        app_seq = app_seq_of[event_id_bytes(erasure.event_id)]
+        erase_user(rows, erasure, app_seq, retain=retain_assignments, announce=announce)
+
+
+# The columns of an erased user's events that are emptied: every personal field, the event
+# id (it was random, and the old links committed to it: without it no guess of a deleted
+# value can be confirmed against a link), valid time, type and offset in the source.
+ERASED_EVENT_COLUMNS = (
+    "event_id",
+    "occurred_at",
+    "type",
+    "phone_region",
+    "phone_valid",
+    "phone_hash",
+    "channel",
+    "birth_date",
+    "country",
+    "evidence",
+    "tos_version",
+    "locale",
+    "document_country",
+    "document_kind",
+    "origin_offset",
+)
+# The users row's columns an erasure empties: the facts and the cached state.
+ERASED_USER_COLUMNS = tuple(
+    c for c in USER_WRITE_COLUMNS if c not in ("user_id", "events", "updated_at", "chain_head")
+)
+_SKELETON_SELECT = (
+    "SELECT h.id, h.valid_from, h.valid_to, d.assignment, d.policy, d.rule, d.policy_hash, "
+    "h.recorded_at, h.superseded_at FROM assignment_history AS h "
+    "JOIN decisions AS d ON d.id = h.decision_id WHERE h.user_id = ?"
+)
+
+
+def erase_user(
+    rows: _Rows, erasure: PlannedErasure, app_seq: int, *, retain: bool, announce: bool
+) -> None:
+    """Apply one planned erasure (docs/data-protection.md) in the batch's transaction:
+    delete the user's personal data, link the erasure into their chain, record it. The
+    link commits to what is kept (ledger.domain.audit.erasure)."""
+    mark = "?" if rows.sqlite else "%s"
+    q = rows.quote
+
+    def run(sql: str, params: tuple[Any, ...]) -> Any:
+        return rows.conn.exec_driver_sql(sql.replace("?", mark), params)
+
+    user, seq = erasure.user_id, erasure.seq
+    kept = [
+        (n, instant(rec), bytes(link))
+        for n, rec, link in run(
+            "SELECT seq, recorded_at, link FROM events WHERE user_id = ? AND seq < ? ORDER BY seq",
+            (user, seq),
+        )
+    ]
+    skeleton = [
+        (
+            r[0],
+            r[6],
+            SkeletonRow(
+                instant(r[1]),
+                optional_instant(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                instant(r[7]),
+                optional_instant(r[8]),
+            ),
+        )
+        for r in run(_SKELETON_SELECT, (user,))
+    ]
+    record = ErasureRecord(
+        event_id=erasure.event_id,
+        user_id=user,
+        occurred_at=erasure.occurred_at,
+        recorded_at=erasure.recorded_at,
+        request_id=erasure.request_id,
+        seq=seq,
+        erased_events=erased_events_hash(kept),
+        history_rows=len(skeleton),
+        retained=skeleton_hash(row for _, _, row in skeleton) if retain else None,
+    )
+    link = next_link(kept[-1][2] if kept else GENESIS, erasure_bytes(record))
+    nulls = ", ".join(f"{q(c)} = NULL" for c in ERASED_EVENT_COLUMNS)
+    run(f"UPDATE events SET {nulls} WHERE user_id = ? AND seq < ?", (user, seq))
+    run("UPDATE events SET link = ? WHERE user_id = ? AND seq = ?", (link, user, seq))
+    if retain and skeleton:
+        # The skeleton keeps the decision but not its reason, which may quote the facts.
+        wanted = {(s.assignment, s.policy, s.rule, "", phash) for _, phash, s in skeleton}
+        ids = rows.interned(decisions, DECISION_COLUMNS, wanted)
+        rows.execute_many(
+            "UPDATE assignment_history SET facts = ?, evidence = ?, decision_id = ? WHERE id = ?",
+            [
+                (rows.json({}), rows.json([]), ids[(s.assignment, s.policy, s.rule, "", ph)], i)
+                for i, ph, s in skeleton
+            ],
+        )
+    else:
+        run("DELETE FROM assignment_history WHERE user_id = ?", (user,))
+    dead = run("DELETE FROM dead_letters WHERE user_id = ?", (user,)).rowcount
+    # The user's earlier changefeed rows name history rows that are gone; the erasure's
+    # own row tells consumers to forget the user (a tombstone on rulebook-current).
+    run("DELETE FROM decision_outbox WHERE user_id = ?", (user,))
+    if not rows.sqlite:
+        rows.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_OUTBOX_LOCK,))
+    rows.insert(
+        decision_outbox,
+        OUTBOX_WRITE_COLUMNS,
+        [
+            (
+                user,
+                rows.instant(erasure.occurred_at),
+                rows.instant(erasure.recorded_at),
+                "erased",
+                app_seq,
+                announce,
+            )
+        ],
+    )
+    cleared = ", ".join(f"{q(c)} = NULL" for c in ERASED_USER_COLUMNS)
+    run(
+        f"UPDATE users SET {cleared}, events = ?, chain_head = ?, updated_at = ? WHERE user_id = ?",
+        (seq, link, rows.instant(erasure.recorded_at), user),
+    )
+    rows.insert(
+        erasures,
+        (
+            "user_id",
+            "app_seq",
+            "seq",
+            "request_id",
+            "erased_at",
+            "history_rows",
+            "dead_letters",
+            "retained_hash",
+        ),
+        [
+            (
+                user,
+                app_seq,
+                seq,
+                erasure.request_id,
+                rows.instant(erasure.recorded_at),
+                len(skeleton),
+                dead,
+                record.retained,
+            )
+        ],
+    )
 
 
 # Any 64-bit number no other code of the store's database takes as an advisory lock.

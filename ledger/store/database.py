@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration. Kept here so that a command on a current store never imports
 # Alembic (a tenth of a second); a test checks it against Alembic's own head.
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 
 def _alembic_config() -> Any:
@@ -47,6 +47,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any, cache_kib: int = WRITER
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # An erasure must leave nothing readable in the file (docs/data-protection.md): freed
+    # space is zeroed as it is freed, always, because B-tree rebalancing during ordinary
+    # writes also leaves copies of cells behind in free space.
+    cursor.execute("PRAGMA secure_delete=ON")
     # Event ids are random UUIDs, so inserts touch B-tree pages all over the file; with
     # SQLite's default 2 MB page cache that thrashes once the ledger outgrows it.
     cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")

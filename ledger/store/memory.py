@@ -17,7 +17,7 @@ from datetime import datetime
 from ledger.app.ingest.plan import AppliedEvent, BatchPlan, PositionKey
 from ledger.app.ports import HistoryTableRow, PhoneKeyChanged, PolicyChanged, StoreConflict
 from ledger.domain.audit.chain import GENESIS
-from ledger.domain.projection import HistoryRow, UserProjection, UserSummary
+from ledger.domain.projection import Erased, HistoryRow, UserProjection, UserSummary
 from ledger.domain.timeline import Entry
 from ledger.sources.records import SourceIdentity
 
@@ -55,6 +55,9 @@ class _State:
     identities: dict[str, SourceIdentity] = field(default_factory=dict)
     pins: dict[str, str] = field(default_factory=dict)  # policy version -> content hash
     phone_key: str | None = None  # the fingerprint of the key of the phone hashes
+    # Erased users: what remains of them (a what-if run needs no more: their later events
+    # are suppressed, and nothing is verified here).
+    erased: dict[str, tuple[Erased, int]] = field(default_factory=dict)
 
 
 class MemoryTransaction:
@@ -76,6 +79,12 @@ class MemoryTransaction:
         state = self._state
         out: dict[str, UserProjection] = {}
         for u in user_ids:
+            if u in state.erased:
+                mark, seq = state.erased[u]
+                out[u] = UserProjection(
+                    u, last_recorded_at=mark.erased_at, erased=mark, erased_events=seq
+                )
+                continue
             applied = [state.events[e] for e in state.user_events.get(u, ())]
             believed = sorted(
                 (r for r in state.history.get(u, ()) if r.superseded_at is None),
@@ -128,6 +137,9 @@ class MemoryStore:
 
     def phone_key_fingerprint(self) -> str | None:
         return self._state.phone_key
+
+    def scrub(self) -> None:
+        pass  # nothing of an erased user is left in memory to scrub
 
     def reset_positions(self, source: str) -> int:
         with self._lock:
@@ -240,3 +252,10 @@ def _apply(state: _State, plan: BatchPlan, raw_limit: int) -> None:
         )
     state.positions.update(plan.positions)
     state.identities.update(plan.identities)
+    for erasure in plan.erasures:
+        user = erasure.user_id
+        for event_id in state.user_events.pop(user, []):
+            state.events.pop(event_id, None)
+        state.history.pop(user, None)
+        state.dead_letters = [d for d in state.dead_letters if d.user_id != user]
+        state.erased[user] = (Erased(erasure.recorded_at, erasure.request_id), erasure.seq)

@@ -124,11 +124,13 @@ events = Table(
     # the events up to one app_seq. As the primary key it is SQLite's rowid: no index of
     # its own.
     Column("app_seq", ROW_ID, primary_key=True, autoincrement=False),
-    Column("event_id", EventId(), nullable=False),
+    # event_id, occurred_at and type are null only in an erased user's events (migration
+    # 0010), which keep just seq, app_seq, record time, origin and link.
+    Column("event_id", EventId()),
     Column("user_id", String(limits.USER_ID_CHARS), nullable=False),
-    Column("occurred_at", Instant(), nullable=False),
+    Column("occurred_at", Instant()),
     Column("recorded_at", Instant(), nullable=False),
-    Column("type", String(limits.EVENT_TYPE_CHARS), nullable=False),
+    Column("type", String(limits.EVENT_TYPE_CHARS)),
     # Phone numbers are reduced: region, validity and a keyed hash, never the number.
     Column("phone_region", String(3)),
     Column("phone_valid", Boolean),
@@ -202,6 +204,25 @@ users = Table(
     Column("updated_at", Instant(), nullable=False),
     Column("chain_head", LargeBinary(32), nullable=False),  # the last event's link
     Index("ix_users_assignment", "assignment"),
+)
+
+# One row per erased user (docs/data-protection.md, migration 0010): the erasure's request
+# and record time, where it sits in the user's chain, what it found, and the hash of the
+# history skeleton kept under LEDGER_RETAIN_ASSIGNMENTS=1 (null: nothing kept). The
+# erasure's event row (type AccountErased) has the link that commits to all of it
+# (ledger.domain.audit.erasure); `dead_letters` is a count the link leaves out, since a
+# replay of the log need not have met the same dead letters.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("user_id", String(limits.USER_ID_CHARS), primary_key=True),
+    Column("app_seq", BigInteger, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("request_id", String(limits.ERASURE_REQUEST_ID_CHARS), nullable=False),
+    Column("erased_at", Instant(), nullable=False),
+    Column("history_rows", Integer, nullable=False),
+    Column("dead_letters", Integer, nullable=False),
+    Column("retained_hash", LargeBinary(32)),
 )
 
 # An event row with its origin, and the position text the event arrived with (as

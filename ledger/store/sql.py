@@ -13,11 +13,12 @@ from sqlalchemy import Connection, Engine, delete, func, select, tuple_
 
 from ledger.app.ingest.plan import BatchPlan, EncodedPlan, PositionKey
 from ledger.app.ports import HistoryTableRow
+from ledger.config import retain_assignments
 from ledger.domain.audit.chain import GENESIS
 from ledger.domain.facts import (
     Observation,
 )
-from ledger.domain.projection import HistoryRow, UserProjection
+from ledger.domain.projection import Erased, HistoryRow, UserProjection
 from ledger.sources.records import SourceIdentity
 from ledger.store.batch_writer import encode_plan, stored_fingerprint, write_encoded, write_plan
 from ledger.store.errors import translated_errors
@@ -25,6 +26,7 @@ from ledger.store.rows import HISTORY_COLUMNS, history_row_from_row, observation
 from ledger.store.schema import (
     HISTORY_FROM,
     assignment_history,
+    erasures,
     events,
     history_columns,
     policy_pins,
@@ -71,8 +73,20 @@ def load_projections(conn: Connection, user_ids: Sequence[str]) -> dict[str, Use
     last: dict[str, datetime] = {}
     heads: dict[str, tuple[int, bytes]] = {}  # user -> (seq, link) of the last event
     believed: dict[str, list[HistoryRow]] = {u: [] for u in user_ids}
+    erased: dict[str, UserProjection] = {}
     for chunk in _chunks(list(user_ids)):
-        for row in conn.execute(select(events).where(events.c.user_id.in_(chunk))):
+        for row in conn.execute(select(erasures).where(erasures.c.user_id.in_(chunk))):
+            # All an erased user's projection needs: their later events are suppressed.
+            erased[row.user_id] = UserProjection(
+                row.user_id,
+                last_recorded_at=row.erased_at,
+                erased=Erased(row.erased_at, row.request_id),
+                erased_events=row.seq,
+            )
+        live = [u for u in chunk if u not in erased]
+        if not live:
+            continue
+        for row in conn.execute(select(events).where(events.c.user_id.in_(live))):
             obs[row.user_id].append(observation_from_row(row))
             if row.user_id not in last or row.recorded_at > last[row.user_id]:
                 last[row.user_id] = row.recorded_at
@@ -81,7 +95,7 @@ def load_projections(conn: Connection, user_ids: Sequence[str]) -> dict[str, Use
         q = (
             select(*HISTORY_SELECT)
             .select_from(HISTORY_FROM)
-            .where(assignment_history.c.user_id.in_(chunk))
+            .where(assignment_history.c.user_id.in_(live))
             .where(assignment_history.c.superseded_at.is_(None))
             .order_by(assignment_history.c.user_id, assignment_history.c.valid_from)
         )
@@ -89,6 +103,9 @@ def load_projections(conn: Connection, user_ids: Sequence[str]) -> dict[str, Use
             believed[row.user_id].append(history_row_from_row(row))
     out: dict[str, UserProjection] = {}
     for u in user_ids:
+        if u in erased:
+            out[u] = erased[u]
+            continue
         p = UserProjection(u, obs[u], believed[u], last.get(u), heads.get(u, (0, GENESIS))[1])
         out[u] = p
     return out
@@ -120,10 +137,18 @@ def stored_positions(conn: Connection, source: str) -> dict[int, int]:
 class SqlTransaction:
     """The batch port on one open SQL transaction."""
 
-    def __init__(self, conn: Connection, raw_limit: int, *, announce: bool = True) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        raw_limit: int,
+        *,
+        announce: bool = True,
+        retain_assignments: bool = False,
+    ) -> None:
         self.conn = conn
         self.raw_limit = raw_limit
         self.announce = announce
+        self.retain_assignments = retain_assignments
 
     def lock_positions(self, keys: Collection[PositionKey]) -> dict[PositionKey, int]:
         return lock_positions(self.conn, keys)
@@ -149,10 +174,22 @@ class SqlTransaction:
         return load_projections(self.conn, user_ids)
 
     def write(self, plan: BatchPlan) -> None:
-        write_plan(self.conn, plan, self.raw_limit, announce=self.announce)
+        write_plan(
+            self.conn,
+            plan,
+            self.raw_limit,
+            announce=self.announce,
+            retain_assignments=self.retain_assignments,
+        )
 
     def write_encoded(self, encoded: EncodedPlan) -> None:
-        write_encoded(self.conn, encoded, self.raw_limit, announce=self.announce)
+        write_encoded(
+            self.conn,
+            encoded,
+            self.raw_limit,
+            announce=self.announce,
+            retain_assignments=self.retain_assignments,
+        )
 
 
 class SqlStore:
@@ -164,6 +201,8 @@ class SqlStore:
         # Whether the changefeed's relay publishes what this store's writes decide: not
         # for a store being rebuilt by replay (`ledger replay --announce`).
         self.announce = True
+        # Whether an erasure keeps the history skeleton (LEDGER_RETAIN_ASSIGNMENTS=1).
+        self.retain_assignments = retain_assignments()
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:
@@ -173,7 +212,12 @@ class SqlStore:
             # unique (user_id, seq) key turns a stale plan into a conflict).
             conn.execution_options(ledger_sqlite_begin="IMMEDIATE")
             with conn.begin():
-                yield SqlTransaction(conn, self.raw_limit, announce=self.announce)
+                yield SqlTransaction(
+                    conn,
+                    self.raw_limit,
+                    announce=self.announce,
+                    retain_assignments=self.retain_assignments,
+                )
 
     def reclaim(self) -> None:
         """SQLite: start the write-ahead log over once it is large. Readers that keep
@@ -189,6 +233,17 @@ class SqlStore:
         if size > WAL_RESTART_BYTES:
             with translated_errors(), self.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(RESTART)")
+
+    def scrub(self) -> None:
+        """After a batch that erased users: on SQLite, write the log back into the database
+        and truncate it, so that no page image from before the erasure stays readable in
+        the -wal file (secure_delete zeroes what a transaction frees, not what the log
+        still holds). A reader in the middle of a snapshot can keep the log from being
+        truncated; the next erasure or `reclaim` tries again."""
+        if self.engine.dialect.name != "sqlite" or not self.engine.url.database:
+            return
+        with translated_errors(), self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def encode(self, plan: BatchPlan) -> EncodedPlan:
         return encode_plan(plan, sqlite=self.engine.dialect.name == "sqlite")

@@ -381,7 +381,7 @@ def test_version() -> None:
 
     shown = run("--version", code=0).stdout
     assert shown.startswith(f"jurisdiction-ledger {version('jurisdiction-ledger')} ")
-    assert "writes event schema version 2" in shown
+    assert "writes event schema version 3" in shown
     script = subprocess.run([LEDGER, "--version"], capture_output=True, text=True, check=True)
     assert script.stdout == shown
 
@@ -425,6 +425,59 @@ def test_verify_refuses_garbage_digests_in_one_line(db: str, events: Path, tmp_p
         named.write_text(json.dumps({**json.loads(taken.read_text()), "chain_encoding": hostile}))
         stderr = run("verify", "--digest", str(named), "--db", db, code=1).stderr
         assert "chain_encoding" in stderr and "\x1b" not in stderr and stderr.count("\n") == 1
+
+
+def test_erase(db: str, events: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run("replay", str(events), "--db", db, code=0)
+    # No terminal and no --yes: refused before anything is opened or changed.
+    stderr = run("erase", "u-1", "--request-id", "R1", "--db", db, code=2).stderr
+    assert "--yes" in stderr
+    # Hostile request ids and users: one line each, nothing erased.
+    for rid in ("", "x" * 101, "a\x1bb", "a\nb", "\x00"):
+        stderr = run("erase", "u-1", "--request-id", rid, "--yes", "--db", db, code=2).stderr
+        assert "--request-id" in stderr and "\x1b" not in stderr, stderr
+    run("erase", "u-1", "--request-id", "R1", "--reason", "x" * 501, "--yes", "--db", db, code=2)
+    run("erase", "u-1", "--request-id", "R1", "--reason", "", "--yes", "--db", db, code=2)
+    for user in ("u-2", "\x1b[31mred", "a\nb"):
+        stderr = run("erase", user, "--request-id", "R1", "--yes", "--db", db, code=1).stderr
+        assert "unknown user" in stderr and "\x1b" not in stderr, stderr
+    run("erase", "x" * 201, "--request-id", "R1", "--yes", "--db", db, code=2)
+    run("erase", "", "--request-id", "R1", "--yes", "--db", db, code=2)
+    # Usage: no request id, an unknown option, --bootstrap with --db, --topic alone.
+    run("erase", "u-1", "--yes", "--db", db, code=2)
+    run("erase", "u-1", "--request-id", "R1", "--bogus", code=2)
+    args = ("erase", "u-1", "--request-id", "R1", "--yes")
+    run(*args, "--db", db, "--bootstrap", NO_BROKER, code=2)
+    run(*args, "--topic", "t", code=2)
+    # A store that is not there is not created.
+    missing = tmp_path / "none.db"
+    run(*args, "--db", f"sqlite:///{missing}", code=1)
+    assert not missing.exists()
+    # An unreachable broker: one line.
+    run(*args, "--bootstrap", NO_BROKER, code=1)
+    # On a terminal it asks; declined, nothing changes.
+    monkeypatch.setattr("ledger.cli.erase.interactive", lambda: True)
+    declined = CliRunner().invoke(
+        app, ["erase", "u-1", "--request-id", "R1", "--db", db], input="n\n", env=ENV
+    )
+    assert declined.exit_code == 1 and "nothing erased" in declined.stderr
+    assert "erased" not in run("history", "u-1", "--db", db, code=0).stdout
+    # Confirmed: erased, what was deleted and kept; again: erased already, exit 0.
+    confirmed = CliRunner().invoke(
+        app, ["erase", "u-1", "--request-id", "R1", "--json", "--db", db], input="y\n", env=ENV
+    )
+    assert confirmed.exit_code == 0, confirmed.stderr
+    report = json.loads(confirmed.stdout[confirmed.stdout.index("{") :])
+    assert report["already_erased"] is False
+    assert report["deleted"] == {"events": 1, "history_rows": 1, "dead_letters": 0}
+    assert report["kept"] == {"event_links": 1, "history_rows": 0}
+    again = json.loads(run(*args, "--json", "--db", db, code=0).stdout)
+    assert again["already_erased"] is True and again["erased_at"] == report["erased_at"]
+    assert "erased already, nothing changed" in run(*args, "--db", db, code=0).stdout
+    # Readers answer the erased line; the subject export too, writing nothing.
+    out = tmp_path / "u-1.json"
+    answer = run("subject", "export", "u-1", "-o", str(out), "--db", db, code=0).stdout
+    assert answer.startswith("u-1 erased at ") and not out.exists()
 
 
 def test_subject_export_and_verify(db: str, events: Path, tmp_path: Path) -> None:

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, assume, given
+from hypothesis import strategies as st
 
 from ledger.config import ByteLimits
 from ledger.store.schema import dead_letters
+from tests.factories import signup
 from tests.helpers import postgres
 from tests.helpers.fuzzing import (
     CLI_EXAMPLES,
@@ -31,7 +33,7 @@ from tests.helpers.fuzzing import (
     read_file,
     valid_alone,
 )
-from tests.support import Cli, history_rows
+from tests.support import Cli, history_rows, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -89,3 +91,40 @@ def test_json_mutants_through_the_cli(database_kind: str, lines: list[bytes]) ->
             assert json.loads(again.stdout)["applied"] == 0
 
 
+# --- ledger erase with hostile arguments ----------------------------------------------------
+
+_ERASE_TEXT = st.one_of(
+    st.text(st.characters(codec=None), max_size=110),
+    st.sampled_from(["u-1", "u-2", "", "\x1b[31mred", "a\nb", "x" * 101, "R-1"]),
+)
+
+
+@fuzz(CLI_EXAMPLES, HealthCheck.function_scoped_fixture)
+@given(user=_ERASE_TEXT, request_id=_ERASE_TEXT, reason=st.one_of(st.none(), _ERASE_TEXT))
+def test_hostile_erase_arguments_through_the_cli(
+    database_kind: str, user: str, request_id: str, reason: str | None
+) -> None:
+    """`ledger erase` on a store holding u-1: exit 0 (u-1 erased, or erased already), 1 (an
+    unknown user) or 2 (a refused argument), one printable line on stderr; only u-1 can be
+    erased, and the store verifies afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        events = write_jsonl(folder / "e.jsonl", [signup(1, "u-1")])
+        with fresh_database(database_kind, folder) as url:
+            cli = Cli(url)
+            cli.run("replay", str(events))
+            argv = ["erase", user, "--request-id", request_id, "--yes", "--json"]
+            if reason is not None:
+                argv += ["--reason", reason]
+            result = cli.run(*argv, expect=None)
+            assert result.exit_code in (0, 1, 2), result.stderr
+            if result.exit_code:
+                assert result.stderr.startswith("ledger: error:"), result.stderr
+                assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr
+            else:
+                assert user == "u-1"
+                report = json.loads(result.stdout)
+                assert report["request_id"] == request_id
+            erased = "erased at" in cli.run("history", "u-1").stdout
+            assert erased == (result.exit_code == 0)
+            cli.run("verify")

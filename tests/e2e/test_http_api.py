@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from ledger.store.schema import events, users
+from tests.factories import relocation, signup, terms_accepted
 from tests.helpers import postgres
 from tests.helpers.http import (
     ADMIN,
@@ -504,3 +505,58 @@ def test_the_subject_export_answers_as_the_cli(api: SimpleNamespace, tmp_path: P
     _problem(s, path, 401, token=None)
     _problem(s, path, 403, METRICS)
     assert _problem(s, "/v1/users/nobody/export", 404)["title"] == "Unknown user"
+
+
+# --- an erased user ------------------------------------------------------------------------
+
+
+def test_an_erased_user_is_gone_from_every_answer(db_url: str, tmp_path: Path) -> None:
+    """docs/data-protection.md: after `ledger erase`, history/current/explain/timeline/export
+    answer 410 Gone with the erased line; the changefeed lists only the `erased` record;
+    the dead letters naming the user are deleted (nothing of them in `dead-letters
+    export`), and `decisions export` holds none of their decisions."""
+    cli = Cli(db_url)
+    user, other = "u-gone", "u-stays"
+    lines = [
+        signup(1, user, at="2026-03-01T00:00:00Z", recorded_at="2026-03-01T00:00:01Z"),
+        relocation(
+            2, user, at="2026-04-01T00:00:00Z", country="US", recorded_at="2026-04-01T00:00:01Z"
+        ),
+        signup(3, other, at="2026-03-02T00:00:00Z", recorded_at="2026-03-02T00:00:01Z"),
+        # Dead letters naming each user: terms no policy knows.
+        terms_accepted(4, user, at="2026-05-01T00:00:00Z", version="v-none"),
+        terms_accepted(5, other, at="2026-05-01T00:00:00Z", version="v-none"),
+    ]
+    stream = tmp_path / "e.jsonl"
+    stream.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cli.run("replay", str(stream), "--announce", expect=3)
+    cli.run("subject", "export", user, "-o", str(tmp_path / "before.json"))
+    report = cli.json("erase", user, "--request-id", "DSR-9", "--yes")
+    assert report["deleted"]["dead_letters"] == 1
+    server = start_server(db_url, tmp_path / "serve.log")
+    try:
+        for what in ("current", "history", "explain", "timeline", "timeline.svg", "export"):
+            got, headers, body = server.get(f"/v1/users/{user}/{what}", ADMIN)
+            assert got == 410 and headers["content-type"] == PROBLEM, (what, got, body[:200])
+            doc = json.loads(body)
+            assert doc["title"] == "Erased user" and doc["request_id"] == "DSR-9"
+            assert doc["erased_at"] == report["erased_at"]
+            assert doc["detail"] == f"{user} erased at {report['erased_at']} (request DSR-9)"
+        assert server.json(f"/v1/users/{other}/current", AUDITOR)["user_id"] == other
+        feed = [c for c in server.json("/v1/changes", AUDITOR)["changes"] if c["user_id"] == user]
+        assert [c["kind"] for c in feed] == ["erased"] and feed[0]["assignment"] is None
+        dead = server.json("/v1/dead-letters", ADMIN)
+        assert user not in json.dumps(dead) and other in json.dumps(dead)
+    finally:
+        assert server.stop() == 0, server.log.read_text()[-2000:]
+    exported = tmp_path / "dead.jsonl"
+    cli.run("dead-letters", "export", "-o", str(exported))
+    text = exported.read_text()
+    assert user not in text and "v-none" in text  # the other user's dead letter stays
+    decisions = tmp_path / "decisions.jsonl"
+    cli.run("decisions", "export", "-o", str(decisions))
+    rows = [json.loads(x) for x in decisions.read_text().splitlines()]
+    assert rows and all(r["user_id"] == other for r in rows)
+    answer = cli.run("subject", "export", user, "-o", str(tmp_path / "after.json")).stdout
+    assert answer.strip() == f"{user} erased at {report['erased_at']} (request DSR-9)"
+    assert not (tmp_path / "after.json").exists()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from ledger.domain.audit.stable_ids import decision_id
+from ledger.domain.time import format_instant
 from tests.helpers.changefeed import (
     feed_topics,
     read_feed,
@@ -198,3 +200,45 @@ def test_relay_metrics_and_readiness(
     finally:
         relay.send_signal(signal.SIGTERM)
         assert relay.wait(timeout=30) == 0, log.read_text()[-3000:]
+
+
+def test_an_erasure_is_one_erased_record_and_a_tombstone(
+    db_url: str, kafka_broker, feed_topics: tuple[str, str], stream, tmp_path: Path
+) -> None:
+    """docs/changefeed.md#erasures: an erased user yields exactly one `erased` record on
+    rulebook-changes (no decision fields; its decision id from the erasure's times) and a
+    tombstone on rulebook-current, whose table then has no row for them; `ledger changes`
+    lists the record. What was published of the user before stays published."""
+    path, _ = stream
+    bootstrap = kafka_broker.bootstrap
+    cli = Cli(db_url)
+    cli.run("replay", str(path), "--announce")
+    drain(bootstrap, db_url, feed_topics, tmp_path / "a.log")
+    before = read_feed(bootstrap, feed_topics[1]).table()
+    user = sorted(before)[0]
+    report = cli.json("erase", user, "--request-id", "DSR-1", "--yes")
+    assert drain(bootstrap, db_url, feed_topics, tmp_path / "b.log") == {
+        "published": 1,
+        "current_published": 1,
+    }
+    changes = read_feed(bootstrap, feed_topics[0])
+    erased = [r for r in changes.decisions if r["kind"] == "erased"]
+    assert len(erased) == 1 and erased[0]["user_id"] == user
+    record = erased[0]
+    assert all(
+        record[f] is None
+        for f in ("assignment", "policy", "policy_hash", "rule", "reason", "terms", "valid_to")
+    )
+    assert format_instant(record["recorded_at"]) == report["erased_at"]
+    assert record["decision_id"] == decision_id(user, record["valid_from"], record["recorded_at"])
+    # Published before the erasure, the user's decisions stay on the topic (retention
+    # removes them); the store no longer has them.
+    assert [r for r in changes.decisions if r["user_id"] == user and r["kind"] != "erased"]
+    current = read_feed(bootstrap, feed_topics[1])
+    assert current.tombstones == [user.encode()]
+    table = current.table()
+    assert user not in table and set(table) == set(before) - {user}
+    listed = [json.loads(x) for x in cli.run("changes").stdout.splitlines()]
+    mine = [r for r in listed if r["user_id"] == user]
+    assert [r["kind"] for r in mine] == ["erased"]
+    assert mine[0]["decision_id"] == record["decision_id"] and mine[0]["terms"] is None

@@ -44,7 +44,8 @@ from tests import factories
 
 DATA = Path(__file__).parents[1] / "data" / "schema-v1"
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
-V2 = AvroCodec()
+V3 = AvroCodec()
+V2 = AvroCodec(version=2)
 V1 = AvroCodec(version=1)
 
 
@@ -77,6 +78,7 @@ def test_released_versions_are_frozen_and_the_current_one_is_pinned() -> None:
 def test_version_1_messages_carry_the_pinned_fingerprint() -> None:
     assert {m[2:10].hex() for m in v1_messages()} == {FINGERPRINTS[1]}
     assert V2.encode(factories.event(factories.signup(1)))[2:10].hex() == FINGERPRINTS[2]
+    assert V3.encode(factories.event(factories.signup(1)))[2:10].hex() == FINGERPRINTS[3]
 
 
 # --- the bytes version 1 wrote ----------------------------------------------------------
@@ -89,7 +91,7 @@ def test_the_version_1_archive_and_messages_read_as_the_same_events() -> None:
     assert messages == archive
     signups = [e.payload for e, _ in archive if isinstance(e.payload, SignedUp)]
     assert len(signups) == 20 and all(s.locale is None for s in signups)
-    assert {e.type for e, _ in archive} == set(EVENT_TYPES) - {"IdentityVerified"}
+    assert {e.type for e, _ in archive} == set(EVENT_TYPES) - {"IdentityVerified", "AccountErased"}
 
 
 def test_version_1_events_written_again_at_version_2_are_the_same_events() -> None:
@@ -171,11 +173,11 @@ def test_json_optional_fields_absent_or_null_are_null() -> None:
 
 
 def test_a_json_type_the_reader_does_not_know_is_dead_lettered_naming_the_way_out() -> None:
-    line = {**LINE, "type": "AccountErased", "request_id": "r-1"}
+    line = {**LINE, "type": "AccountMerged", "into": "u-2"}
     with pytest.raises(EventError) as caught:
         event_from_json_line(json.dumps(line))
     reason = str(caught.value)
-    assert reason.startswith("unknown event type 'AccountErased'")
+    assert reason.startswith("unknown event type 'AccountMerged'")
     assert "IdentityVerified" in reason and "`ledger dead-letters retry`" in reason
 
 
@@ -311,17 +313,17 @@ def _record(schema_dir: Path, name: str) -> tuple[Path, dict[str, Any]]:
 
 
 def _next_version(tmp_path: Path) -> Path:
-    """A schemas layout as it is when work on version 3 begins: version 2 frozen beside
-    version 1, the current schemas still those of version 2."""
+    """A schemas layout as it is when work on version 4 begins: version 3 frozen beside
+    versions 1 and 2, the current schemas still those of version 3."""
     root = tmp_path / "schemas"
     shutil.copytree(schemas_dir(), root, ignore=shutil.ignore_patterns("policies"))
     frozen = shutil.ignore_patterns("policies", "releases")
-    shutil.copytree(schemas_dir(), root / "releases" / "2", ignore=frozen)
+    shutil.copytree(schemas_dir(), root / "releases" / "3", ignore=frozen)
     return root
 
 
 def _candidate(tmp_path: Path, name: str, change: SchemaChange) -> Path:
-    """Version 3 with one record of version 2 changed, as a developer might."""
+    """Version 4 with one record of version 3 changed, as a developer might."""
     root = _next_version(tmp_path)
     path, record = _record(root, name)
     change(record)
@@ -330,22 +332,27 @@ def _candidate(tmp_path: Path, name: str, change: SchemaChange) -> Path:
 
 
 def _texts(root: Path, mode: str) -> dict[str, list[str]]:
-    """What the candidate's comparison with the latest release (2) finds, by direction."""
+    """What the candidate's comparison with the latest release (3) finds, by direction."""
     report = check_schemas(root, mode)  # type: ignore[arg-type]
-    assert report.current == 3 and report.compared == [2]
+    assert report.current == 4 and report.compared == [3]
     return {c.direction: [i.text() for i in c.incompatibilities] for c in report.comparisons}
 
 
 def test_the_shipped_schemas_are_backward_compatible_and_full_names_the_new_type() -> None:
     backward = check_schemas()
-    assert backward.ok and backward.compared == [1] and backward.changed_releases == []
+    assert backward.ok and backward.compared == [2] and backward.changed_releases == []
     full = check_schemas(mode="full", transitive=True)
     assert not full.ok
-    found = {c.direction: c.incompatibilities for c in full.comparisons}
-    assert found["backward"] == ()
-    (only,) = found["forward"]
-    assert only.path == "AccountEvent.payload[IdentityVerified]"
-    assert only.kind == "missing_union_branch"
+    found = {
+        (c.release, c.direction): [(i.path, i.kind) for i in c.incompatibilities]
+        for c in full.comparisons
+    }
+    assert found[(1, "backward")] == found[(2, "backward")] == []
+    # Each new type is a branch an older reader's union lacks.
+    erased = ("AccountEvent.payload[AccountErased]", "missing_union_branch")
+    verified = ("AccountEvent.payload[IdentityVerified]", "missing_union_branch")
+    assert found[(2, "forward")] == [erased]
+    assert sorted(found[(1, "forward")]) == sorted([erased, verified])
 
 
 def test_a_removed_field_breaks_forward_compatibility(tmp_path: Path) -> None:
@@ -415,9 +422,10 @@ def test_a_new_field_without_default_breaks_backward_compatibility(tmp_path: Pat
 
 
 def test_transitive_compares_with_every_release_not_only_the_latest(tmp_path: Path) -> None:
-    """A layout with releases 1 and 2 (the shipped ones) and a candidate version 3 that
-    makes SignedUp.locale required: it reads what version 2 wrote (which always has it)
-    but not what version 1 wrote. Against the latest release only, that goes unseen."""
+    """A layout with releases 1 to 3 (the shipped ones) and a candidate version 4 that
+    makes SignedUp.locale required: it reads what versions 2 and 3 wrote (which always
+    have it) but not what version 1 wrote. Against the latest release only, that goes
+    unseen."""
     root = _next_version(tmp_path)
     path, signup = _record(root, "SignedUp")
     locale = signup["fields"][3]
@@ -425,12 +433,13 @@ def test_transitive_compares_with_every_release_not_only_the_latest(tmp_path: Pa
     locale["type"] = ["string", "null"]
     path.write_text(json.dumps(signup))
     latest = check_schemas(root)
-    assert latest.current == 3 and latest.compared == [2] and latest.ok
+    assert latest.current == 4 and latest.compared == [3] and latest.ok
     every = check_schemas(root, transitive=True)
-    assert every.compared == [1, 2]
+    assert every.compared == [1, 2, 3]
     assert [(c.release, [i.path for i in c.incompatibilities]) for c in every.comparisons] == [
         (1, ["AccountEvent.payload[SignedUp].locale"]),
         (2, []),
+        (3, []),
     ]
 
 

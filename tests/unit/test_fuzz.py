@@ -470,6 +470,52 @@ def test_hostile_audit_and_worker_settings(workers: str, audit_key: str) -> None
 
 
 @fuzz(EXAMPLES)
+@given(_ENV_TEXT)
+def test_hostile_retain_assignments_setting(value: str) -> None:
+    """LEDGER_RETAIN_ASSIGNMENTS: 0, 1 or unset decide; anything else is one UsageError
+    line naming the variable (a typo must not decide what an erasure deletes)."""
+    from ledger.config import retain_assignments
+    from ledger.errors import UsageError
+
+    try:
+        kept = retain_assignments({"LEDGER_RETAIN_ASSIGNMENTS": value})
+    except UsageError as exc:
+        assert value not in ("", "0", "1")
+        assert str(exc).startswith("LEDGER_RETAIN_ASSIGNMENTS=") and "\n" not in str(exc)
+        return
+    assert kept is (value == "1")
+
+
+_ARG_TEXT = st.one_of(
+    st.text(st.characters(codec=None), max_size=120),
+    st.sampled_from(["", " ", "\x1b[31m", "a\nb", "x" * 101, "x" * 501, "R-1"]),
+)
+
+
+@fuzz(EXAMPLES)
+@given(_ARG_TEXT, _ARG_TEXT, st.one_of(st.none(), _ARG_TEXT))
+def test_hostile_erase_arguments(user: str, request_id: str, reason: str | None) -> None:
+    """`ledger erase USER --request-id ID --reason TEXT`: an AccountErased event that
+    carries them, or one UsageError line naming the argument, printable."""
+    from ledger.cli.erase import _erasure_event
+    from ledger.errors import UsageError
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    try:
+        erasure = _erasure_event(user, request_id, reason, now)
+    except UsageError as exc:
+        text = str(exc)
+        assert "\n" not in text and "\x1b" not in text
+        assert any(name in text for name in ("USER", "--request-id", "--reason")), text
+        return
+    assert erasure.user_id == user and erasure.type == "AccountErased"
+    assert erasure.payload.request_id == request_id  # type: ignore[union-attr]
+    assert request_id.isprintable() and 0 < len(request_id) <= limits.ERASURE_REQUEST_ID_CHARS
+    # What the command line accepts, the event contract reads back the same.
+    assert event_from_json_line(event_to_json_line(erasure))[0] == erasure
+
+
+@fuzz(EXAMPLES)
 @given(_ENV_TEXT, _ENV_TEXT)
 def test_hostile_changefeed_topic_names(changes: str, current: str) -> None:
     """LEDGER_CHANGES_TOPIC, LEDGER_CURRENT_TOPIC: two distinct names Kafka accepts, or

@@ -105,7 +105,10 @@ def test_user_events_reach_every_event_type_and_locale() -> None:
     # Every type of the current event schema, and signups with and without a locale: what
     # the fuzz and property tests draw from must include what version 2 added.
     fast = settings(database=None, max_examples=2000, phases=[Phase.generate])
-    for kind in EVENT_TYPES:
+    # Not AccountErased: what follows an erasure is suppressed, so arrival order matters
+    # for it by design, and the property tests hold arrival order not to matter. Its own
+    # tests (tests/integration/test_erasure.py) draw it.
+    for kind in (k for k in EVENT_TYPES if k != "AccountErased"):
         find(user_events(), lambda events, k=kind: any(e.type == k for e in events), settings=fast)
     for has_locale in (True, False):
         find(

@@ -11,10 +11,17 @@ from typing import Any
 
 from ledger.app.audit.report import Finding, VerifyReport
 from ledger.app.ingest.plan import policy_hashes
-from ledger.app.ports import StoredEvent, StoredHistory, StoredUser
+from ledger.app.ports import StoredErasure, StoredEvent, StoredHistory, StoredUser
 from ledger.domain.audit.canonical import CHAIN_ENCODING, canonical_event_as
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.domain.audit.digest import Digest
+from ledger.domain.audit.erasure import (
+    ErasureRecord,
+    SkeletonRow,
+    erased_events_hash,
+    erasure_bytes,
+    skeleton_hash,
+)
 from ledger.domain.policy import PolicySet
 from ledger.domain.projection import HistoryRow, UserChanges, UserProjection
 from ledger.domain.time import format_instant
@@ -307,3 +314,155 @@ class Checker:
                     derived=should_j,
                 )
             )
+
+    # --- an erased user ----------------------------------------------------------------
+
+    def check_erased(
+        self,
+        user_id: str,
+        urow: StoredUser | None,
+        evs: Sequence[StoredEvent],
+        hist: Sequence[StoredHistory],
+        erasure: StoredErasure,
+    ) -> None:
+        """An erased user (docs/audit.md, "Erasure"): the kept events are seq 1..n without
+        gaps and hold nothing personal; the last is the erasure, whose link is recomputed
+        from the previous stored link and what it commits to (every kept seq, record time
+        and link, the history row count, the retained skeleton's hash); the skeleton, if
+        kept, hashes as the erasure says; the users row's head and length are the chain's."""
+        add = self.report.add
+        n = erasure.seq
+        seqs = [ev.seq for ev in evs]
+        if seqs != list(range(1, len(seqs) + 1)) or len(seqs) != n:
+            add(
+                Finding(
+                    user_id,
+                    "erased_chain",
+                    f"the erased user's events are seq {_ranges(seqs)}, the erasure is seq {n}: "
+                    "an event was deleted or inserted",
+                    field="seq",
+                    stored=seqs[-1] if seqs else 0,
+                    derived=n,
+                )
+            )
+            return
+        *kept, last = evs
+        for ev in kept:
+            left = sorted(
+                name
+                for name, value in ev.fields.items()
+                if value is not None and name not in ("user_id", "recorded_at", "seq")
+            )
+            if left or ev.event_id is not None:
+                add(
+                    Finding(
+                        user_id,
+                        "erasure_incomplete",
+                        f"event seq {ev.seq} of an erased user still holds "
+                        f"{', '.join(left) or 'its event id'}",
+                        seq=ev.seq,
+                    )
+                )
+        if last.app_seq != erasure.app_seq or last.fields.get("type") != "AccountErased":
+            add(
+                Finding(
+                    user_id,
+                    "erasure_edited",
+                    f"event seq {n} is not the erasure the erasures row names "
+                    f"(application seq {last.app_seq}, the row says {erasure.app_seq})",
+                    seq=n,
+                )
+            )
+            return
+        retained: bytes | None = None
+        if erasure.retained_hash is not None:
+            rows = [s.row for s in hist if s.row is not None]
+            retained = skeleton_hash(
+                SkeletonRow(
+                    r.entry.valid_from,
+                    r.entry.valid_to,
+                    r.entry.assignment,
+                    r.entry.policy,
+                    r.entry.rule,
+                    r.recorded_at,
+                    r.superseded_at,
+                )
+                for r in rows
+            )
+            if retained != erasure.retained_hash or len(rows) != len(hist):
+                add(
+                    Finding(
+                        user_id,
+                        "retained_edited",
+                        "the retained history skeleton does not hash as the erasure committed "
+                        "to (a retained row was edited, added or deleted)",
+                        field="retained_hash",
+                        stored=erasure.retained_hash.hex(),
+                        derived=retained.hex(),
+                    )
+                )
+            for s in hist:
+                if s.row is not None and (s.row.entry.facts or s.row.entry.evidence):
+                    add(
+                        Finding(
+                            user_id,
+                            "erasure_incomplete",
+                            f"retained history row #{s.id} still holds facts or evidence",
+                            row=s.id,
+                        )
+                    )
+        else:
+            for s in hist:
+                add(
+                    Finding(
+                        user_id,
+                        "history_extra",
+                        f"history row #{s.id} of an erased user who kept none (a row was added)",
+                        row=s.id,
+                    )
+                )
+        try:
+            record = ErasureRecord(
+                event_id=last.event_id or "",
+                user_id=user_id,
+                occurred_at=last.fields["occurred_at"],
+                recorded_at=last.recorded_at,
+                request_id=erasure.request_id,
+                seq=n,
+                erased_events=erased_events_hash((e.seq, e.recorded_at, e.link) for e in kept),
+                history_rows=erasure.history_rows,
+                retained=erasure.retained_hash,
+            )
+            link = next_link(kept[-1].link if kept else GENESIS, erasure_bytes(record))
+        except (TypeError, ValueError, AttributeError) as exc:
+            add(Finding(user_id, "event_unreadable", f"the erasure, seq {n}: {exc}", seq=n))
+            return
+        if link != last.link:
+            add(
+                Finding(
+                    user_id,
+                    "erasure_edited",
+                    f"the erasure's link (seq {n}) differs from the one recomputed from the "
+                    "kept links, record times and the erasures row (a kept link, record "
+                    "time or the erasure was edited)",
+                    seq=n,
+                )
+            )
+        if urow is None:
+            add(Finding(user_id, "events_without_user", "an erased user without a users row"))
+        elif urow.events != n or urow.chain_head != last.link:
+            add(
+                Finding(
+                    user_id,
+                    "chain_head",
+                    f"the users row's chain ({urow.events} events) differs from the erased "
+                    f"user's chain of {n} ending in the erasure (the users row was edited)",
+                    seq=n,
+                )
+            )
+
+
+def _ranges(seqs: Sequence[int]) -> str:
+    if not seqs:
+        return "none"
+    return f"{seqs[0]} to {seqs[-1]} ({len(seqs)} of them)"

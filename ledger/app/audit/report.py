@@ -70,6 +70,7 @@ class VerifyReport:
     users: int = 0  # user ids seen in users, events or history
     events: int = 0
     history_rows: int = 0
+    erased: int = 0  # erased users, whose chains are checked as stored links
     pins: int = 0
     problems: list[Finding] = field(default_factory=list)  # the first MAX_PROBLEMS
     problem_count: int = 0
@@ -100,6 +101,7 @@ class VerifyReport:
             "users": self.users,
             "events": self.events,
             "history_rows": self.history_rows,
+            "erased_users": self.erased,
             "pins": self.pins,
             "phone_key": self.phone_key,
             "problem_count": self.problem_count,

@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from ledger.app.audit.checker import Checker
 from ledger.app.audit.report import MAX_PROBLEMS, DigestCheck, Finding, VerifyReport
-from ledger.app.ports import AuditSource, StoredEvent, StoredHistory, StoredUser
+from ledger.app.ports import AuditSource, StoredErasure, StoredEvent, StoredHistory, StoredUser
 from ledger.domain.audit.canonical import CHAIN_ENCODING, CHAIN_ENCODINGS, canonical_event_as
 from ledger.domain.audit.chain import GENESIS, next_link
 from ledger.domain.audit.digest import Digest
@@ -87,16 +87,26 @@ def verify(
                     streams.enter_context(closing(snap.users(user))),
                     streams.enter_context(closing(snap.events(user))),
                     streams.enter_context(closing(snap.history(user))),
+                    streams.enter_context(closing(snap.erasures(user))),
                 )
             )
         )
-        for n, (user_id, urow, evs, hist) in enumerate(users, 1):
-            canonical = checker.check_chain(user_id, urow, evs)
-            checker.check_history(user_id, evs, hist)
+        for n, (user_id, urow, evs, hist, erasure) in enumerate(users, 1):
+            if erasure is not None:
+                checker.check_erased(user_id, urow, evs, hist, erasure)
+                report.erased += 1
+            else:
+                canonical = checker.check_chain(user_id, urow, evs)
+                checker.check_history(user_id, evs, hist)
             if merkle is not None and digest is not None:
-                if digest.chain_encoding != checker.encoding:
-                    canonical = _encoded(evs, digest.chain_encoding)
-                head, length = _chain_until(evs, canonical, digest.seq)
+                if erasure is not None:
+                    # The fields are gone; the stored links are checked as a chain and
+                    # committed to by the erasure, whose link is the head (docs/audit.md).
+                    head, length = _stored_chain_until(evs, digest.seq)
+                else:
+                    if digest.chain_encoding != checker.encoding:
+                        canonical = _encoded(evs, digest.chain_encoding)
+                    head, length = _chain_until(evs, canonical, digest.seq)
                 if length:
                     merkle.add(user_id, head, length)
                     covered += length
@@ -184,6 +194,16 @@ def _chain_until(
     return head, length
 
 
+def _stored_chain_until(evs: Sequence[StoredEvent], seq: int) -> tuple[bytes, int]:
+    """An erased user's chain head and length over the events the digest covers: the
+    stored link of the last of them."""
+    head, length = GENESIS, 0
+    for ev in evs:
+        if ev.app_seq <= seq:
+            head, length = ev.link, length + 1
+    return head, length
+
+
 def _digest_check(
     digest: Digest, merkle: MerkleBuilder, covered: int, report: VerifyReport
 ) -> DigestCheck:
@@ -216,7 +236,7 @@ def _digest_check(
     return check
 
 
-T = TypeVar("T", StoredUser, StoredEvent, StoredHistory)
+T = TypeVar("T", StoredUser, StoredEvent, StoredHistory, StoredErasure)
 
 
 def _by_user(items: Iterable[T], what: str) -> Iterator[tuple[str, list[T]]]:
@@ -233,19 +253,26 @@ def _by_user(items: Iterable[T], what: str) -> Iterator[tuple[str, list[T]]]:
         yield user_id, list(group)
 
 
+Merged = tuple[str, StoredUser | None, list[StoredEvent], list[StoredHistory], StoredErasure | None]
+
+
 def _merged(
-    users: Iterable[StoredUser], events: Iterable[StoredEvent], history: Iterable[StoredHistory]
-) -> Generator[tuple[str, StoredUser | None, list[StoredEvent], list[StoredHistory]], None, None]:
-    """Each user id found in any of the three streams, with its rows from each, in order:
-    one user's rows in memory at a time."""
-    u_it, e_it, h_it = (
+    users: Iterable[StoredUser],
+    events: Iterable[StoredEvent],
+    history: Iterable[StoredHistory],
+    erasures: Iterable[StoredErasure] = (),
+) -> Generator[Merged, None, None]:
+    """Each user id found in the users, events or history streams, with its rows from each
+    and its erasure, in order: one user's rows in memory at a time."""
+    u_it, e_it, h_it, x_it = (
         _by_user(users, "users"),
         _by_user(events, "events"),
         _by_user(history, "history rows"),
+        _by_user(erasures, "erasures"),
     )
-    u, e, h = next(u_it, None), next(e_it, None), next(h_it, None)
-    while u is not None or e is not None or h is not None:
-        user_id = min(x[0] for x in (u, e, h) if x is not None)
+    u, e, h, x = next(u_it, None), next(e_it, None), next(h_it, None), next(x_it, None)
+    while u is not None or e is not None or h is not None or x is not None:
+        user_id = min(y[0] for y in (u, e, h, x) if y is not None)
         urow: StoredUser | None = None
         evs: list[StoredEvent] = []
         hist: list[StoredHistory] = []
@@ -258,4 +285,8 @@ def _merged(
         if h is not None and h[0] == user_id:
             hist = h[1]
             h = next(h_it, None)
-        yield user_id, urow, evs, hist
+        erasure: StoredErasure | None = None
+        if x is not None and x[0] == user_id:
+            erasure = x[1][0]
+            x = next(x_it, None)
+        yield user_id, urow, evs, hist, erasure

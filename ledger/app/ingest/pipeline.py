@@ -200,6 +200,8 @@ def write_parts(
         tx.write_encoded(plan)
         if before_commit is not None:
             before_commit(plan.rest.dead_letters)
+    if plan.rest.erasures:
+        store.scrub()
     store.reclaim()
     return plan
 

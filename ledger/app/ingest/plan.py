@@ -18,7 +18,7 @@ from typing import Any
 from ledger.domain.audit.canonical import EVENT_CHAIN_FIELDS, chain_bytes
 from ledger.domain.audit.chain import next_link
 from ledger.domain.audit.stable_ids import policy_hash
-from ledger.domain.events import Event, EventError
+from ledger.domain.events import AccountErased, Event, EventError
 from ledger.domain.facts import (
     Observation,
     ParsedPhone,
@@ -27,7 +27,13 @@ from ledger.domain.facts import (
     phone_key_fingerprint,
 )
 from ledger.domain.policy import PolicySet, event_problem
-from ledger.domain.projection import HistoryRow, UserChanges, UserProjection, UserSummary
+from ledger.domain.projection import (
+    Erased,
+    HistoryRow,
+    UserChanges,
+    UserProjection,
+    UserSummary,
+)
 from ledger.sources.records import DeadLetter, SourceIdentity, SourceRecord
 
 PositionKey = tuple[str, int]  # (source, partition)
@@ -52,7 +58,12 @@ class Screened:
 
     @property
     def user_ids(self) -> list[str]:
-        return list(dict.fromkeys(a.event.user_id for a in self.accepted))
+        """The users of the accepted events, then those the dead letters name: a dead
+        letter of an erased user is suppressed, so the planner must know whether they
+        are."""
+        named = [a.event.user_id for a in self.accepted]
+        named += [d.user_id for d in self.dead_letters if d.user_id is not None]
+        return list(dict.fromkeys(named))
 
     @property
     def event_ids(self) -> list[str]:
@@ -123,6 +134,22 @@ def chain_fields(obs: Observation, recorded_at: datetime, seq: int) -> dict[str,
     )
 
 
+@dataclass(frozen=True, slots=True)
+class PlannedErasure:
+    """An `AccountErased` applied: the writer deletes the user's personal data and links
+    the erasure into the user's chain (`ledger.domain.audit.erasure`). The link is the
+    writer's to compute, because it commits to what the erasure found in the store (the
+    kept columns of every erased event, the history rows), which no plan holds; the event
+    row is planned as any other, with the previous link in its place until then."""
+
+    user_id: str
+    event_id: str
+    occurred_at: datetime
+    recorded_at: datetime
+    request_id: str
+    seq: int
+
+
 @dataclass(slots=True)
 class BatchPlan:
     """Everything one batch writes, in one transaction."""
@@ -148,6 +175,10 @@ class BatchPlan:
     # The fingerprint of the key the events' phone hashes were made with: the store records
     # it with its first events and refuses events made under another.
     phone_key_fingerprint: str | None = None
+    erasures: list[PlannedErasure] = field(default_factory=list)
+    # Records of users erased before them (this batch included): neither stored nor
+    # dead-lettered (docs/data-protection.md).
+    suppressed: int = 0
 
     def result(self) -> BatchResult:
         return BatchResult(
@@ -156,6 +187,8 @@ class BatchPlan:
             already_applied=self.already_applied,
             dead_letters=list(self.dead_letters),
             users={s.user_id for s, _ in self.users},
+            suppressed=self.suppressed,
+            erased=len(self.erasures),
         )
 
 
@@ -185,6 +218,8 @@ class EncodedPlan:
             already_applied=self.rest.already_applied,
             dead_letters=list(self.rest.dead_letters),
             users={row[0] for row in self.users},
+            suppressed=self.rest.suppressed,
+            erased=len(self.rest.erasures),
         )
 
 
@@ -213,6 +248,8 @@ class BatchResult:
     already_applied: int = 0  # below the stored source position
     dead_letters: list[DeadLetter] = field(default_factory=list)
     users: set[str] = field(default_factory=set)
+    suppressed: int = 0  # records of erased users, neither stored nor dead-lettered
+    erased: int = 0  # users erased by the batch
 
     @property
     def dead_lettered(self) -> int:
@@ -226,6 +263,8 @@ class BatchResult:
             self.already_applied + other.already_applied,
             self.dead_letters + other.dead_letters,
             self.users | other.users,
+            self.suppressed + other.suppressed,
+            self.erased + other.erased,
         )
 
 
@@ -266,6 +305,12 @@ def plan_batch(
     owners = dict(owners)
     for item in screened.accepted:
         event = item.event
+        proj = projections[event.user_id]
+        if proj.erased is not None:
+            # Erased before (a replayed archive, a late delivery): not stored, and not
+            # dead-lettered either, which would store it all the same.
+            plan.suppressed += 1
+            continue
         owner = owners.setdefault(event.event_id, event.user_id)
         if owner is not None and owner != event.user_id:
             plan.dead_letters.append(
@@ -277,7 +322,12 @@ def plan_batch(
                 )
             )
             continue
-        proj = projections[event.user_id]
+        if isinstance(event.payload, AccountErased):
+            if proj.knows(event.event_id):
+                plan.duplicates += 1
+            else:
+                touched[event.user_id] = _plan_erasure(plan, proj, item, event.payload)
+            continue
         obs = observe(event, phone_key, phones)
         if not proj.apply(obs, item.recorded_at, policies, changes):
             plan.duplicates += 1
@@ -311,12 +361,54 @@ def plan_batch(
     plan.new_rows = [(u, row) for u, row in changes.new_rows if not row.record_interval_empty]
     plan.superseded_rows = list(changes.superseded_rows)
     plan.users = [(projections[u].summary(), at) for u, at in touched.items()]
+    # A dead letter names its user: one of a user erased (before or in this batch) is
+    # suppressed, so that nothing of theirs is stored after the erasure.
+    kept: list[DeadLetter] = []
+    for d in plan.dead_letters:
+        named = projections.get(d.user_id) if d.user_id is not None else None
+        if named is not None and named.erased is not None:
+            plan.suppressed += 1
+        else:
+            kept.append(d)
+    plan.dead_letters = kept
     return plan
 
 
-def merge_plans(
-    parts: Sequence[BatchPlan], positions: Mapping[PositionKey, int]
-) -> BatchPlan:
+def _plan_erasure(
+    plan: BatchPlan, proj: UserProjection, item: Accepted, payload: AccountErased
+) -> datetime:
+    """Plan the erasure of `proj`'s user by `item` as the last event of their chain, and
+    mark the projection erased (the batch's later events of the user are suppressed).
+    Returns its record time."""
+    event = item.event
+    recorded_at = item.recorded_at
+    if proj.last_recorded_at is not None and recorded_at < proj.last_recorded_at:
+        recorded_at = proj.last_recorded_at  # record time never runs backwards for a user
+    seq = proj.events + 1
+    obs = Observation(event.event_id, event.user_id, event.occurred_at, payload)
+    plan.events.append(
+        AppliedEvent(
+            obs,
+            recorded_at,
+            item.record.source,
+            item.record.position,
+            seq,
+            proj.chain_head,  # the writer puts the erasure's own link in its place
+            (item.record.partition, item.record.offset),
+        )
+    )
+    plan.erasures.append(
+        PlannedErasure(
+            event.user_id, event.event_id, event.occurred_at, recorded_at, payload.request_id, seq
+        )
+    )
+    proj.erased = Erased(recorded_at, payload.request_id)
+    proj.erased_events = seq
+    proj.last_recorded_at = recorded_at
+    return recorded_at
+
+
+def merge_plans(parts: Sequence[BatchPlan], positions: Mapping[PositionKey, int]) -> BatchPlan:
     """One batch planned in parts by workers that own disjoint users, as the one plan its
     transaction writes: events and dead letters back in record order, `positions` the
     batch's (no part saw all of its records)."""
@@ -336,6 +428,8 @@ def merge_plans(
         plan.duplicates += part.duplicates
         plan.already_applied += part.already_applied
         plan.identities.update(part.identities)
+        plan.erasures.extend(part.erasures)
+        plan.suppressed += part.suppressed
     if len(parts) > 1:
         plan.events.sort(key=lambda e: e.order)
         plan.dead_letters.sort(key=lambda d: (d.record.partition, d.record.offset))

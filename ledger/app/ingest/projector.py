@@ -270,6 +270,8 @@ class Projector:
                 self.cache.drop(user_id)
             raise
         self.cache.remember(projections)
+        if plan.erasures:
+            self.store.scrub()
         return plan.result()
 
 

@@ -39,6 +39,9 @@ class ReplaySummary:
     duplicates: int = 0
     dead_lettered: int = 0
     already_applied: int = 0  # skipped: the stored source position says they were applied
+    # Records of erased users: neither stored nor dead-lettered (docs/data-protection.md).
+    suppressed: int = 0
+    erased: int = 0  # users the replay erased
     users: int = 0  # in the store after the replay
     assignments: dict[str, int] = field(default_factory=dict)  # users per current assignment
     seconds: float = 0.0
@@ -54,6 +57,8 @@ class ReplaySummary:
         self.duplicates += batch.duplicates
         self.already_applied += batch.already_applied
         self.dead_lettered += batch.dead_lettered
+        self.suppressed += batch.suppressed
+        self.erased += batch.erased
         for d in batch.dead_letters:
             if len(self.dead_letter_samples) < 10:
                 self.dead_letter_samples.append(f"{d.record.position}: {d.reason}")
@@ -64,6 +69,8 @@ class ReplaySummary:
             "duplicates": self.duplicates,
             "dead_lettered": self.dead_lettered,
             "already_applied": self.already_applied,
+            "suppressed": self.suppressed,
+            "erased": self.erased,
             "users": self.users,
             "assignments": self.assignments,
             "seconds": round(self.seconds, 3),
