@@ -112,10 +112,58 @@ def _current(
 
 
 def history(
-    *, user: str, show_all: bool, believed_at: str | None, db: str | None, as_json: bool
+    *,
+    user: str,
+    show_all: bool,
+    believed_at: str | None,
+    retained: bool,
+    db: str | None,
+    as_json: bool,
 ) -> None:
+    if retained and _retained(
+        user=user, show_all=show_all, believed_at=believed_at, db=db, as_json=as_json
+    ):
+        return
     with _erased_answer(as_json):
         _history(user=user, show_all=show_all, believed_at=believed_at, db=db, as_json=as_json)
+
+
+def _retained(
+    *, user: str, show_all: bool, believed_at: str | None, db: str | None, as_json: bool
+) -> bool:
+    """`history --retained` of an erased user: the line every read of them answers, then
+    what the erasure kept of their history, chosen as `history` chooses rows. False for a
+    user who was not erased: their history is the answer, as without --retained."""
+    from ledger.queries.history import NotErased, retained_history
+
+    believed = parse_time(believed_at, "--believed-at")
+    with _store(db) as store:
+        try:
+            answer = retained_history(
+                store, user, include_superseded=show_all, believed_at=believed
+            )
+        except NotErased:
+            return False
+    if as_json:
+        emit_json(answer.to_json())
+        return True
+    sys.stdout.write(escape_control(str(answer.erased)) + "\n")
+    if not answer.rows:
+        sys.stdout.write("nothing retained (the erasure ran without LEDGER_RETAIN_ASSIGNMENTS=1,"
+                         " or no row matches)\n")
+        return True
+    from rich.table import Table
+
+    t = Table(title=plain(f"retained history of {user}"), title_justify="left")
+    for col in ("valid from", "valid to", "assignment", "policy", "rule", "recorded at",
+                "superseded at"):
+        t.add_column(col)
+    for vf, vt, assignment, policy, rule, rec, sup in answer.rows:
+        cells = [format_instant(vf), format_instant(vt) or "open", assignment, policy, rule,
+                 format_instant(rec), format_instant(sup) or "—"]
+        t.add_row(*[plain(c or "") for c in cells], style="dim" if sup else None)
+    stdout_console().print(t)
+    return True
 
 
 def _history(

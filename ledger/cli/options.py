@@ -110,12 +110,20 @@ BELIEVED_AT = Option(
     "events corrected it). ISO 8601.",
 )
 ALL = Option("--all", "show_all", bool, "Include superseded rows (record-time history).")
+RETAINED = Option(
+    "--retained",
+    "retained",
+    bool,
+    "For an erased user: the history skeleton kept for legal retention (valid and record "
+    "times, assignment, policy, rule; LEDGER_RETAIN_ASSIGNMENTS=1 at the erasure), chosen "
+    "with --all and --believed-at as history rows are. Changes nothing for other users.",
+)
 
 READS: Mapping[str, Command] = {
     command.name: command
     for command in (
         Command("current", USER, (AT, BELIEVED_AT, DB, JSON)),
-        Command("history", USER, (ALL, BELIEVED_AT, DB, JSON)),
+        Command("history", USER, (ALL, BELIEVED_AT, RETAINED, DB, JSON)),
         Command("explain", USER, (AT, BELIEVED_AT, DB, JSON)),
     )
 }

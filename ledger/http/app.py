@@ -259,6 +259,39 @@ def create_app(engine: Engine, access: Access, *, threads: int = 4) -> FastAPI:
         return JSONResponse(doc)
 
     @app.get(
+        "/v1/users/{user_id:path}/retained",
+        tags=["users"],
+        summary="What an erasure kept of a user's history (admin)",
+        dependencies=admin,
+        responses={
+            **_ok(models.Retained, "The erasure and the retained history skeleton."),
+            **_problems(401, 403, 404, 422, 503),
+        },
+    )
+    def retained(
+        user_id: UserId,
+        all: Annotated[
+            bool, Query(description="Include superseded rows (record-time history).")
+        ] = True,
+        believed_at: BelievedAt = None,
+    ) -> JSONResponse:
+        """As `ledger history USER --retained --json`: for an erased user, the history
+        skeleton (valid and record times, assignment, policy, rule) kept when the erasure
+        ran with LEDGER_RETAIN_ASSIGNMENTS=1 for legal retention; nothing personal. Admin
+        role only: the auditor's reads of an erased user answer 410. 404 for a user who was
+        not erased."""
+        try:
+            answer = queries.retained_history(
+                engine,
+                _user(user_id),
+                include_superseded=all,
+                believed_at=_time(believed_at, "believed_at"),
+            )
+        except queries.NotErased as exc:
+            raise queries.UnknownUser(str(exc)) from None
+        return JSONResponse(answer.to_json())
+
+    @app.get(
         "/v1/users/{user_id:path}/export",
         tags=["users"],
         summary="A subject export that proves itself",

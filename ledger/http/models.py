@@ -50,6 +50,26 @@ class History(BaseModel):
     first_recorded_at: Instant | None = Field(description=FIRST_RECORDED_AT)
 
 
+class RetainedEntry(BaseModel):
+    valid_from: Instant
+    valid_to: Instant | None
+    assignment: str
+    policy: str
+    rule: str
+    recorded_at: Instant
+    superseded_at: Instant | None
+
+
+class Retained(BaseModel):
+    user_id: str
+    erased_at: Instant = Field(description="Record time of the erasure.")
+    request_id: str = Field(description="The operator's reference of the erasure request.")
+    retained: list[RetainedEntry] = Field(
+        description="The history skeleton kept for legal retention; empty when the erasure "
+        "ran without LEDGER_RETAIN_ASSIGNMENTS=1."
+    )
+
+
 class Rulebook(BaseModel):
     id: str
     platform: str

@@ -104,6 +104,68 @@ def refuse_erased(r: SqlReader, user_id: str) -> None:
         raise ErasedUser(user_id, instant(erased_at), request_id)
 
 
+class NotErased(LedgerError, LookupError):
+    """A retained history was asked of a user who was not erased."""
+
+
+_RETAINED_SQL = (
+    "SELECT h.valid_from, h.valid_to, d.assignment, d.policy, d.rule, h.recorded_at, "
+    "h.superseded_at FROM assignment_history AS h JOIN decisions AS d "
+    "ON d.id = h.decision_id WHERE h.user_id = {p} ORDER BY h.valid_from, h.recorded_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedAnswer:
+    """What is kept of an erased user's history: the skeleton, when the erasure ran with
+    LEDGER_RETAIN_ASSIGNMENTS=1 (no facts, evidence or reasons: those were deleted)."""
+
+    erased: ErasedUser
+    rows: list[tuple[datetime, datetime | None, str, str, str, datetime, datetime | None]]
+
+    def to_json(self) -> dict[str, Any]:
+        names = ("valid_from", "valid_to", "assignment", "policy", "rule", "recorded_at",
+                 "superseded_at")
+        return {
+            **self.erased.to_json(),
+            "retained": [
+                {
+                    n: format_instant(v) if isinstance(v, datetime) else v
+                    for n, v in zip(names, row, strict=True)
+                }
+                for row in self.rows
+            ],
+        }
+
+
+def retained_history(
+    engine: Engine | SqlReader,
+    user_id: str,
+    *,
+    include_superseded: bool = True,
+    believed_at: datetime | None = None,
+) -> RetainedAnswer:
+    """An erased user's retained history skeleton (empty when nothing was retained), chosen
+    as `history` chooses rows: `include_superseded`, or what was believed at `believed_at`,
+    or (neither) what was believed last. Raises NotErased for a user who was not erased:
+    their history is `history`'s."""
+    r = reader(engine)
+    try:
+        refuse_erased(r, user_id)
+    except ErasedUser as erased:
+        found = r.rows(_RETAINED_SQL.format(p=r.placeholder), (user_id,))
+        rows = [
+            (instant(vf), optional_instant(vt), a, p, rule, instant(rec), optional_instant(sup))
+            for vf, vt, a, p, rule, rec, sup in found
+        ]
+        if believed_at is not None and not include_superseded:
+            rows = [x for x in rows if x[5] <= believed_at and (x[6] is None or x[6] > believed_at)]
+        elif not include_superseded:
+            rows = [x for x in rows if x[6] is None]
+        return RetainedAnswer(erased, rows)
+    raise NotErased(f"{user_id!r} was not erased: --retained is for erased users")
+
+
 def _user_row(r: SqlReader, user_id: str) -> tuple[date | None, datetime | None]:
     """The user's (birth date, signup time)."""
     found = _fetch(r, "user", user_id)

@@ -547,6 +547,11 @@ def test_an_erased_user_is_gone_from_every_answer(db_url: str, tmp_path: Path) -
         assert [c["kind"] for c in feed] == ["erased"] and feed[0]["assignment"] is None
         dead = server.json("/v1/dead-letters", ADMIN)
         assert user not in json.dumps(dead) and other in json.dumps(dead)
+        # What the erasure kept: for the admin only; nothing, without retention.
+        assert server.get(f"/v1/users/{user}/retained", AUDITOR)[0] == 403
+        kept = server.json(f"/v1/users/{user}/retained", ADMIN)
+        assert (kept["request_id"], kept["retained"]) == ("DSR-9", [])
+        assert server.get(f"/v1/users/{other}/retained", ADMIN)[0] == 404
     finally:
         assert server.stop() == 0, server.log.read_text()[-2000:]
     exported = tmp_path / "dead.jsonl"

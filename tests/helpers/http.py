@@ -35,6 +35,7 @@ PATHS = [
     "/v1/users/{user_id}/timeline",
     "/v1/users/{user_id}/timeline.svg",
     "/v1/users/{user_id}/export",
+    "/v1/users/{user_id}/retained",
     "/v1/changes",
     "/v1/stats",
     "/v1/dead-letters",

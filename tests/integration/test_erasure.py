@@ -29,7 +29,7 @@ from ledger.store.database import open_engine
 from ledger.store.rows import event_id_bytes
 from ledger.store.sql import SqlStore
 from tests.integration.test_audit_trail import stream_file
-from tests.support import chain_heads
+from tests.support import Cli, chain_heads
 
 POLICIES = load_policies()
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -254,6 +254,23 @@ def test_tampering_with_what_an_erasure_kept_is_caught(
     facts = [json.loads(f) if isinstance(f, str) else f for f, _ in retained]
     assert facts and all(f == {} for f in facts)
     assert verify(SqlAuditSource(engine), POLICIES).ok
+    # `history --retained` shows the skeleton, and nothing else of the user.
+    kept = Cli(db_url).json("history", user, "--retained", "--all")
+    assert len(kept["retained"]) == len(retained) and kept["user_id"] == user
+    believed = Cli(db_url).json("history", user, "--retained")["retained"]
+    assert believed and all(r["superseded_at"] is None for r in believed)
+    assert all(
+        set(r) == {"valid_from", "valid_to", "assignment", "policy", "rule", "recorded_at",
+                   "superseded_at"} and r["assignment"] for r in kept["retained"]
+    )
+    text = Cli(db_url).run("history", user, "--retained").stdout
+    assert "erased at" in text and "retained history" in text
+    # A user who was not erased: --retained changes nothing.
+    [(other,)] = rows(db_url, "SELECT min(user_id) FROM users WHERE user_id <> :u", u=user)
+    assert Cli(db_url).json("history", other, "--retained") == Cli(db_url).json("history", other)
+    assert Cli(db_url).run("history", "u-nobody", "--retained", expect=1).stderr.startswith(
+        "ledger: error: unknown user"
+    )
     with engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE events SET link = :l WHERE user_id = :u AND seq = 1"),
