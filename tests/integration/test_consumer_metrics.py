@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 _METRICS_AT = re.compile(r"metrics on (http://\S+)/metrics")
 _SUMMARY = re.compile(
-    r"applied (\d+) events \([^)]*\), (\d+) duplicates, (\d+) dead letters; "
+    r"applied (\d+) events \([^)]*\), (\d+) duplicates, (\d+) dead letters, (\d+) suppressed; "
     r"lag by partition (\{[^}]*\})"
 )
 
@@ -85,7 +85,8 @@ def test_consumer_metrics_equal_the_run_summary(
     finally:
         stop(proc, log)
 
-    applied, duplicates, dead, lag = _SUMMARY.findall(log.read_text())[-1]
+    applied, duplicates, dead, suppressed, lag = _SUMMARY.findall(log.read_text())[-1]
+    assert scraped["ledger_suppressed_events_total"][()] == int(suppressed) == 0
     assert (
         scraped["ledger_events_applied_total"][()]
         == int(applied)

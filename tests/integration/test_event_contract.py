@@ -43,7 +43,7 @@ from ledger.store.sql import SqlStore
 from tests.support import Cli, chain_heads, history_rows
 
 DATA = Path(__file__).parents[1] / "data" / "schema-v1"
-V2 = AvroCodec()
+V2 = AvroCodec(version=2)  # the writer of version 2 (the current one is newer)
 V1 = AvroCodec(version=1)
 
 
