@@ -92,7 +92,15 @@ def test_identify_and_is_alive_for_a_spawned_child(spawn: Spawn) -> None:
     found = process.identify(child.pid)
     assert found is not None
     assert process.same_process(found, identity)
-    assert found.cmdline == identity.cmdline  # exec has happened once Popen returns
+    # Popen returns once exec has closed the child's close-on-exec pipe, which the kernel
+    # does before it lays out the new program's arguments: on a loaded machine
+    # /proc/PID/cmdline can still read empty for a moment (seen under parallel tests).
+    deadline = time.monotonic() + 5
+    while not found.cmdline and time.monotonic() < deadline:
+        time.sleep(0.01)
+        found = process.identify(child.pid)
+        assert found is not None
+    assert found.cmdline == identity.cmdline
     assert process.is_alive(identity)
 
 
