@@ -234,25 +234,37 @@ def _metrics(
     registry) and their HTTP server, started, when --metrics-port asks for them."""
     if port is None:
         return None, None, None
-    from consumers.metrics import MetricsServer, ProjectorMetrics, RelayMetrics
+    from consumers.metrics import ProjectorMetrics, RelayMetrics
 
     # Liveness allows a batch as long as the group itself allows one, and some.
     metrics = ProjectorMetrics(stale_after_s=s.consumer.max_poll_interval_ms / 1000 + 30)
     relay = RelayMetrics(metrics.registry) if changefeed else None
+    http = _serve(metrics, host, port, "ledger.consume", also=(relay,) if relay else ())
+    return metrics, relay, http
+
+
+def _serve(metrics: Any, host: str, port: int, logger: str, *, also: tuple[Any, ...] = ()) -> Any:
+    """The metrics endpoint of a service, started, its address logged."""
+    from consumers.metrics import MetricsServer
+
     try:
-        http = MetricsServer(metrics, host, port, also=(relay,) if relay else ())
+        http = MetricsServer(metrics, host, port, also=also)
     except OSError as exc:
         raise LedgerError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
     http.start()
     bound_host, bound_port = http.address
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     url = f"http://{shown}:{bound_port}"
-    logging.getLogger("ledger.consume").info(
-        "metrics on %s/metrics, liveness on /healthz",
+    logging.getLogger(logger).info(
+        "metrics on %s/metrics, liveness on /healthz, readiness on /readyz",
         url,
-        extra={"metrics_url": f"{url}/metrics", "liveness_url": f"{url}/healthz"},
+        extra={
+            "metrics_url": f"{url}/metrics",
+            "liveness_url": f"{url}/healthz",
+            "readiness_url": f"{url}/readyz",
+        },
     )
-    return metrics, relay, http
+    return http
 
 
 def changefeed(
@@ -368,7 +380,7 @@ def _changefeed(
     metrics_port: int | None,
 ) -> int:
     from consumers.changefeed import ChangefeedRelay
-    from consumers.metrics import MetricsServer, RelayMetrics
+    from consumers.metrics import RelayMetrics
     from ledger.sources.kafka import make_producer
     from ledger.sources.kafka_topics import changefeed_topic_specs, ensure_topics
     from ledger.store.database import open_engine
@@ -379,15 +391,7 @@ def _changefeed(
     metrics = RelayMetrics()
     http = None
     if metrics_port is not None:
-        try:
-            http = MetricsServer(metrics, metrics_host, metrics_port)
-        except OSError as exc:
-            raise LedgerError(
-                f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc.strerror or exc}"
-            ) from None
-        http.start()
-        host, port = http.address
-        log.info("metrics on http://%s:%d/metrics, readiness on /readyz", host, port)
+        http = _serve(metrics, metrics_host, metrics_port, "ledger.changefeed")
     try:
         with kafka_errors(server):
             specs = changefeed_topic_specs(topic, current_topic, partitions)
