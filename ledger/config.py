@@ -21,7 +21,7 @@ passed down. This is the only module that reads the environment.
 | `LEDGER_PARALLEL_MIN_MB` | `Settings.parallel_min_mb`: smaller files planned by the writer (4) |
 | `LEDGER_BATCH_MB` | `Settings.batch_mb`: a batch ends once its records hold this many MiB (8) |
 | `LEDGER_CACHE_MB` | `Settings.cache_mb`: the writer's user cache, in estimated MB (default 128) |
-| `LEDGER_RETAIN_ASSIGNMENTS` | `retain_assignments()`: `1` keeps erased users' history skeleton |
+| `LEDGER_RETAIN_ASSIGNMENTS` | `Settings.retain_assignments`: `1` keeps an erased user's skeleton |
 | `LEDGER_AUDIT_KEY` | `Settings.audit_key`: signs and checks digests (HMAC-SHA256); unset |
 
 A flag given on the command line wins over the variable; an empty variable counts as unset.
@@ -246,6 +246,8 @@ class Settings:
     batch_mb: int = 8
     # Signs `ledger digest` documents (HMAC-SHA256) and checks them in `ledger verify`.
     audit_key: bytes | None = None
+    # LEDGER_RETAIN_ASSIGNMENTS=1: an erasure keeps the user's history skeleton.
+    retain_assignments: bool = False
 
     @property
     def batch_bytes(self) -> int:
@@ -371,6 +373,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> Settings:
             if (audit := _env(env, "LEDGER_AUDIT_KEY"))
             else None
         ),
+        retain_assignments=retain_assignments(env),
     )
 
 

@@ -324,7 +324,11 @@ def open_store(s: Settings) -> Any:
     from ledger.store.database import open_engine
     from ledger.store.sql import SqlStore
 
-    return SqlStore(open_engine(s.db_url), dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes)
+    return SqlStore(
+        open_engine(s.db_url),
+        dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes,
+        retain_assignments=s.retain_assignments,
+    )
 
 
 def store_opener(s: Settings) -> Any:

@@ -187,7 +187,11 @@ def _apply(event: Event, now: datetime, db: str | None, as_json: bool) -> None:
     rules = policy_set(None)
     # Not created: a mistyped path has nobody to erase (migrated, as every writer does).
     engine = open_engine(s.db_url, create=False)
-    store = SqlStore(engine, dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes)
+    store = SqlStore(
+        engine,
+        dead_letter_raw_bytes=s.limits.dead_letter_raw_bytes,
+        retain_assignments=s.retain_assignments,
+    )
     wired = Projector(store, rules, s.phone_key)
     try:
         before = erasure_state(engine, event.user_id)

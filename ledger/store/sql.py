@@ -13,7 +13,6 @@ from sqlalchemy import Connection, Engine, delete, func, select, tuple_
 
 from ledger.app.ingest.plan import BatchPlan, EncodedPlan, PositionKey
 from ledger.app.ports import HistoryTableRow
-from ledger.config import retain_assignments
 from ledger.domain.audit.chain import GENESIS
 from ledger.domain.facts import (
     Observation,
@@ -195,14 +194,20 @@ class SqlTransaction:
 class SqlStore:
     """The batch store on a SQLAlchemy engine (see `ledger.store.database.open_engine`)."""
 
-    def __init__(self, engine: Engine, *, dead_letter_raw_bytes: int = 4 << 20) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        dead_letter_raw_bytes: int = 4 << 20,
+        retain_assignments: bool = False,
+    ) -> None:
         self.engine = engine
         self.raw_limit = dead_letter_raw_bytes
         # Whether the changefeed's relay publishes what this store's writes decide: not
         # for a store being rebuilt by replay (`ledger replay --announce`).
         self.announce = True
         # Whether an erasure keeps the history skeleton (LEDGER_RETAIN_ASSIGNMENTS=1).
-        self.retain_assignments = retain_assignments()
+        self.retain_assignments = retain_assignments
 
     @contextmanager
     def transaction(self) -> Iterator[SqlTransaction]:

@@ -37,10 +37,10 @@ NOW = datetime(2026, 11, 20, tzinfo=UTC)
 ERASURE_ID = "5e0c7f00-0000-4000-8000-00000000e001"
 
 
-def replay(url: str, *paths: Path) -> ReplaySummary:
+def replay(url: str, *paths: Path, retain: bool = False) -> ReplaySummary:
     engine = open_engine(url)
     try:
-        projector = Projector(SqlStore(engine), POLICIES, DEV_PHONE_KEY)
+        projector = Projector(SqlStore(engine, retain_assignments=retain), POLICIES, DEV_PHONE_KEY)
         return replay_files(projector, list(paths), batch_size=50, now=NOW)
     finally:
         engine.dispose()
@@ -240,11 +240,11 @@ def test_a_replay_of_the_log_with_the_erasure_equals_the_live_store(
 
 
 def test_tampering_with_what_an_erasure_kept_is_caught(
-    db_url: str, stream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_url: str, stream: Path, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("LEDGER_RETAIN_ASSIGNMENTS", "1")
     user = busy_user(stream)
-    replay(db_url, stream, erasure_file(tmp_path / "erase.jsonl", user, T0 + timedelta(days=40)))
+    erasure = erasure_file(tmp_path / "erase.jsonl", user, T0 + timedelta(days=40))
+    replay(db_url, stream, erasure, retain=True)
     engine = open_engine(db_url)
     retained = rows(
         db_url,
@@ -326,3 +326,23 @@ def test_nothing_of_an_erased_user_is_left_in_the_sqlite_files_or_the_exports(
     for event_id in secrets["event_ids"]:
         assert event_id not in exported
     engine.dispose()
+
+
+def test_ledger_retain_assignments_decides_what_ledger_erase_keeps(
+    db_url: str, stream: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The variable, read once into the settings, reaches the store `ledger erase` writes
+    with: with it the skeleton is kept, without it nothing is."""
+    cli = Cli(db_url)
+    cli.run("replay", str(stream))
+    first, second = sorted({json.loads(x)["user_id"] for x in stream.read_text().splitlines()})[:2]
+    monkeypatch.setenv("LEDGER_RETAIN_ASSIGNMENTS", "1")
+    cli.run("erase", first, "--request-id", "KEEP-1", "--yes")
+    kept = cli.json("history", first, "--retained", "--all")["retained"]
+    assert kept and all(r["assignment"] and r["rule"] for r in kept)
+    monkeypatch.setenv("LEDGER_RETAIN_ASSIGNMENTS", "0")
+    cli.run("erase", second, "--request-id", "DROP-1", "--yes")
+    assert cli.json("history", second, "--retained", "--all")["retained"] == []
+    monkeypatch.setenv("LEDGER_RETAIN_ASSIGNMENTS", "yes")
+    refused = cli.run("history", first, "--retained", expect=2)
+    assert refused.stderr.startswith("ledger: error: LEDGER_RETAIN_ASSIGNMENTS=")
