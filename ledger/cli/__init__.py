@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 
 # Commands that run until told to stop, and exit 0 when they are.
-SERVICES = ("consume",)
+SERVICES = ("consume", "changefeed")
 
 if sys.argv[1:2] and sys.argv[1] in SERVICES and sys.argv[0].endswith("ledger"):
     # Before anything else is imported (a tenth of a second on a busy machine): a service

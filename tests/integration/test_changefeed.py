@@ -242,3 +242,17 @@ def test_an_erasure_is_one_erased_record_and_a_tombstone(
     mine = [r for r in listed if r["user_id"] == user]
     assert [r["kind"] for r in mine] == ["erased"]
     assert mine[0]["decision_id"] == record["decision_id"] and mine[0]["terms"] is None
+
+
+def test_sigterm_right_after_the_relay_starts_exits_cleanly(
+    kafka_broker, feed_topics: tuple[str, str], sqlite_url: str, tmp_path: Path
+) -> None:
+    """The relay is a service: a stop asked while it is still importing or connecting
+    (a supervisor restarting it at once) exits 0, as later (ledger.cli.signals)."""
+    Cli(sqlite_url).run("db", "upgrade")
+    for delay in (0.1, 0.3, 1.0):
+        log = tmp_path / f"relay-{delay}.log"
+        relay = start_relay(kafka_broker.bootstrap, sqlite_url, feed_topics, log)
+        time.sleep(delay)
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(timeout=60) == 0, (delay, log.read_text()[-2000:])
