@@ -124,10 +124,7 @@ def consume(
     from consumers.projector import ProjectorService
 
     # Configured first: in JSON, even a setting refused below is a JSON line.
-    service_log = ServiceLog(log_format, "ledger.consume")
-    service_log.configure(TEXT_FORMAT)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    service_log = _service_log(log_format, "ledger.consume")
     with service_log.errors():
         code = _consume(
             service_log,
@@ -149,6 +146,16 @@ def consume(
             changefeed=changefeed,
         )
     raise typer.Exit(code)
+
+
+def _service_log(log_format: str, name: str) -> ServiceLog:
+    """A service's log, configured before anything else it does: the clients' chatter
+    (kafka-python, Alembic) kept to warnings."""
+    service_log = ServiceLog(log_format, name)
+    service_log.configure(TEXT_FORMAT)
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return service_log
 
 
 def _consume(
@@ -349,10 +356,7 @@ def changefeed(
     Example: `ledger changefeed --bootstrap localhost:9092 --metrics-port 9310`; to run
     it beside the projector instead: `ledger consume --changefeed`.
     """
-    service_log = ServiceLog(log_format, "ledger.changefeed")
-    service_log.configure(TEXT_FORMAT)
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    service_log = _service_log(log_format, "ledger.changefeed")
     with service_log.errors():
         code = _changefeed(
             settings(
