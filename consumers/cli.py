@@ -31,6 +31,22 @@ from ledger.errors import LedgerError, UsageError
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
+# The metrics endpoint of both services (`consume`, `changefeed`).
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=0,
+        max=65535,
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics, liveness at /healthz "
+        "and readiness at /readyz (0: any free port, logged at start).",
+        show_default=False,
+    ),
+]
+MetricsHostOption = Annotated[
+    str, typer.Option("--metrics-host", help="Address the metrics endpoint listens on.")
+]
+
 
 def consume(
     bootstrap: BootstrapOption = None,
@@ -69,21 +85,8 @@ def consume(
         ),
     ] = None,
     reset_positions: ResetPositionsOption = False,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="Serve Prometheus metrics at http://HOST:PORT/metrics and liveness at "
-            "/healthz (0: any free port, logged at start).",
-            show_default=False,
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str,
-        typer.Option("--metrics-host", help="Address the metrics endpoint listens on."),
-    ] = "127.0.0.1",
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
     allow_dev_key: Annotated[
         bool,
         typer.Option(
@@ -322,21 +325,8 @@ def changefeed(
             "waiting for more.",
         ),
     ] = False,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option(
-            "--metrics-port",
-            min=0,
-            max=65535,
-            help="Serve Prometheus metrics at http://HOST:PORT/metrics, liveness at /healthz "
-            "and readiness at /readyz (0: any free port, logged at start).",
-            show_default=False,
-        ),
-    ] = None,
-    metrics_host: Annotated[
-        str,
-        typer.Option("--metrics-host", help="Address the metrics endpoint listens on."),
-    ] = "127.0.0.1",
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
     log_format: LogFormatOption = "text",
 ) -> None:
     """Relay the ledger's decisions to Kafka: the changefeed.
